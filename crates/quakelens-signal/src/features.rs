@@ -1,0 +1,438 @@
+//! The reference study's 23 waveform features per channel (69 per 3-component window), the
+//! inputs of the random-forest magnitude model.
+//!
+//! Every definition is the numpy/scipy expression named beside it, and sums use numpy's pairwise
+//! summation so results agree with numpy to rounding. Columns are named
+//! `f{k}_c{c}_{name}` (k = 1..23, c = channel index in window order), channel-major.
+
+use std::sync::Arc;
+
+use realfft::num_complex::Complex;
+use realfft::{RealFftPlanner, RealToComplex};
+
+use crate::windows_fn::hann_periodic;
+
+pub const FEATURES_PER_CHANNEL: usize = 23;
+pub const FEATURES_PER_WINDOW: usize = 3 * FEATURES_PER_CHANNEL;
+
+/// Feature names in column order; each is defined by the numpy/scipy expression in its comment.
+pub const FEATURE_NAMES: [&str; FEATURES_PER_CHANNEL] = [
+    "maximum_amplitude",       // np.max(x)
+    "minimum_amplitude",       // np.min(x)
+    "mean_amplitude",          // np.mean(x)
+    "standard_deviation",      // np.std(x)
+    "median_amplitude",        // np.median(x)
+    "amplitude_range",         // np.max(x) - np.min(x)
+    "energy",                  // np.sum(x**2)
+    "root_mean_square",        // np.sqrt(np.mean(x**2))
+    "mean_absolute_amplitude", // np.mean(np.abs(x))
+    "welch_peak_power",        // f, P = scipy.signal.welch(x, fs); np.max(P)
+    "dominant_frequency",      // f[np.argmax(P)]
+    "welch_mean_power",        // np.mean(P)
+    "spectral_entropy",        // p = P/np.sum(P); -np.sum(p[p>0] * np.log2(p[p>0]))
+    "spectral_flatness",       // exp(np.mean(np.log(P))) / np.mean(P), 0 if any P == 0
+    "zero_crossings",          // np.count_nonzero(np.diff(np.sign(x)))
+    "number_of_peaks",         // len(scipy.signal.find_peaks(x)[0])
+    "kurtosis",                // scipy.stats.kurtosis(x)  (Fisher, biased)
+    "skewness",                // scipy.stats.skew(x)      (biased)
+    "variance",                // np.var(x)
+    "interquartile_range",     // np.percentile(x, 75) - np.percentile(x, 25)  (linear)
+    "rise_time",               // a=|x-mean|, p=argmax(a): (p - first i with a>=0.1a[p]) / fs
+    "fall_time",               // (last i with a>=0.1a[p] - p) / fs
+    "peak_to_peak_amplitude",  // np.ptp(x) (the study kept it beside amplitude_range)
+];
+
+/// The 69 column names, channel-major: `f1_c0_maximum_amplitude` … `f23_c2_peak_to_peak_amplitude`.
+pub fn column_names() -> Vec<String> {
+    (0..3)
+        .flat_map(|c| {
+            FEATURE_NAMES
+                .iter()
+                .enumerate()
+                .map(move |(k, name)| format!("f{}_c{c}_{name}", k + 1))
+        })
+        .collect()
+}
+
+/// numpy's pairwise summation (`pairwise_sum` in numpy's loops), bit for bit on contiguous data.
+pub fn pairwise_sum(a: &[f64]) -> f64 {
+    const BLOCK: usize = 128;
+    let n = a.len();
+    if n < 8 {
+        let mut res = 0.0;
+        for &v in a {
+            res += v;
+        }
+        res
+    } else if n <= BLOCK {
+        let mut r = [0.0f64; 8];
+        r.copy_from_slice(&a[..8]);
+        let mut i = 8;
+        while i < n - n % 8 {
+            for j in 0..8 {
+                r[j] += a[i + j];
+            }
+            i += 8;
+        }
+        let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        while i < n {
+            res += a[i];
+            i += 1;
+        }
+        res
+    } else {
+        let mut n2 = n / 2;
+        n2 -= n2 % 8;
+        pairwise_sum(&a[..n2]) + pairwise_sum(&a[n2..])
+    }
+}
+
+fn mean(a: &[f64]) -> f64 {
+    pairwise_sum(a) / a.len() as f64
+}
+
+/// numpy's `_lerp`, used by `np.percentile(..., method='linear')`.
+fn lerp(a: f64, b: f64, t: f64) -> f64 {
+    let diff = b - a;
+    if t >= 0.5 {
+        b - diff * (1.0 - t)
+    } else {
+        a + diff * t
+    }
+}
+
+/// Welch PSD plan matching `scipy.signal.welch(x, fs)` defaults: periodic Hann, nperseg = 256
+/// (or the signal length if shorter), 50 % overlap, constant detrend, density, one-sided, mean.
+struct WelchPlan {
+    nperseg: usize,
+    fft: Arc<dyn RealToComplex<f64>>,
+    window: Vec<f64>,
+    scale: f64,
+}
+
+impl WelchPlan {
+    fn new(nperseg: usize, fs: f64) -> Self {
+        let window = hann_periodic(nperseg);
+        let scale = 1.0 / (fs * window.iter().map(|w| w * w).sum::<f64>());
+        Self {
+            nperseg,
+            fft: RealFftPlanner::<f64>::new().plan_fft_forward(nperseg),
+            window,
+            scale,
+        }
+    }
+}
+
+/// Computes the 69 features of 3-channel windows; holds plans and buffers (one per thread).
+pub struct FeatureExtractor {
+    fs: f64,
+    welch: Option<WelchPlan>,
+    sorted: Vec<f64>,
+    work: Vec<f64>,
+    seg: Vec<f64>,
+    spec: Vec<Complex<f64>>,
+    psd: Vec<f64>,
+    fft_scratch: Vec<Complex<f64>>,
+}
+
+impl FeatureExtractor {
+    pub fn new(fs: f64) -> Self {
+        Self {
+            fs,
+            welch: None,
+            sorted: Vec::new(),
+            work: Vec::new(),
+            seg: Vec::new(),
+            spec: Vec::new(),
+            psd: Vec::new(),
+            fft_scratch: Vec::new(),
+        }
+    }
+
+    /// Features of one 3-channel window, channel-major (see [`column_names`]).
+    pub fn window_features(&mut self, channels: [&[f64]; 3]) -> [f64; FEATURES_PER_WINDOW] {
+        let mut out = [0.0; FEATURES_PER_WINDOW];
+        for (c, x) in channels.iter().enumerate() {
+            let f = self.channel_features(x);
+            out[c * FEATURES_PER_CHANNEL..(c + 1) * FEATURES_PER_CHANNEL].copy_from_slice(&f);
+        }
+        out
+    }
+
+    /// The 23 features of one channel. An empty channel gives NaN everywhere.
+    pub fn channel_features(&mut self, x: &[f64]) -> [f64; FEATURES_PER_CHANNEL] {
+        let n = x.len();
+        if n == 0 {
+            return [f64::NAN; FEATURES_PER_CHANNEL];
+        }
+        let nf = n as f64;
+        let (mut max, mut min) = (f64::NEG_INFINITY, f64::INFINITY);
+        for &v in x {
+            max = max.max(v);
+            min = min.min(v);
+        }
+        let m = mean(x);
+
+        self.work.clear();
+        self.work.extend(x.iter().map(|v| v * v));
+        let energy = pairwise_sum(&self.work);
+        let rms = (energy / nf).sqrt();
+        self.work.clear();
+        self.work.extend(x.iter().map(|v| v.abs()));
+        let mean_abs = pairwise_sum(&self.work) / nf;
+
+        // Central moments as scipy.stats computes them (deviations from np.mean).
+        self.work.clear();
+        self.work.extend(x.iter().map(|v| (v - m) * (v - m)));
+        let m2 = pairwise_sum(&self.work) / nf;
+        self.seg.clear();
+        self.seg
+            .extend(x.iter().zip(&self.work).map(|(v, d2)| d2 * (v - m)));
+        let m3 = pairwise_sum(&self.seg) / nf;
+        self.seg.clear();
+        self.seg.extend(self.work.iter().map(|d2| d2 * d2));
+        let m4 = pairwise_sum(&self.seg) / nf;
+        let degenerate = m2 <= (1e-15 * m) * (1e-15 * m);
+        let (kurtosis, skewness) = if degenerate {
+            (f64::NAN, f64::NAN)
+        } else {
+            (m4 / (m2 * m2) - 3.0, m3 / m2.powf(1.5))
+        };
+
+        let (median, iqr) = self.order_statistics(x);
+        let (peak_power, dominant, mean_power, entropy, flatness) = self.welch_features(x);
+
+        let sign = |v: f64| {
+            if v > 0.0 {
+                1
+            } else if v < 0.0 {
+                -1
+            } else {
+                0
+            }
+        };
+        let zero_crossings = x.windows(2).filter(|w| sign(w[0]) != sign(w[1])).count() as f64;
+        let peaks = count_local_maxima(x) as f64;
+
+        let (rise, fall) = rise_fall_times(x, m, self.fs);
+        [
+            max,
+            min,
+            m,
+            m2.sqrt(),
+            median,
+            max - min,
+            energy,
+            rms,
+            mean_abs,
+            peak_power,
+            dominant,
+            mean_power,
+            entropy,
+            flatness,
+            zero_crossings,
+            peaks,
+            kurtosis,
+            skewness,
+            m2,
+            iqr,
+            rise,
+            fall,
+            max - min,
+        ]
+    }
+
+    /// Median and interquartile range (numpy's linear percentiles) by selection, not a sort.
+    fn order_statistics(&mut self, x: &[f64]) -> (f64, f64) {
+        let n = x.len();
+        self.sorted.clear();
+        self.sorted.extend_from_slice(x);
+        let v = &mut self.sorted;
+        // k-th smallest for k and k+1 at each virtual index.
+        let at = |v: &mut Vec<f64>, q: f64| -> f64 {
+            let pos = q * (n - 1) as f64;
+            let k = pos.floor() as usize;
+            let t = pos - k as f64;
+            let (_, lo, upper) = v.select_nth_unstable_by(k, f64::total_cmp);
+            let lo = *lo;
+            if k + 1 >= n || t == 0.0 {
+                return lo;
+            }
+            let hi = upper.iter().cloned().fold(f64::INFINITY, f64::min);
+            lerp(lo, hi, t)
+        };
+        let q25 = at(v, 0.25);
+        let q75 = at(v, 0.75);
+        // np.median: middle element, or the mean of the two middle ones.
+        let half = n / 2;
+        let (lower, hi_mid, _) = v.select_nth_unstable_by(half, f64::total_cmp);
+        let hi_mid = *hi_mid;
+        let median = if n % 2 == 1 {
+            hi_mid
+        } else {
+            let lo_mid = lower.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            (lo_mid + hi_mid) / 2.0
+        };
+        (median, q75 - q25)
+    }
+
+    /// (peak power, dominant frequency, mean power, spectral entropy, spectral flatness).
+    fn welch_features(&mut self, x: &[f64]) -> (f64, f64, f64, f64, f64) {
+        let n = x.len();
+        let nperseg = n.min(256);
+        if self.welch.as_ref().map(|w| w.nperseg) != Some(nperseg) {
+            self.welch = Some(WelchPlan::new(nperseg, self.fs));
+        }
+        let Some(plan) = &self.welch else {
+            unreachable!()
+        };
+        let step = nperseg - nperseg / 2;
+        let segments = (n - nperseg) / step + 1;
+        let nfreq = nperseg / 2 + 1;
+        self.psd.clear();
+        self.psd.resize(nfreq, 0.0);
+        self.spec.resize(nfreq, Complex::new(0.0, 0.0));
+        let need = plan.fft.get_scratch_len();
+        self.fft_scratch.resize(need, Complex::new(0.0, 0.0));
+        for s in 0..segments {
+            let seg = &x[s * step..s * step + nperseg];
+            let m = mean(seg);
+            self.seg.clear();
+            self.seg
+                .extend(seg.iter().zip(&plan.window).map(|(v, w)| (v - m) * w));
+            // The input length always equals the plan length, so this cannot fail.
+            let _ =
+                plan.fft
+                    .process_with_scratch(&mut self.seg, &mut self.spec, &mut self.fft_scratch);
+            for (p, c) in self.psd.iter_mut().zip(&self.spec) {
+                *p += c.norm_sqr();
+            }
+        }
+        let even = nperseg % 2 == 0;
+        for (k, p) in self.psd.iter_mut().enumerate() {
+            let double = if k == 0 || (even && k == nfreq - 1) {
+                1.0
+            } else {
+                2.0
+            };
+            *p = *p * plan.scale * double / segments as f64;
+        }
+        let psd = &self.psd;
+        let (mut arg, mut peak) = (0, f64::NEG_INFINITY);
+        for (k, &p) in psd.iter().enumerate() {
+            if p > peak {
+                peak = p;
+                arg = k;
+            }
+        }
+        let dominant = arg as f64 * self.fs / nperseg as f64;
+        let total = pairwise_sum(psd);
+        let mean_power = total / nfreq as f64;
+        self.work.clear();
+        self.work.extend(psd.iter().filter(|&&p| p > 0.0).map(|&p| {
+            let q = p / total;
+            q * q.log2()
+        }));
+        let entropy = -pairwise_sum(&self.work);
+        let flatness = if psd.iter().any(|&p| p == 0.0) {
+            0.0
+        } else {
+            self.work.clear();
+            self.work.extend(psd.iter().map(|p| p.ln()));
+            (pairwise_sum(&self.work) / nfreq as f64).exp() / mean_power
+        };
+        (peak, dominant, mean_power, entropy, flatness)
+    }
+}
+
+/// `len(scipy.signal.find_peaks(x)[0])`: strict local maxima, a flat top counting once when it
+/// falls on both sides.
+fn count_local_maxima(x: &[f64]) -> usize {
+    let n = x.len();
+    if n < 3 {
+        return 0;
+    }
+    let i_max = n - 1;
+    let (mut i, mut count) = (1, 0);
+    while i < i_max {
+        if x[i - 1] < x[i] {
+            let mut ahead = i + 1;
+            while ahead < i_max && x[ahead] == x[i] {
+                ahead += 1;
+            }
+            if x[ahead] < x[i] {
+                count += 1;
+                i = ahead;
+            }
+        }
+        i += 1;
+    }
+    count
+}
+
+/// Rise and fall time of the demeaned absolute amplitude around its peak, at 10 % of the peak.
+fn rise_fall_times(x: &[f64], mean: f64, fs: f64) -> (f64, f64) {
+    let (mut p, mut peak) = (0, f64::NEG_INFINITY);
+    for (i, v) in x.iter().enumerate() {
+        let a = (v - mean).abs();
+        if a > peak {
+            peak = a;
+            p = i;
+        }
+    }
+    let thr = 0.1 * peak;
+    let first = x.iter().position(|v| (v - mean).abs() >= thr).unwrap_or(p);
+    let last = x.iter().rposition(|v| (v - mean).abs() >= thr).unwrap_or(p);
+    ((p - first) as f64 / fs, (last - p) as f64 / fs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_study() {
+        let names = column_names();
+        assert_eq!(names.len(), 69);
+        assert_eq!(names[0], "f1_c0_maximum_amplitude");
+        assert_eq!(names[23], "f1_c1_maximum_amplitude");
+        assert_eq!(names[68], "f23_c2_peak_to_peak_amplitude");
+    }
+
+    #[test]
+    fn simple_statistics() {
+        let x = [1.0, 3.0, 2.0, 5.0, 4.0, 0.0, -1.0, 2.0];
+        let f = FeatureExtractor::new(100.0).channel_features(&x);
+        assert_eq!(f[0], 5.0);
+        assert_eq!(f[1], -1.0);
+        assert_eq!(f[2], 2.0);
+        assert_eq!(f[4], 2.0); // median of sorted [-1,0,1,2,2,3,4,5]
+        assert_eq!(f[6], 60.0);
+        assert_eq!(f[14], 3.0); // np.sign changes at 4→0, 0→-1, -1→2
+        assert_eq!(f[15], 2.0); // peaks at 3 and 5
+        assert_eq!(f[22], 6.0);
+        // percentile 25: pos 1.75 → 0 + 0.75·1; 75: pos 5.25 → 3 + 0.25·1
+        assert!((f[19] - (3.25 - 0.75)).abs() < 1e-15);
+    }
+
+    #[test]
+    fn plateaus_and_degenerate_input() {
+        assert_eq!(count_local_maxima(&[0.0, 1.0, 1.0, 1.0, 0.0, 2.0, 2.0]), 1);
+        let f = FeatureExtractor::new(100.0).channel_features(&[7.0; 300]);
+        assert!(
+            f[16].is_nan() && f[17].is_nan(),
+            "constant signal has no kurtosis/skew"
+        );
+        assert_eq!(f[3], 0.0);
+        assert!(FeatureExtractor::new(100.0)
+            .channel_features(&[])
+            .iter()
+            .all(|v| v.is_nan()));
+    }
+
+    #[test]
+    fn pairwise_sum_is_exact_on_integers() {
+        let x: Vec<f64> = (0..1000).map(|i| i as f64).collect();
+        assert_eq!(pairwise_sum(&x), 499_500.0);
+    }
+}

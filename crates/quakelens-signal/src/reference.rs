@@ -1,0 +1,54 @@
+//! Bridge to the Python reference tools (numpy, scipy, ObsPy) for parity tests and benchmarks.
+//!
+//! The script ships inside the binary; arrays cross as raw little-endian f64 files.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The reference script (see `reference/reference.py`).
+pub const SCRIPT: &str = include_str!("../reference/reference.py");
+
+/// Locates a Python that has the reference packages: `$QUAKELENS_PYTHON`, else the project's
+/// cached venv `.cache/pyref` (created by `.ci/setup-python`).
+pub fn find_python() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("QUAKELENS_PYTHON") {
+        return Some(PathBuf::from(p));
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/pyref/bin/python");
+    root.exists().then_some(root)
+}
+
+/// Runs `reference.py COMMAND ARGS…` in `work_dir` with `python`.
+pub fn run(python: &Path, work_dir: &Path, command: &str, args: &[String]) -> Result<(), String> {
+    let script = work_dir.join("quakelens_reference.py");
+    std::fs::write(&script, SCRIPT).map_err(|e| format!("{}: {e}", script.display()))?;
+    let output = Command::new(python)
+        .arg(&script)
+        .arg(command)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot start {}: {e}", python.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "reference `{command}` failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(())
+}
+
+/// Writes values as raw little-endian f64.
+pub fn write_f64(path: &Path, values: &[f64]) -> std::io::Result<()> {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(path, bytes)
+}
+
+/// Reads raw little-endian f64.
+pub fn read_f64(path: &Path) -> std::io::Result<Vec<f64>> {
+    let bytes = std::fs::read(path)?;
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect())
+}

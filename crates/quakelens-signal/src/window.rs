@@ -1,0 +1,438 @@
+//! Cutting windows out of station streams: P-aligned (event mode) or on a fixed grid (sliding).
+//!
+//! Gap policy, applied per window and per channel: a run of missing samples no longer than
+//! [`GapPolicy::max_fill_samples`] is filled by linear interpolation between its neighbours
+//! (holding the nearest value at a window edge) and counted; a longer run drops the window,
+//! with the reason recorded. Nothing is silently lost: every candidate window is either returned
+//! or listed in [`CutResult::dropped`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::assembly::StationStream;
+use crate::stream::{ChannelOrder, StationKey};
+use crate::trigger::{detect_onsets, TriggerConfig};
+use crate::{TARGET_PERIOD_NS, TARGET_RATE_HZ};
+
+/// Samples before the onset in an event window (5 s at 100 Hz).
+pub const PRE_ONSET_SAMPLES: usize = 500;
+/// Samples in a model window (25 s at 100 Hz).
+pub const WINDOW_SAMPLES: usize = 2500;
+
+/// How windows are chosen.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum WindowMode {
+    /// One window per P onset found by the STA/LTA trigger on the vertical component,
+    /// `pre_s` before to `post_s` after it. Onsets within `post_s` of an accepted onset
+    /// (S phase, coda re-triggers) belong to the same event and are merged.
+    Event {
+        trigger: TriggerConfig,
+        pre_s: f64,
+        post_s: f64,
+    },
+    /// Windows of `length_s` starting every `step_s`, aligned to multiples of `step_s` since the
+    /// epoch so that any split of the same data yields the same windows.
+    Sliding { length_s: f64, step_s: f64 },
+}
+
+impl Default for WindowMode {
+    fn default() -> Self {
+        Self::Event {
+            trigger: TriggerConfig::default(),
+            pre_s: 5.0,
+            post_s: 20.0,
+        }
+    }
+}
+
+impl WindowMode {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Event { .. } => "event",
+            Self::Sliding { .. } => "sliding",
+        }
+    }
+
+    /// Samples per window at 100 Hz.
+    pub fn window_samples(&self) -> usize {
+        let seconds = match self {
+            Self::Event { pre_s, post_s, .. } => pre_s + post_s,
+            Self::Sliding { length_s, .. } => *length_s,
+        };
+        (seconds * TARGET_RATE_HZ).round() as usize
+    }
+}
+
+/// Gap repair limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GapPolicy {
+    /// Longest run of missing samples (per channel) that is interpolated; longer drops the window.
+    pub max_fill_samples: usize,
+}
+
+impl Default for GapPolicy {
+    fn default() -> Self {
+        Self {
+            max_fill_samples: 50,
+        }
+    }
+}
+
+/// Stable identifier of a window: 16 hex digits of FNV-1a over station, start time and length,
+/// so reprocessing the same data gives the same ids.
+pub fn window_id(station: &StationKey, start_ns: i64, samples: usize) -> String {
+    let key = format!("{station}|{start_ns}|{samples}");
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        hash ^= b as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// One 3-component window at 100 Hz, ready for spectrograms and features.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Window {
+    pub id: String,
+    pub station: StationKey,
+    pub start_ns: i64,
+    /// Samples in channel order (`order`), all of equal length.
+    pub data: [Vec<f64>; 3],
+    pub order: ChannelOrder,
+    pub mode: &'static str,
+    /// Trigger onset for event windows.
+    pub onset_ns: Option<i64>,
+    pub trigger_ratio: Option<f64>,
+    /// Runs of missing samples that were interpolated (all channels).
+    pub gap_runs: u32,
+    /// Samples that were interpolated (all channels).
+    pub filled_samples: u32,
+    pub source_rate: f64,
+    pub resampled: bool,
+}
+
+impl Window {
+    pub fn samples(&self) -> usize {
+        self.data[0].len()
+    }
+
+    pub fn end_ns(&self) -> i64 {
+        self.start_ns + self.samples() as i64 * TARGET_PERIOD_NS
+    }
+}
+
+/// Why a candidate window was not produced.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DropReason {
+    /// The window would reach past the data (onset too close to an end of the stream).
+    OutsideData,
+    /// A channel has a gap longer than the policy allows.
+    Gap { channel: usize, run: usize },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DroppedWindow {
+    pub station: StationKey,
+    pub start_ns: i64,
+    pub reason: DropReason,
+}
+
+impl std::fmt::Display for DroppedWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let when = crate::time::format_ns(self.start_ns);
+        match &self.reason {
+            DropReason::OutsideData => write!(
+                f,
+                "{} {when}: window reaches outside the data",
+                self.station
+            ),
+            DropReason::Gap { channel, run } => write!(
+                f,
+                "{} {when}: channel {channel} has a {run}-sample gap (over the fill limit)",
+                self.station
+            ),
+        }
+    }
+}
+
+/// Windows cut from one stream, and the candidates that were dropped.
+#[derive(Clone, Debug, Default)]
+pub struct CutResult {
+    pub windows: Vec<Window>,
+    pub dropped: Vec<DroppedWindow>,
+    /// Trigger onsets merged into an earlier event (S phase, coda).
+    pub merged_onsets: usize,
+}
+
+/// A candidate window: where it starts in the stream and its trigger facts.
+struct Candidate {
+    start: i64,
+    onset: Option<(usize, f64)>,
+}
+
+/// Cuts every window `mode` defines from `stream`, applying the gap policy.
+pub fn cut_windows(stream: &StationStream, mode: &WindowMode, policy: GapPolicy) -> CutResult {
+    let n = mode.window_samples();
+    let mut result = CutResult::default();
+    let candidates = match mode {
+        WindowMode::Event {
+            trigger,
+            pre_s,
+            post_s,
+        } => {
+            let pre = (pre_s * TARGET_RATE_HZ).round() as i64;
+            let post = (post_s * TARGET_RATE_HZ).round() as usize;
+            let z = filled_for_trigger(&stream.channels[stream.order.vertical_index()]);
+            let mut accepted: Vec<Candidate> = Vec::new();
+            for onset in detect_onsets(&z, TARGET_RATE_HZ, trigger) {
+                if let Some(last) = accepted.last() {
+                    let (last_onset, _) = last.onset.unwrap_or((0, 0.0));
+                    if onset.index < last_onset + post {
+                        result.merged_onsets += 1;
+                        continue;
+                    }
+                }
+                accepted.push(Candidate {
+                    start: onset.index as i64 - pre,
+                    onset: Some((onset.index, onset.peak_ratio)),
+                });
+            }
+            accepted
+        }
+        WindowMode::Sliding { step_s, .. } => {
+            let step = ((step_s * TARGET_RATE_HZ).round() as i64).max(1);
+            let first_abs = stream.first_index.div_euclid(step) * step;
+            let first_abs = if first_abs < stream.first_index {
+                first_abs + step
+            } else {
+                first_abs
+            };
+            let last_abs = stream.first_index + stream.len() as i64 - n as i64;
+            (0..)
+                .map(|k| first_abs + k * step)
+                .take_while(|&s| s <= last_abs)
+                .map(|s| Candidate {
+                    start: s - stream.first_index,
+                    onset: None,
+                })
+                .collect()
+        }
+    };
+    for cand in candidates {
+        let start_ns = stream.time_ns(0) + cand.start * TARGET_PERIOD_NS;
+        if cand.start < 0 || cand.start as usize + n > stream.len() {
+            result.dropped.push(DroppedWindow {
+                station: stream.key.clone(),
+                start_ns,
+                reason: DropReason::OutsideData,
+            });
+            continue;
+        }
+        let range = cand.start as usize..cand.start as usize + n;
+        let mut data: [Vec<f64>; 3] = Default::default();
+        let (mut gap_runs, mut filled) = (0u32, 0u32);
+        let mut dropped = None;
+        for (ci, channel) in stream.channels.iter().enumerate() {
+            let mut samples = channel[range.clone()].to_vec();
+            match fill_gaps(&mut samples, policy.max_fill_samples) {
+                Ok((runs, count)) => {
+                    gap_runs += runs;
+                    filled += count;
+                }
+                Err(run) => {
+                    dropped = Some(DropReason::Gap { channel: ci, run });
+                    break;
+                }
+            }
+            data[ci] = samples;
+        }
+        if let Some(reason) = dropped {
+            result.dropped.push(DroppedWindow {
+                station: stream.key.clone(),
+                start_ns,
+                reason,
+            });
+            continue;
+        }
+        result.windows.push(Window {
+            id: window_id(&stream.key, start_ns, n),
+            station: stream.key.clone(),
+            start_ns,
+            data,
+            order: stream.order,
+            mode: mode.name(),
+            onset_ns: cand.onset.map(|(i, _)| stream.time_ns(i)),
+            trigger_ratio: cand.onset.map(|(_, r)| r),
+            gap_runs,
+            filled_samples: filled,
+            source_rate: stream.source_rate,
+            resampled: stream.resampled(),
+        });
+    }
+    result
+}
+
+/// The trigger needs a continuous trace: missing samples count as silence (the trace mean),
+/// so a gap can neither trigger nor hide an onset next to it.
+fn filled_for_trigger(channel: &[f64]) -> Vec<f64> {
+    let valid: Vec<f64> = channel.iter().cloned().filter(|v| !v.is_nan()).collect();
+    let mean = if valid.is_empty() {
+        0.0
+    } else {
+        valid.iter().sum::<f64>() / valid.len() as f64
+    };
+    channel
+        .iter()
+        .map(|&v| if v.is_nan() { mean } else { v })
+        .collect()
+}
+
+/// Interpolates runs of NaN up to `max_run` long. Returns (runs, samples) filled, or the length
+/// of the first run that is too long (or of an all-missing channel).
+pub fn fill_gaps(samples: &mut [f64], max_run: usize) -> Result<(u32, u32), usize> {
+    let n = samples.len();
+    let (mut runs, mut filled) = (0u32, 0u32);
+    let mut i = 0;
+    while i < n {
+        if !samples[i].is_nan() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < n && samples[i].is_nan() {
+            i += 1;
+        }
+        let run = i - start;
+        if run > max_run || run == n {
+            return Err(run);
+        }
+        let left = if start > 0 {
+            Some(samples[start - 1])
+        } else {
+            None
+        };
+        let right = if i < n { Some(samples[i]) } else { None };
+        for (k, slot) in samples[start..i].iter_mut().enumerate() {
+            *slot = match (left, right) {
+                (Some(a), Some(b)) => a + (b - a) * (k + 1) as f64 / (run + 1) as f64,
+                (Some(a), None) => a,
+                (None, Some(b)) => b,
+                (None, None) => 0.0,
+            };
+        }
+        runs += 1;
+        filled += run as u32;
+    }
+    Ok((runs, filled))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::assembly::AssemblyStats;
+
+    fn stream(len: usize) -> StationStream {
+        let noise = |i: usize| ((i * 7919 % 101) as f64 - 50.0) * 0.1;
+        let mut channels: [Vec<f64>; 3] = Default::default();
+        for ch in channels.iter_mut() {
+            *ch = (0..len).map(noise).collect();
+        }
+        // An "event" at sample 3000 on every channel.
+        for ch in channels.iter_mut() {
+            for (i, v) in ch.iter_mut().enumerate().skip(3000).take(800) {
+                *v += 200.0 * ((i as f64) * 0.9).sin() * (-((i - 3000) as f64) / 300.0).exp();
+            }
+        }
+        StationStream {
+            key: StationKey {
+                network: "XX".into(),
+                station: "STA".into(),
+                location: "".into(),
+                band: "HH".into(),
+            },
+            first_index: 1_000_000,
+            channels,
+            order: ChannelOrder::default(),
+            source_rate: 100.0,
+            stats: AssemblyStats::default(),
+        }
+    }
+
+    #[test]
+    fn event_window_is_p_aligned_and_stable() {
+        let s = stream(8000);
+        let cut = cut_windows(&s, &WindowMode::default(), GapPolicy::default());
+        assert_eq!(cut.windows.len(), 1, "{:?}", cut.dropped);
+        let w = &cut.windows[0];
+        let onset = ((w.onset_ns.unwrap() - s.time_ns(0)) / TARGET_PERIOD_NS) as usize;
+        assert!((3000..3010).contains(&onset), "onset at {onset}");
+        assert_eq!(w.start_ns, w.onset_ns.unwrap() - 500 * TARGET_PERIOD_NS);
+        assert_eq!(w.samples(), WINDOW_SAMPLES);
+        assert_eq!(w.id, window_id(&s.key, w.start_ns, 2500));
+        assert_eq!(w.id.len(), 16);
+        let again = cut_windows(&s, &WindowMode::default(), GapPolicy::default());
+        assert_eq!(again.windows[0].id, w.id);
+    }
+
+    #[test]
+    fn sliding_windows_align_to_absolute_time() {
+        let s = stream(8000);
+        let mode = WindowMode::Sliding {
+            length_s: 25.0,
+            step_s: 10.0,
+        };
+        let cut = cut_windows(&s, &mode, GapPolicy::default());
+        // Stream covers grid [1_000_000, 1_008_000): starts at multiples of 1000 samples.
+        let starts: Vec<i64> = cut
+            .windows
+            .iter()
+            .map(|w| w.start_ns / TARGET_PERIOD_NS)
+            .collect();
+        assert_eq!(
+            starts,
+            vec![1_000_000, 1_001_000, 1_002_000, 1_003_000, 1_004_000, 1_005_000]
+        );
+    }
+
+    #[test]
+    fn gaps_are_filled_or_drop_the_window() {
+        let mut s = stream(8000);
+        for v in &mut s.channels[0][3100..3110] {
+            *v = f64::NAN;
+        }
+        let cut = cut_windows(&s, &WindowMode::default(), GapPolicy::default());
+        assert_eq!(cut.windows[0].gap_runs, 1);
+        assert_eq!(cut.windows[0].filled_samples, 10);
+        assert!(cut.windows[0].data[0].iter().all(|v| v.is_finite()));
+        for v in &mut s.channels[1][3200..3300] {
+            *v = f64::NAN;
+        }
+        let cut = cut_windows(&s, &WindowMode::default(), GapPolicy::default());
+        assert!(cut.windows.is_empty());
+        assert_eq!(
+            cut.dropped[0].reason,
+            DropReason::Gap {
+                channel: 1,
+                run: 100
+            }
+        );
+        assert!(cut.dropped[0].to_string().contains("100-sample gap"));
+    }
+
+    #[test]
+    fn onset_near_the_edge_is_reported() {
+        let s = stream(3900);
+        let cut = cut_windows(&s, &WindowMode::default(), GapPolicy::default());
+        assert!(cut.windows.is_empty());
+        assert_eq!(cut.dropped.len(), 1);
+        assert_eq!(cut.dropped[0].reason, DropReason::OutsideData);
+    }
+
+    #[test]
+    fn fill_gaps_interpolates() {
+        let mut x = [0.0, f64::NAN, f64::NAN, 3.0, f64::NAN];
+        assert_eq!(fill_gaps(&mut x, 2), Ok((2, 3)));
+        assert_eq!(x, [0.0, 1.0, 2.0, 3.0, 3.0]);
+        let mut y = [f64::NAN; 4];
+        assert_eq!(fill_gaps(&mut y, 10), Err(4));
+    }
+}

@@ -1,0 +1,66 @@
+//! Shared helpers of the signal integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use quakelens_signal::reference;
+
+/// The real waveform kit copied from `../shared/data/real` (with ObsPy's manifest).
+pub fn real_data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/real")
+}
+
+/// The reference Python, or `None` to skip. With `QUAKELENS_REQUIRE_REFERENCE=1` (set by the
+/// README's test command) a missing reference fails the test instead of skipping it.
+pub fn python() -> Option<PathBuf> {
+    match reference::find_python() {
+        Some(p) => Some(p),
+        None if std::env::var_os("QUAKELENS_REQUIRE_REFERENCE").is_some() => {
+            panic!("QUAKELENS_REQUIRE_REFERENCE is set but no reference Python was found")
+        }
+        None => {
+            eprintln!(
+                "skipped: no reference Python (set QUAKELENS_PYTHON or run .ci/setup-python)"
+            );
+            None
+        }
+    }
+}
+
+/// Deterministic pseudo-random numbers (SplitMix64) for test inputs.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+    }
+}
+
+/// Elementwise relative error, each denominator floored at `floor · max|reference|`.
+pub fn max_rel_err(ours: &[f64], reference: &[f64], floor: f64) -> f64 {
+    assert_eq!(ours.len(), reference.len(), "length mismatch");
+    let scale = reference.iter().fold(0.0f64, |m, v| m.max(v.abs())) * floor;
+    ours.iter()
+        .zip(reference)
+        .map(|(a, b)| {
+            if a.is_nan() && b.is_nan() {
+                0.0
+            } else {
+                (a - b).abs() / b.abs().max(scale).max(f64::MIN_POSITIVE)
+            }
+        })
+        .fold(0.0, f64::max)
+}

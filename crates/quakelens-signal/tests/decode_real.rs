@@ -1,0 +1,129 @@
+//! miniSEED decoding agrees with what ObsPy reads from the real recordings
+//! (`MANIFEST.obspy.json`), and corrupt files give located errors, never a panic or a hang.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use quakelens_signal::miniseed::read_file;
+use quakelens_signal::time::format_ns;
+use serde_json::Value;
+
+fn manifest() -> serde_json::Map<String, Value> {
+    let text = std::fs::read_to_string(common::real_data().join("MANIFEST.obspy.json")).unwrap();
+    serde_json::from_str::<Value>(&text)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .clone()
+}
+
+fn file_of(key: &str) -> std::path::PathBuf {
+    common::real_data().join(key.trim_start_matches("shared/data/real/"))
+}
+
+#[test]
+fn every_file_decodes_like_obspy() {
+    let mut checked = 0;
+    for (key, expected) in manifest() {
+        let Some(traces) = expected.as_array() else {
+            continue;
+        };
+        let path = file_of(&key);
+        let decoded = read_file(&path).unwrap_or_else(|e| panic!("{key}: {e}"));
+        assert_eq!(decoded.traces.len(), traces.len(), "{key}: trace count");
+        for (ours, want) in decoded.traces.iter().zip(traces) {
+            let ctx = format!("{key} {}", want["id"]);
+            assert_eq!(ours.id.to_string(), want["id"].as_str().unwrap(), "{ctx}");
+            assert_eq!(
+                format_ns(ours.start_ns),
+                want["start"].as_str().unwrap(),
+                "{ctx}"
+            );
+            assert_eq!(
+                ours.sample_rate,
+                want["sampling_rate"].as_f64().unwrap(),
+                "{ctx}"
+            );
+            assert_eq!(
+                ours.samples.len() as u64,
+                want["npts"].as_u64().unwrap(),
+                "{ctx}"
+            );
+            let sum: f64 = ours.samples.iter().sum();
+            let want_sum = want["sum"].as_f64().unwrap();
+            assert!(
+                (sum - want_sum).abs() <= 1e-9 * want_sum.abs().max(1.0),
+                "{ctx}: sum {sum} vs {want_sum}"
+            );
+            for (i, f) in want["first"].as_array().unwrap().iter().enumerate() {
+                assert_eq!(ours.samples[i], f.as_f64().unwrap(), "{ctx}: sample {i}");
+            }
+            checked += 1;
+        }
+    }
+    // 12 good/recoverable files hold 20 traces; the manifest lists every one.
+    assert!(checked >= 20, "only {checked} traces checked");
+}
+
+#[test]
+fn corrupt_files_give_located_errors_without_hanging() {
+    for (key, expected) in manifest() {
+        if !key.contains("/bad/") {
+            continue;
+        }
+        let path = file_of(&key);
+        let name = path.display().to_string();
+        let started = Instant::now();
+        let result = read_file(&path);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{key}: too slow"
+        );
+        match (result, expected.as_array()) {
+            (Ok(decoded), Some(traces)) => {
+                // ObsPy recovers these traces: so must we.
+                assert_eq!(decoded.traces.len(), traces.len(), "{key}");
+                for (ours, want) in decoded.traces.iter().zip(traces) {
+                    assert_eq!(
+                        ours.samples.len() as u64,
+                        want["npts"].as_u64().unwrap(),
+                        "{key}"
+                    );
+                }
+                for w in &decoded.warnings {
+                    let text = w.to_string();
+                    assert!(text.contains(&name) && text.contains("@ byte"), "{text}");
+                }
+            }
+            (Ok(decoded), None) => {
+                // ObsPy gives up on the whole file; we may keep intact records but must say
+                // where the damage is.
+                assert!(!decoded.warnings.is_empty(), "{key}: damage not reported");
+                let text = decoded.warnings[0].to_string();
+                assert!(text.contains(&name) && text.contains("@ byte"), "{text}");
+            }
+            (Err(e), None) => {
+                let text = e.to_string();
+                assert!(text.contains(&name) && text.contains("byte"), "{text}");
+            }
+            (Err(e), Some(_)) => panic!("{key}: ObsPy recovers data but we failed: {e}"),
+        }
+    }
+}
+
+#[test]
+fn truncated_file_reports_the_offset_of_the_cut() {
+    let path = common::real_data().join("bad/truncated-record.mseed");
+    let decoded = read_file(&path).unwrap();
+    assert_eq!(decoded.records, 1);
+    let w = &decoded.warnings[0];
+    assert_eq!(w.offset, 512, "{w}");
+    assert!(w.message.contains("truncated"), "{w}");
+}
+
+#[test]
+fn missing_file_is_an_io_error_naming_it() {
+    let err = read_file(std::path::Path::new("/nonexistent/x.mseed")).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/x.mseed"));
+}
