@@ -1,1 +1,19 @@
+//! The quakelens lake: Parquet tables partitioned by day and station stream, written atomically,
+//! answered with SQL by DataFusion.
+//!
+//! Layout: `<root>/<table>/day=YYYY-MM-DD/stream=NET.STA.LOC.BAND/part-<hash>.parquet`, plus
+//! `<root>/lake.json` (schema version and spectrogram shape). File names derive from the window
+//! ids they hold, so writing the same windows again replaces a file instead of duplicating rows.
+//! DuckDB and pyarrow read the same files (`hive_partitioning`).
 
+mod layout;
+mod query;
+mod record;
+mod schema;
+mod writer;
+
+pub use layout::{LakeError, LakeManifest, TABLES};
+pub use query::{Lake, QueryError};
+pub use record::WindowRecord;
+pub use schema::{features_schema, windows_schema, SCHEMA_VERSION};
+pub use writer::{LakeWriter, WriteSummary};

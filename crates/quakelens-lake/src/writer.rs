@@ -1,0 +1,246 @@
+//! Atomic, partitioned Parquet writes.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanArray, FixedSizeListArray, Float32Array, Float64Array, Int32Array,
+    RecordBatch, StringArray, TimestampNanosecondArray,
+};
+use arrow::datatypes::{Field, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::layout::{io_err, LakeError, LakeManifest};
+use crate::record::WindowRecord;
+use crate::schema::{features_schema, windows_schema};
+
+/// What a write produced.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WriteSummary {
+    pub rows: usize,
+    pub files: Vec<PathBuf>,
+}
+
+/// Writes window records into the lake's `windows` and `features` tables.
+pub struct LakeWriter {
+    root: PathBuf,
+    shape: [usize; 3],
+}
+
+impl LakeWriter {
+    /// Opens (creating if needed) the lake at `root` for spectrograms of `shape`.
+    pub fn open(root: &Path, shape: [usize; 3]) -> Result<Self, LakeError> {
+        LakeManifest::new(shape).ensure(root)?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            shape,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Writes `records`, one file per table, day and stream. Idempotent: the same windows give
+    /// the same file names, so a rerun replaces instead of duplicating.
+    pub fn write(&self, records: &[WindowRecord]) -> Result<WriteSummary, LakeError> {
+        let expected = self.shape.iter().product::<usize>();
+        if let Some(bad) = records.iter().find(|r| r.spectrogram.len() != expected) {
+            return Err(LakeError::Batch {
+                table: "windows".into(),
+                reason: format!(
+                    "window {} has {} spectrogram values, the lake stores {:?} = {expected}",
+                    bad.window_id,
+                    bad.spectrogram.len(),
+                    self.shape
+                ),
+            });
+        }
+        let mut groups: BTreeMap<(String, String), Vec<&WindowRecord>> = BTreeMap::new();
+        for r in records {
+            groups.entry((r.day(), r.stream())).or_default().push(r);
+        }
+        let mut summary = WriteSummary::default();
+        for ((day, stream), mut group) in groups {
+            group.sort_by(|a, b| (a.start_ns, &a.window_id).cmp(&(b.start_ns, &b.window_id)));
+            group.dedup_by(|a, b| a.window_id == b.window_id);
+            let name = format!("part-{}.parquet", group_hash(&group));
+            for (table, batch) in [
+                ("windows", windows_batch(&group, self.shape)?),
+                ("features", features_batch(&group)?),
+            ] {
+                let dir = self
+                    .root
+                    .join(table)
+                    .join(format!("day={day}"))
+                    .join(format!("stream={stream}"));
+                std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+                let path = dir.join(&name);
+                write_parquet(&path, &batch)?;
+                summary.files.push(path);
+            }
+            summary.rows += group.len();
+        }
+        Ok(summary)
+    }
+}
+
+/// FNV-1a over the sorted window ids: the file name for exactly this set of windows.
+fn group_hash(group: &[&WindowRecord]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for r in group {
+        for b in r.window_id.bytes().chain([b'\n']) {
+            hash ^= b as u64;
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+fn strings<'a>(rows: &'a [&WindowRecord], f: impl Fn(&'a WindowRecord) -> &'a str) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(rows.iter().map(|r| f(r))))
+}
+
+fn timestamps(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
+    Arc::new(TimestampNanosecondArray::from_iter(values).with_timezone("UTC"))
+}
+
+fn id_columns(rows: &[&WindowRecord]) -> Vec<ArrayRef> {
+    vec![
+        strings(rows, |r| &r.window_id),
+        strings(rows, |r| &r.network),
+        strings(rows, |r| &r.station),
+        strings(rows, |r| &r.location),
+        strings(rows, |r| &r.band),
+        timestamps(rows.iter().map(|r| Some(r.start_ns))),
+    ]
+}
+
+fn batch(table: &str, schema: SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch, LakeError> {
+    RecordBatch::try_new(schema, columns).map_err(|e| LakeError::Batch {
+        table: table.into(),
+        reason: e.to_string(),
+    })
+}
+
+fn windows_batch(rows: &[&WindowRecord], shape: [usize; 3]) -> Result<RecordBatch, LakeError> {
+    let schema = windows_schema(shape);
+    let size = shape.iter().product::<usize>() as i32;
+    let values =
+        Float32Array::from_iter_values(rows.iter().flat_map(|r| r.spectrogram.iter().copied()));
+    let spectrogram = FixedSizeListArray::try_new(
+        Arc::new(Field::new(
+            "item",
+            arrow::datatypes::DataType::Float32,
+            false,
+        )),
+        size,
+        Arc::new(values),
+        None,
+    )
+    .map_err(|e| LakeError::Batch {
+        table: "windows".into(),
+        reason: e.to_string(),
+    })?;
+    let mut columns = id_columns(rows);
+    columns.extend([
+        timestamps(rows.iter().map(|r| Some(r.end_ns))),
+        timestamps(rows.iter().map(|r| r.onset_ns)),
+        strings(rows, |r| &r.mode),
+        Arc::new(Float64Array::from_iter(
+            rows.iter().map(|r| r.trigger_ratio),
+        )) as ArrayRef,
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|r| r.sample_rate),
+        )),
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|r| r.source_rate),
+        )),
+        Arc::new(BooleanArray::from_iter(
+            rows.iter().map(|r| Some(r.resampled)),
+        )),
+        Arc::new(Int32Array::from_iter_values(
+            rows.iter().map(|r| r.gap_runs),
+        )),
+        Arc::new(Int32Array::from_iter_values(
+            rows.iter().map(|r| r.filled_samples),
+        )),
+        strings(rows, |r| &r.channel_order),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.event_id.as_deref()),
+        )),
+        Arc::new(Int32Array::from_iter(rows.iter().map(|r| r.label))),
+        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.magnitude))),
+        Arc::new(spectrogram),
+    ]);
+    batch("windows", schema, columns)
+}
+
+fn features_batch(rows: &[&WindowRecord]) -> Result<RecordBatch, LakeError> {
+    let schema = features_schema();
+    let n_features = schema.fields().len() - 6;
+    if let Some(bad) = rows.iter().find(|r| r.features.len() != n_features) {
+        return Err(LakeError::Batch {
+            table: "features".into(),
+            reason: format!(
+                "window {} has {} features, expected {n_features}",
+                bad.window_id,
+                bad.features.len()
+            ),
+        });
+    }
+    let mut columns = id_columns(rows);
+    for k in 0..n_features {
+        // NaN (e.g. kurtosis of a flat channel) is stored as null: "undefined", not a number.
+        columns.push(Arc::new(Float64Array::from_iter(
+            rows.iter()
+                .map(|r| Some(r.features[k]).filter(|v| !v.is_nan())),
+        )));
+    }
+    batch("features", schema, columns)
+}
+
+/// Writes a Parquet file via a temporary sibling and a rename, so readers never see half a file.
+fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), LakeError> {
+    let parquet_err = |e: parquet::errors::ParquetError| LakeError::Parquet {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).map_err(parquet_err)?,
+        ))
+        .set_created_by(format!("quakelens {}", env!("CARGO_PKG_VERSION")))
+        .build();
+    let tmp = tmp_path(path);
+    let file = File::create(&tmp).map_err(io_err(&tmp))?;
+    let mut writer =
+        ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(parquet_err)?;
+    writer.write(batch).map_err(parquet_err)?;
+    let file = writer.into_inner().map_err(parquet_err)?;
+    file.sync_all().map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// Writes small files (the manifest) atomically.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {
+    let tmp = tmp_path(path);
+    let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
+    file.write_all(bytes).map_err(io_err(&tmp))?;
+    file.sync_all().map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// `.name.tmp` beside the target: not matched by `*.parquet` listings.
+fn tmp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
