@@ -1,1 +1,17 @@
+//! Pipeline stages and the embedded runner.
+//!
+//! Each stage is a plain function over in-memory batches, so the same code runs embedded in one
+//! process (this crate's [`embedded`] runner) and, later, behind a transport in separate services:
+//! [`ingest`] decodes miniSEED → [`windowing`] assembles stations and cuts windows →
+//! [`transform`] computes spectrograms and features → [`labels`] attaches catalogue labels →
+//! the lake sink writes Parquet.
 
+pub mod config;
+pub mod embedded;
+pub mod ingest;
+pub mod labels;
+pub mod transform;
+pub mod windowing;
+
+pub use config::PipelineConfig;
+pub use embedded::{run, Input, RunReport};

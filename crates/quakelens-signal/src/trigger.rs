@@ -139,17 +139,14 @@ pub struct Onset {
     pub peak_ratio: f64,
 }
 
-/// Runs the recursive STA/LTA trigger on a (gap-free) trace sampled at `rate` Hz. The trace is
-/// demeaned first: the characteristic function squares samples, so a DC offset would swamp it.
+/// Runs the recursive STA/LTA trigger on a gap-free, zero-mean trace sampled at `rate` Hz.
 pub fn detect_onsets(trace: &[f64], rate: f64, cfg: &TriggerConfig) -> Vec<Onset> {
     if trace.is_empty() {
         return Vec::new();
     }
-    let mean = trace.iter().sum::<f64>() / trace.len() as f64;
-    let centred: Vec<f64> = trace.iter().map(|v| v - mean).collect();
     let nsta = (cfg.sta_s * rate).round().max(1.0) as usize;
     let nlta = (cfg.lta_s * rate).round().max(1.0) as usize;
-    let cf = recursive_sta_lta(&centred, nsta, nlta);
+    let cf = recursive_sta_lta(trace, nsta, nlta);
     trigger_onset(&cf, cfg.thres_on, cfg.thres_off, None, false)
         .into_iter()
         .map(|(on, off)| Onset {
@@ -158,6 +155,38 @@ pub fn detect_onsets(trace: &[f64], rate: f64, cfg: &TriggerConfig) -> Vec<Onset
                 .iter()
                 .cloned()
                 .fold(f64::MIN, f64::max),
+        })
+        .collect()
+}
+
+/// The trace the trigger runs on: the 3-component ground-motion modulus
+/// `sqrt(n² + e² + z²)` of the demeaned channels, so STA/LTA (which squares its input) sees the
+/// total energy. Three components triple the noise degrees of freedom, which keeps noise from
+/// triggering at thresholds low enough for small P arrivals. Missing samples (NaN) count as
+/// silence, so a gap can neither trigger nor hide an onset next to it.
+pub fn three_component_modulus(channels: [&[f64]; 3]) -> Vec<f64> {
+    let means = channels.map(|c| {
+        let (sum, count) = c
+            .iter()
+            .filter(|v| !v.is_nan())
+            .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+        if count == 0 {
+            0.0
+        } else {
+            sum / count as f64
+        }
+    });
+    let n = channels.iter().map(|c| c.len()).min().unwrap_or(0);
+    (0..n)
+        .map(|i| {
+            let mut energy = 0.0;
+            for (c, m) in channels.iter().zip(means) {
+                let v = c[i];
+                if !v.is_nan() {
+                    energy += (v - m) * (v - m);
+                }
+            }
+            energy.sqrt()
         })
         .collect()
 }
@@ -180,7 +209,10 @@ mod tests {
         let picks = trigger_onset(&cf, 3.0, 1.0, None, false);
         assert_eq!(picks.len(), 1, "{picks:?}");
         assert!((2000..2020).contains(&picks[0].0), "{picks:?}");
-        let onsets = detect_onsets(&x, 100.0, &TriggerConfig::default());
+        let quiet = vec![0.0; x.len()];
+        let modulus = three_component_modulus([&x, &quiet, &quiet]);
+        assert!((modulus[2000] - x[2000].abs()).abs() < 1.0);
+        let onsets = detect_onsets(&modulus, 100.0, &TriggerConfig::default());
         assert_eq!(onsets.len(), 1);
         assert!(onsets[0].peak_ratio > 3.0);
     }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::assembly::StationStream;
 use crate::stream::{ChannelOrder, StationKey};
-use crate::trigger::{detect_onsets, TriggerConfig};
+use crate::trigger::{detect_onsets, three_component_modulus, TriggerConfig};
 use crate::{TARGET_PERIOD_NS, TARGET_RATE_HZ};
 
 /// Samples before the onset in an event window (5 s at 100 Hz).
@@ -21,7 +21,7 @@ pub const WINDOW_SAMPLES: usize = 2500;
 /// How windows are chosen.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum WindowMode {
-    /// One window per P onset found by the STA/LTA trigger on the vertical component,
+    /// One window per P onset found by the STA/LTA trigger on the 3-component modulus,
     /// `pre_s` before to `post_s` after it. Onsets within `post_s` of an accepted onset
     /// (S phase, coda re-triggers) belong to the same event and are merged.
     Event {
@@ -181,9 +181,10 @@ pub fn cut_windows(stream: &StationStream, mode: &WindowMode, policy: GapPolicy)
         } => {
             let pre = (pre_s * TARGET_RATE_HZ).round() as i64;
             let post = (post_s * TARGET_RATE_HZ).round() as usize;
-            let z = filled_for_trigger(&stream.channels[stream.order.vertical_index()]);
+            let [a, b, c] = &stream.channels;
+            let modulus = three_component_modulus([a, b, c]);
             let mut accepted: Vec<Candidate> = Vec::new();
-            for onset in detect_onsets(&z, TARGET_RATE_HZ, trigger) {
+            for onset in detect_onsets(&modulus, TARGET_RATE_HZ, trigger) {
                 if let Some(last) = accepted.last() {
                     let (last_onset, _) = last.onset.unwrap_or((0, 0.0));
                     if onset.index < last_onset + post {
@@ -269,21 +270,6 @@ pub fn cut_windows(stream: &StationStream, mode: &WindowMode, policy: GapPolicy)
         });
     }
     result
-}
-
-/// The trigger needs a continuous trace: missing samples count as silence (the trace mean),
-/// so a gap can neither trigger nor hide an onset next to it.
-fn filled_for_trigger(channel: &[f64]) -> Vec<f64> {
-    let valid: Vec<f64> = channel.iter().cloned().filter(|v| !v.is_nan()).collect();
-    let mean = if valid.is_empty() {
-        0.0
-    } else {
-        valid.iter().sum::<f64>() / valid.len() as f64
-    };
-    channel
-        .iter()
-        .map(|&v| if v.is_nan() { mean } else { v })
-        .collect()
 }
 
 /// Interpolates runs of NaN up to `max_run` long. Returns (runs, samples) filled, or the length

@@ -15,7 +15,9 @@ pub struct SynthConfig {
     pub events: usize,
     /// Events are spread round-robin over this many stations.
     pub stations: usize,
-    /// Each event gets its own slot of this many seconds in its station's continuous stream.
+    /// Each event gets its own slot of this many seconds in its station's continuous stream;
+    /// two minutes lets the STA/LTA trigger's long-term average forget a large event before the
+    /// next one arrives.
     pub slot_s: f64,
     /// Time of the first sample of every station, ns since the epoch.
     pub start_ns: i64,
@@ -29,7 +31,7 @@ impl Default for SynthConfig {
             seed: 42,
             events: 100,
             stations: 4,
-            slot_s: 60.0,
+            slot_s: 120.0,
             start_ns: 1_709_251_200_000_000_000, // 2024-03-01T00:00:00Z
             noise_counts: 20.0,
         }
@@ -92,7 +94,7 @@ impl EventModel {
     }
 }
 
-/// A phase arrival: enveloped Gaussian noise shaped by the Brune spectrum and path attenuation,
+/// A phase arrival: enveloped Gaussian noise shaped by the Brune velocity spectrum and path attenuation,
 /// scaled to `peak` counts.
 fn phase(
     rng: &mut Rng,
@@ -102,7 +104,8 @@ fn phase(
     decay_s: f64,
     peak: f64,
 ) -> Vec<f64> {
-    let n = ((6.0 * decay_s + 4.0) * TARGET_RATE_HZ) as usize;
+    // Long enough for the envelope to fall ~12 e-folds: no step where the wavelet ends.
+    let n = ((12.0 * decay_s + 4.0) * TARGET_RATE_HZ) as usize;
     let rise_s = 0.05 + 0.3 / corner_hz;
     let mut x: Vec<f64> = (0..n)
         .map(|i| {
@@ -116,18 +119,24 @@ fn phase(
         })
         .collect();
     let mut planner = RealFftPlanner::<f64>::new();
-    let forward = planner.plan_fft_forward(n);
-    let inverse = planner.plan_fft_inverse(n);
+    // Zero padding keeps the (zero-phase, hence two-sided) filter from wrapping the wavelet's
+    // onset around to its end; the padded tail is dropped after filtering.
+    let pad = (4.0 * TARGET_RATE_HZ) as usize;
+    x.resize(n + pad, 0.0);
+    let forward = planner.plan_fft_forward(n + pad);
+    let inverse = planner.plan_fft_inverse(n + pad);
     let mut spectrum = forward.make_output_vec();
     // Lengths always match the plans, so these cannot fail.
     let _ = forward.process(&mut x, &mut spectrum);
     for (k, c) in spectrum.iter_mut().enumerate() {
-        let f = k as f64 * TARGET_RATE_HZ / n as f64;
+        let f = k as f64 * TARGET_RATE_HZ / (n + pad) as f64;
         let shape = if k == 0 {
             0.0
         } else {
+            // Ground velocity (what a seismometer records): f · ω² source, so no long-period
+            // drift; then anelastic path and near-site (κ) attenuation.
             let path = (-std::f64::consts::PI * f * (ev.kappa_s + travel_s / Q)).exp();
-            path / (1.0 + (f / corner_hz).powi(2))
+            f * path / (1.0 + (f / corner_hz).powi(2))
         };
         *c *= shape;
     }
@@ -137,6 +146,7 @@ fn phase(
     spectrum[0].im = 0.0;
     let mut wave = inverse.make_output_vec();
     let _ = inverse.process(&mut spectrum, &mut wave);
+    wave.truncate(n);
     let max = wave.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     if max > 0.0 {
         for v in &mut wave {
@@ -186,12 +196,14 @@ pub fn generate(cfg: &SynthConfig) -> Synthetic {
         let (s, k) = (i % stations, i / stations);
         let mut rng = root.fork(1_000_000 + i as u64);
         let ev = EventModel::draw(&mut rng);
-        let p_index = k * slot + (rng.range(15.0, 25.0) * TARGET_RATE_HZ) as usize;
+        let p_index = k * slot + (rng.range(20.0, 40.0) * TARGET_RATE_HZ) as usize;
         let tp = ev.distance_km / VP_KM_S;
         let ts = ev.distance_km / VS_KM_S;
         let s_index = p_index + ((ts - tp) * TARGET_RATE_HZ) as usize;
-        let p_peak = 10f64.powf(ev.magnitude + 2.0) * 10.0 / ev.distance_km;
-        let p_decay = 0.5 + 0.2 * 10f64.powf(0.3 * (ev.magnitude - 1.0));
+        // Amplitude grows with magnitude and decays with distance (counts).
+        let p_peak = 10f64.powf(0.6 * ev.magnitude + 2.4) * 10.0 / ev.distance_km;
+        // Coda decay grows with magnitude but dies out well within the event's slot.
+        let p_decay = 0.3 + 0.1 * 10f64.powf(0.3 * (ev.magnitude - 1.0));
         let p = phase(&mut rng, &ev, tp, ev.corner_hz, p_decay, p_peak);
         let sw = phase(
             &mut rng,
@@ -260,7 +272,7 @@ mod tests {
         let syn = generate(&small());
         assert_eq!(syn.stations.len(), 2);
         assert_eq!(syn.catalog.len(), 6);
-        assert_eq!(syn.stations[0].channels[0].len(), 3 * 6000);
+        assert_eq!(syn.stations[0].channels[0].len(), 3 * 12000);
         assert_eq!(syn.catalog[1].station, "XX.SYN01.00.HH");
         for e in &syn.catalog {
             assert!((1.5..=4.0).contains(&e.magnitude));

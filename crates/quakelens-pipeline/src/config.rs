@@ -1,0 +1,49 @@
+//! Settings shared by every stage.
+
+use std::path::PathBuf;
+
+use quakelens_signal::spectrogram::{ImageScaling, SpectrogramParams};
+use quakelens_signal::stream::ChannelOrder;
+use quakelens_signal::window::{GapPolicy, WindowMode};
+
+/// Everything the embedded pipeline needs besides its input.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    pub mode: WindowMode,
+    pub gaps: GapPolicy,
+    pub order: ChannelOrder,
+    pub spectrogram: SpectrogramParams,
+    pub scaling: ImageScaling,
+    pub lake: PathBuf,
+    /// Catalogue CSV that labels windows (`event_id,station,p_time,magnitude,class`).
+    pub catalog: Option<PathBuf>,
+    /// Largest |onset − catalogued P| that still matches an event (s).
+    pub label_tolerance_s: f64,
+    /// Windows transformed and written per lake write (bounds memory).
+    pub batch_windows: usize,
+    /// Draw progress bars on stderr.
+    pub progress: bool,
+}
+
+impl PipelineConfig {
+    pub fn new(lake: PathBuf) -> Self {
+        Self {
+            mode: WindowMode::default(),
+            gaps: GapPolicy::default(),
+            order: ChannelOrder::default(),
+            spectrogram: SpectrogramParams::default(),
+            scaling: ImageScaling::default(),
+            lake,
+            catalog: None,
+            label_tolerance_s: 1.0,
+            batch_windows: 256,
+            progress: false,
+        }
+    }
+
+    /// Shape `[channels, freqs, frames]` of the stored spectrograms.
+    pub fn spectrogram_shape(&self) -> [usize; 3] {
+        let n = self.mode.window_samples();
+        [3, self.spectrogram.n_freqs(), self.spectrogram.n_frames(n)]
+    }
+}

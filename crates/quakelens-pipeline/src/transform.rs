@@ -1,0 +1,80 @@
+//! Transform stage: spectrograms and features for batches of windows, in parallel with per-thread
+//! plans and buffers.
+
+use rayon::prelude::*;
+
+use quakelens_lake::WindowRecord;
+use quakelens_signal::features::FeatureExtractor;
+use quakelens_signal::spectrogram::{
+    ImageScaling, SpectrogramParams, SpectrogramTransform, TransformScratch,
+};
+use quakelens_signal::window::Window;
+use quakelens_signal::TARGET_RATE_HZ;
+
+/// Holds the (immutable, shared) spectrogram plan.
+pub struct WindowTransformer {
+    spectrogram: SpectrogramTransform,
+}
+
+impl WindowTransformer {
+    pub fn new(params: SpectrogramParams, scaling: ImageScaling) -> Self {
+        Self {
+            spectrogram: SpectrogramTransform::new(params, scaling),
+        }
+    }
+
+    /// Turns windows into lake records (labels left empty), preserving order.
+    pub fn transform(&self, windows: &[Window], on_window: impl Fn() + Sync) -> Vec<WindowRecord> {
+        windows
+            .par_iter()
+            .map_init(
+                || {
+                    (
+                        TransformScratch::default(),
+                        FeatureExtractor::new(TARGET_RATE_HZ),
+                    )
+                },
+                |(scratch, fx), w| {
+                    let channels = [
+                        w.data[0].as_slice(),
+                        w.data[1].as_slice(),
+                        w.data[2].as_slice(),
+                    ];
+                    let mut spectrogram =
+                        Vec::with_capacity(self.spectrogram.output_len(w.samples()));
+                    self.spectrogram
+                        .transform(channels, &mut spectrogram, scratch);
+                    let features = fx.window_features(channels).to_vec();
+                    on_window();
+                    record(w, spectrogram, features)
+                },
+            )
+            .collect()
+    }
+}
+
+fn record(w: &Window, spectrogram: Vec<f32>, features: Vec<f64>) -> WindowRecord {
+    WindowRecord {
+        window_id: w.id.clone(),
+        network: w.station.network.clone(),
+        station: w.station.station.clone(),
+        location: w.station.location.clone(),
+        band: w.station.band.clone(),
+        start_ns: w.start_ns,
+        end_ns: w.end_ns(),
+        onset_ns: w.onset_ns,
+        mode: w.mode.to_string(),
+        trigger_ratio: w.trigger_ratio,
+        sample_rate: TARGET_RATE_HZ,
+        source_rate: w.source_rate,
+        resampled: w.resampled,
+        gap_runs: w.gap_runs as i32,
+        filled_samples: w.filled_samples as i32,
+        channel_order: w.order.to_string(),
+        event_id: None,
+        label: None,
+        magnitude: None,
+        spectrogram,
+        features,
+    }
+}
