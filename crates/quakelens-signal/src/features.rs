@@ -56,34 +56,43 @@ pub fn column_names() -> Vec<String> {
 
 /// numpy's pairwise summation (`pairwise_sum` in numpy's loops), bit for bit on contiguous data.
 pub fn pairwise_sum(a: &[f64]) -> f64 {
+    pairwise_sum_by(a, |v| v)
+}
+
+/// `pairwise_sum` of `f(a[i])` without materialising the mapped array: the same blocking and
+/// accumulation order as numpy summing `f(a)`, so results stay bit-identical.
+#[inline]
+pub fn pairwise_sum_by(a: &[f64], f: impl Fn(f64) -> f64 + Copy) -> f64 {
     const BLOCK: usize = 128;
     let n = a.len();
     if n < 8 {
         let mut res = 0.0;
         for &v in a {
-            res += v;
+            res += f(v);
         }
         res
     } else if n <= BLOCK {
         let mut r = [0.0f64; 8];
-        r.copy_from_slice(&a[..8]);
+        for j in 0..8 {
+            r[j] = f(a[j]);
+        }
         let mut i = 8;
         while i < n - n % 8 {
             for j in 0..8 {
-                r[j] += a[i + j];
+                r[j] += f(a[i + j]);
             }
             i += 8;
         }
         let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
         while i < n {
-            res += a[i];
+            res += f(a[i]);
             i += 1;
         }
         res
     } else {
         let mut n2 = n / 2;
         n2 -= n2 % 8;
-        pairwise_sum(&a[..n2]) + pairwise_sum(&a[n2..])
+        pairwise_sum_by(&a[..n2], f) + pairwise_sum_by(&a[n2..], f)
     }
 }
 
@@ -127,7 +136,7 @@ impl WelchPlan {
 pub struct FeatureExtractor {
     fs: f64,
     welch: Option<WelchPlan>,
-    sorted: Vec<f64>,
+    keys: Vec<i64>,
     work: Vec<f64>,
     seg: Vec<f64>,
     spec: Vec<Complex<f64>>,
@@ -140,7 +149,7 @@ impl FeatureExtractor {
         Self {
             fs,
             welch: None,
-            sorted: Vec::new(),
+            keys: Vec::new(),
             work: Vec::new(),
             seg: Vec::new(),
             spec: Vec::new(),
@@ -173,25 +182,17 @@ impl FeatureExtractor {
         }
         let m = mean(x);
 
-        self.work.clear();
-        self.work.extend(x.iter().map(|v| v * v));
-        let energy = pairwise_sum(&self.work);
+        let energy = pairwise_sum_by(x, |v| v * v);
         let rms = (energy / nf).sqrt();
-        self.work.clear();
-        self.work.extend(x.iter().map(|v| v.abs()));
-        let mean_abs = pairwise_sum(&self.work) / nf;
+        let mean_abs = pairwise_sum_by(x, f64::abs) / nf;
 
         // Central moments as scipy.stats computes them (deviations from np.mean).
-        self.work.clear();
-        self.work.extend(x.iter().map(|v| (v - m) * (v - m)));
-        let m2 = pairwise_sum(&self.work) / nf;
-        self.seg.clear();
-        self.seg
-            .extend(x.iter().zip(&self.work).map(|(v, d2)| d2 * (v - m)));
-        let m3 = pairwise_sum(&self.seg) / nf;
-        self.seg.clear();
-        self.seg.extend(self.work.iter().map(|d2| d2 * d2));
-        let m4 = pairwise_sum(&self.seg) / nf;
+        let m2 = pairwise_sum_by(x, |v| (v - m) * (v - m)) / nf;
+        let m3 = pairwise_sum_by(x, |v| (v - m) * (v - m) * (v - m)) / nf;
+        let m4 = pairwise_sum_by(x, |v| {
+            let d2 = (v - m) * (v - m);
+            d2 * d2
+        }) / nf;
         let degenerate = m2 <= (1e-15 * m) * (1e-15 * m);
         let (kurtosis, skewness) = if degenerate {
             (f64::NAN, f64::NAN)
@@ -242,36 +243,44 @@ impl FeatureExtractor {
         ]
     }
 
-    /// Median and interquartile range (numpy's linear percentiles) by selection, not a sort.
+    /// Median and interquartile range (numpy's linear percentiles) by selection, not a sort:
+    /// the median splits the data, each quartile is then selected in its half. Values are
+    /// mapped to integers with the same order (IEEE total order) so comparisons are plain.
     fn order_statistics(&mut self, x: &[f64]) -> (f64, f64) {
         let n = x.len();
-        self.sorted.clear();
-        self.sorted.extend_from_slice(x);
-        let v = &mut self.sorted;
-        // k-th smallest for k and k+1 at each virtual index.
-        let at = |v: &mut Vec<f64>, q: f64| -> f64 {
+        let keys = &mut self.keys;
+        keys.clear();
+        keys.extend(x.iter().map(|v| order_key(*v)));
+        let half = n / 2;
+        let (lower, mid, upper) = keys.select_nth_unstable(half);
+        let mid = *mid;
+        // Order statistic `k` (0-based) of the whole array, given the partition around `half`.
+        let quantile = |q: f64, lower: &mut [i64], upper: &mut [i64]| -> f64 {
             let pos = q * (n - 1) as f64;
             let k = pos.floor() as usize;
             let t = pos - k as f64;
-            let (_, lo, upper) = v.select_nth_unstable_by(k, f64::total_cmp);
-            let lo = *lo;
+            let nth = |k: usize, lower: &mut [i64], upper: &mut [i64]| -> i64 {
+                match k.cmp(&half) {
+                    std::cmp::Ordering::Less => *lower.select_nth_unstable(k).1,
+                    std::cmp::Ordering::Equal => mid,
+                    std::cmp::Ordering::Greater => *upper.select_nth_unstable(k - half - 1).1,
+                }
+            };
+            let lo = from_order_key(nth(k, lower, upper));
             if k + 1 >= n || t == 0.0 {
                 return lo;
             }
-            let hi = upper.iter().cloned().fold(f64::INFINITY, f64::min);
+            let hi = from_order_key(nth(k + 1, lower, upper));
             lerp(lo, hi, t)
         };
-        let q25 = at(v, 0.25);
-        let q75 = at(v, 0.75);
+        let q25 = quantile(0.25, lower, upper);
+        let q75 = quantile(0.75, lower, upper);
         // np.median: middle element, or the mean of the two middle ones.
-        let half = n / 2;
-        let (lower, hi_mid, _) = v.select_nth_unstable_by(half, f64::total_cmp);
-        let hi_mid = *hi_mid;
         let median = if n % 2 == 1 {
-            hi_mid
+            from_order_key(mid)
         } else {
-            let lo_mid = lower.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            (lo_mid + hi_mid) / 2.0
+            let below = lower.iter().copied().max().unwrap_or(mid);
+            (from_order_key(below) + from_order_key(mid)) / 2.0
         };
         (median, q75 - q25)
     }
@@ -308,7 +317,7 @@ impl FeatureExtractor {
                 *p += c.norm_sqr();
             }
         }
-        let even = nperseg % 2 == 0;
+        let even = nperseg.is_multiple_of(2);
         for (k, p) in self.psd.iter_mut().enumerate() {
             let double = if k == 0 || (even && k == nfreq - 1) {
                 1.0
@@ -334,7 +343,7 @@ impl FeatureExtractor {
             q * q.log2()
         }));
         let entropy = -pairwise_sum(&self.work);
-        let flatness = if psd.iter().any(|&p| p == 0.0) {
+        let flatness = if psd.contains(&0.0) {
             0.0
         } else {
             self.work.clear();
@@ -343,6 +352,16 @@ impl FeatureExtractor {
         };
         (peak, dominant, mean_power, entropy, flatness)
     }
+}
+
+/// Maps an f64 to an i64 with the same (IEEE total) order.
+fn order_key(v: f64) -> i64 {
+    let b = v.to_bits() as i64;
+    b ^ ((((b >> 63) as u64) >> 1) as i64)
+}
+
+fn from_order_key(k: i64) -> f64 {
+    f64::from_bits((k ^ ((((k >> 63) as u64) >> 1) as i64)) as u64)
 }
 
 /// `len(scipy.signal.find_peaks(x)[0])`: strict local maxima, a flat top counting once when it

@@ -126,7 +126,8 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, String> {
         MSSampleType::Unknown => return Err(format!("{id}: unknown sample type")),
     };
     let sample_rate = msr.sample_rate_hz();
-    if !samples.is_empty() && !(sample_rate.is_finite() && sample_rate > 0.0) {
+    let valid_rate = sample_rate.is_finite() && sample_rate > 0.0;
+    if !samples.is_empty() && !valid_rate {
         return Err(format!("{id}: invalid sample rate {sample_rate}"));
     }
     if let Some(bad) = samples.iter().position(|v| !v.is_finite()) {

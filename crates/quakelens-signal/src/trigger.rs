@@ -70,10 +70,7 @@ pub fn trigger_onset(
     let max_len = max_len.map_or(FAR, |m| m as i64);
 
     let mut picks = Vec::new();
-    loop {
-        let (Some(&on_last), Some(&of_first)) = (on.back(), of.front()) else {
-            break;
-        };
+    while let (Some(&on_last), Some(&of_first)) = (on.back(), of.front()) {
         if on_last <= of_first {
             break;
         }

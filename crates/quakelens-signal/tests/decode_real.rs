@@ -127,3 +127,38 @@ fn missing_file_is_an_io_error_naming_it() {
     let err = read_file(std::path::Path::new("/nonexistent/x.mseed")).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/x.mseed"));
 }
+
+/// miniSEED 3 records (as libmseed packs them) decode too, integers and floats.
+#[test]
+fn decodes_miniseed3_records() {
+    use mseed::{MSControlFlags, MSDataEncoding, PackInfo};
+    for (encoding, values) in [
+        (MSDataEncoding::Steim2, vec![1i32, -5, 70000, 3]),
+        (MSDataEncoding::Integer32, vec![7, 8, 9, -2_000_000_000]),
+    ] {
+        let mut info = PackInfo::with_sample_rate("FDSN:XX_TEST_00_H_H_Z", 100.0).unwrap();
+        info.format_version = 3;
+        info.encoding = encoding;
+        info.rec_len = 512;
+        let start = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let mut bytes = Vec::new();
+        let mut data = values.clone();
+        mseed::pack_raw(
+            &mut data,
+            &start,
+            |r: &[u8]| bytes.extend_from_slice(r),
+            &info,
+            MSControlFlags::MSF_FLUSHDATA,
+        )
+        .unwrap();
+        assert_eq!(bytes[..2], *b"MS", "a miniSEED 3 record");
+        let decoded = quakelens_signal::miniseed::decode_bytes(&bytes, "v3").unwrap();
+        let t = &decoded.traces[0];
+        assert_eq!(t.id.to_string(), "XX.TEST.00.HHZ");
+        assert_eq!(t.start_ns, 1_700_000_000_000_000_000);
+        assert_eq!(
+            t.samples,
+            values.iter().map(|&v| v as f64).collect::<Vec<_>>()
+        );
+    }
+}

@@ -8,7 +8,7 @@ pub struct Rng {
 impl Rng {
     pub fn new(seed: u64) -> Self {
         Self {
-            state: seed ^ 0x5EED_0F_0A_4E_5C_u64,
+            state: seed ^ 0x5EED_0F0A_4E5C_u64,
             spare_normal: None,
         }
     }

@@ -1,1 +1,57 @@
-fn main() {}
+//! `quakelens`: the embedded pipeline, SQL over the lake, synthetic data, file inspection and
+//! benchmarks. Later, each Kafka service is a subcommand here too.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "quakelens",
+    version,
+    about = "Explained predictions from raw seismic network feeds"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole pipeline in this process: miniSEED (or synthetic events) → lake.
+    Run(Box<commands::run::RunArgs>),
+    /// Answer SQL over the lake (tables: windows, features).
+    Sql(commands::sql::SqlArgs),
+    /// Write a labelled synthetic dataset as miniSEED plus catalog.csv.
+    Synth(commands::synth::SynthArgs),
+    /// Decode miniSEED files and list their traces and problems.
+    Inspect(commands::inspect::InspectArgs),
+    /// Benchmarks against the reference tools, printed as tables.
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("QUAKELENS_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => commands::run::run(*args),
+        Command::Sql(args) => commands::sql::run(args),
+        Command::Synth(args) => commands::synth::run(args),
+        Command::Inspect(args) => commands::inspect::run(args),
+        Command::Bench(cmd) => commands::bench::run(cmd),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

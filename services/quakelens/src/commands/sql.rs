@@ -1,0 +1,29 @@
+//! `quakelens sql`: DataFusion over the lake.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use quakelens_lake::Lake;
+
+use super::DEFAULT_LAKE;
+
+#[derive(Args, Debug)]
+pub struct SqlArgs {
+    /// The SQL statement, e.g. "SELECT count(*) FROM windows".
+    query: String,
+    /// Lake directory.
+    #[arg(long, env = "QUAKELENS_LAKE", default_value = DEFAULT_LAKE)]
+    lake: PathBuf,
+}
+
+pub fn run(args: SqlArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let lake = Lake::open(&args.lake).await?;
+        println!("{}", lake.sql_table(&args.query).await?);
+        Ok(())
+    })
+}
