@@ -15,6 +15,8 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
+use quakelens_signal::window::fnv1a;
+
 use crate::layout::{io_err, LakeError, LakeManifest};
 use crate::record::WindowRecord;
 use crate::schema::{features_schema, windows_schema};
@@ -92,14 +94,10 @@ impl LakeWriter {
 
 /// FNV-1a over the sorted window ids: the file name for exactly this set of windows.
 fn group_hash(group: &[&WindowRecord]) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for r in group {
-        for b in r.window_id.bytes().chain([b'\n']) {
-            hash ^= b as u64;
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    format!("{hash:016x}")
+    let bytes = group
+        .iter()
+        .flat_map(|r| r.window_id.bytes().chain([b'\n']));
+    format!("{:016x}", fnv1a(bytes))
 }
 
 fn strings<'a>(rows: &'a [&WindowRecord], f: impl Fn(&'a WindowRecord) -> &'a str) -> ArrayRef {

@@ -18,6 +18,24 @@ pub fn find_python() -> Option<PathBuf> {
     root.exists().then_some(root)
 }
 
+/// The reference Python for a test, or `None` to skip it. With `QUAKELENS_REQUIRE_REFERENCE` set
+/// (the README's test command sets it) a missing reference panics instead: parity tests must not
+/// pass by skipping.
+pub fn python_for_tests() -> Option<PathBuf> {
+    match find_python() {
+        Some(p) => Some(p),
+        None if std::env::var_os("QUAKELENS_REQUIRE_REFERENCE").is_some() => {
+            panic!("QUAKELENS_REQUIRE_REFERENCE is set but no reference Python was found")
+        }
+        None => {
+            eprintln!(
+                "skipped: no reference Python (set QUAKELENS_PYTHON or run .ci/setup-python)"
+            );
+            None
+        }
+    }
+}
+
 /// Runs `reference.py COMMAND ARGS…` in `work_dir` with `python`.
 pub fn run(python: &Path, work_dir: &Path, command: &str, args: &[String]) -> Result<(), String> {
     let script = work_dir.join("quakelens_reference.py");

@@ -81,12 +81,14 @@ impl Default for GapPolicy {
 /// so reprocessing the same data gives the same ids.
 pub fn window_id(station: &StationKey, start_ns: i64, samples: usize) -> String {
     let key = format!("{station}|{start_ns}|{samples}");
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes() {
-        hash ^= b as u64;
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{hash:016x}")
+    format!("{:016x}", fnv1a(key.bytes()))
+}
+
+/// 64-bit FNV-1a: a stable (never-changing) hash for ids and file names derived from content.
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// One 3-component window at 100 Hz, ready for spectrograms and features.

@@ -10,21 +10,9 @@ pub fn real_data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/real")
 }
 
-/// The reference Python, or `None` to skip. With `QUAKELENS_REQUIRE_REFERENCE=1` (set by the
-/// README's test command) a missing reference fails the test instead of skipping it.
+/// The reference Python, or `None` to skip (see `reference::python_for_tests`).
 pub fn python() -> Option<PathBuf> {
-    match reference::find_python() {
-        Some(p) => Some(p),
-        None if std::env::var_os("QUAKELENS_REQUIRE_REFERENCE").is_some() => {
-            panic!("QUAKELENS_REQUIRE_REFERENCE is set but no reference Python was found")
-        }
-        None => {
-            eprintln!(
-                "skipped: no reference Python (set QUAKELENS_PYTHON or run .ci/setup-python)"
-            );
-            None
-        }
-    }
+    reference::python_for_tests()
 }
 
 /// Deterministic pseudo-random numbers (SplitMix64) for test inputs.
