@@ -92,8 +92,84 @@ pub struct Decoded {
     pub records: usize,
 }
 
+/// libmseed reports details (which check failed, how many samples decoded) through its log, not
+/// its return codes. We route that log into a per-thread buffer so the messages become part of
+/// our warnings and errors, with file and offset, instead of loose lines on stderr.
+mod libmseed_log {
+    use std::cell::{Cell, RefCell};
+    use std::ffi::{c_char, CStr};
+
+    thread_local! {
+        static MESSAGES: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+        static INSTALLED: Cell<bool> = const { Cell::new(false) };
+    }
+
+    unsafe extern "C" fn capture(message: *const c_char) {
+        if message.is_null() {
+            return;
+        }
+        // SAFETY: libmseed passes a NUL-terminated string valid for the duration of the call.
+        let text = unsafe { CStr::from_ptr(message) }
+            .to_string_lossy()
+            .trim()
+            .to_string();
+        if !text.is_empty() {
+            MESSAGES.with(|m| m.borrow_mut().push(text));
+        }
+    }
+
+    /// Installs the capture (libmseed keeps its log settings per thread) and clears this
+    /// thread's buffer.
+    pub fn start() {
+        INSTALLED.with(|installed| {
+            if !installed.get() {
+                // SAFETY: registers plain function pointers in this thread's libmseed log
+                // settings; null prefixes keep libmseed's defaults.
+                unsafe {
+                    libmseed_sys::ms_rloginit(
+                        Some(capture),
+                        std::ptr::null(),
+                        Some(capture),
+                        std::ptr::null(),
+                        0,
+                    )
+                };
+                installed.set(true);
+            }
+        });
+        MESSAGES.with(|m| m.borrow_mut().clear());
+    }
+
+    /// Messages logged on this thread since [`start`].
+    pub fn take() -> Vec<String> {
+        MESSAGES.with(|m| std::mem::take(&mut *m.borrow_mut()))
+    }
+}
+
 /// Decodes exactly one miniSEED record (2 or 3) and its samples.
 pub fn decode_record(bytes: &[u8]) -> Result<Record, String> {
+    decode_record_logged(bytes).0
+}
+
+/// [`decode_record`] plus what libmseed logged about the record (warnings even on success).
+fn decode_record_logged(bytes: &[u8]) -> (Result<Record, String>, Vec<String>) {
+    libmseed_log::start();
+    let result = decode_unlogged(bytes);
+    let log = libmseed_log::take();
+    match result {
+        Err(reason) if !log.is_empty() => {
+            (Err(format!("{reason} ({})", log.join("; "))), Vec::new())
+        }
+        // A failed Steim integrity check means the decoded samples cannot be trusted.
+        Ok(_) if log.iter().any(|m| m.contains("integrity check")) => (
+            Err(format!("corrupt compressed data: {}", log.join("; "))),
+            Vec::new(),
+        ),
+        other => (other, log),
+    }
+}
+
+fn decode_unlogged(bytes: &[u8]) -> Result<Record, String> {
     let msr = MSRecord::parse(bytes, MSControlFlags::MSF_UNPACKDATA)
         .map_err(|e| format!("libmseed rejected the record: {e}"))?;
     let id = ChannelId::new(
@@ -155,7 +231,11 @@ fn record_length(bytes: &[u8]) -> Result<Option<usize>, String> {
             bytes.len()
         ));
     }
-    match mseed::detect(bytes) {
+    libmseed_log::start();
+    let detected = mseed::detect(bytes);
+    // Failed detections while resynchronising are expected; their log lines are noise.
+    libmseed_log::take();
+    match detected {
         Ok(det) => Ok(det.rec_len.map(|l| l as usize)),
         Err(e) => Err(format!("not a miniSEED record header ({e})")),
     }
@@ -216,7 +296,11 @@ pub fn decode_bytes(bytes: &[u8], source: &str) -> Result<Decoded, DecodeError> 
                 continue;
             }
         };
-        match decode_record(&rest[..len]) {
+        let (result, log) = decode_record_logged(&rest[..len]);
+        for message in log {
+            warn(&mut out, pos, format!("libmseed: {message}"));
+        }
+        match result {
             Ok(record) => {
                 out.records += 1;
                 builder.push(record);

@@ -162,3 +162,31 @@ fn decodes_miniseed3_records() {
         );
     }
 }
+
+/// Records whose Steim integrity check fails are refused, with libmseed's reason and the offset;
+/// a file of nothing else is an error (ObsPy refuses these files too).
+#[test]
+fn steim_integrity_failures_are_refused_with_the_reason() {
+    for name in [
+        "bad/infinite-loop.mseed",
+        "bad/invalid-blockette-offset.mseed",
+    ] {
+        let err = read_file(&common::real_data().join(name))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(name) && err.contains("byte 0") && err.contains("integrity check"),
+            "{err}"
+        );
+    }
+    let decoded =
+        read_file(&common::real_data().join("bad/wrong-blockette-numbers.mseed")).unwrap();
+    assert!(
+        decoded
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("Number of blockettes")),
+        "{:?}",
+        decoded.warnings
+    );
+}
