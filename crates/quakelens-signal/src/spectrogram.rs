@@ -109,26 +109,28 @@ impl SpectrogramPlan {
         let (n, step) = (p.nperseg, p.step());
         let frames = p.n_frames(x.len());
         let nf = p.n_freqs();
-        out.clear();
+        // Every element is overwritten below: no need to zero what is already there.
         out.resize(nf * frames, 0.0);
         if frames == 0 {
             return;
         }
         let pairs = frames.div_ceil(2);
-        scratch.buffer.clear();
         scratch.buffer.resize(pairs * n, Complex::new(0.0, 0.0));
-        // Segment 2j goes to the real part of chunk j, segment 2j+1 to its imaginary part.
-        for t in 0..frames {
-            let seg = &x[t * step..t * step + n];
-            let mean = sum4(seg) / n as f64;
-            let chunk = &mut scratch.buffer[(t / 2) * n..(t / 2 + 1) * n];
-            if t % 2 == 0 {
-                for ((c, &v), &w) in chunk.iter_mut().zip(seg).zip(&self.window) {
-                    c.re = (v - mean) * w;
+        // Segment 2j goes to the real part of chunk j, segment 2j+1 to its imaginary part
+        // (zero when the frame count is odd).
+        let inv_n = 1.0 / n as f64;
+        for (j, chunk) in scratch.buffer.chunks_exact_mut(n).enumerate() {
+            let a = &x[2 * j * step..2 * j * step + n];
+            let mean_a = sum4(a) * inv_n;
+            if 2 * j + 1 < frames {
+                let b = &x[(2 * j + 1) * step..(2 * j + 1) * step + n];
+                let mean_b = sum4(b) * inv_n;
+                for (((c, &va), &vb), &w) in chunk.iter_mut().zip(a).zip(b).zip(&self.window) {
+                    *c = Complex::new((va - mean_a) * w, (vb - mean_b) * w);
                 }
             } else {
-                for ((c, &v), &w) in chunk.iter_mut().zip(seg).zip(&self.window) {
-                    c.im = (v - mean) * w;
+                for ((c, &va), &w) in chunk.iter_mut().zip(a).zip(&self.window) {
+                    *c = Complex::new((va - mean_a) * w, 0.0);
                 }
             }
         }
@@ -142,19 +144,16 @@ impl SpectrogramPlan {
         let edge = 0.25 * self.scale;
         let inner = 0.5 * self.scale;
         let nyquist = if n % 2 == 0 { nf - 1 } else { usize::MAX };
-        for j in 0..pairs {
-            let z = &scratch.buffer[j * n..(j + 1) * n];
-            let (ta, tb) = (2 * j, 2 * j + 1);
-            let has_b = tb < frames;
-            for k in 0..nf {
-                let pk = z[k];
-                let qk = z[if k == 0 { 0 } else { n - k }].conj();
-                // A = (P + Q)/2 is segment 2j's spectrum, B = (P − Q)/2i segment 2j+1's.
-                let s = if k == 0 || k == nyquist { edge } else { inner };
-                let row = &mut out[k * frames..(k + 1) * frames];
-                row[ta] = (pk + qk).norm_sqr() * s;
-                if has_b {
-                    row[tb] = (pk - qk).norm_sqr() * s;
+        let spectra = &scratch.buffer;
+        for (k, row) in out.chunks_exact_mut(frames).enumerate() {
+            let mirror = if k == 0 { 0 } else { n - k };
+            // A = (P + Q)/2 is segment 2j's spectrum, B = (P − Q)/2i segment 2j+1's.
+            let s = if k == 0 || k == nyquist { edge } else { inner };
+            for (pair, z) in row.chunks_mut(2).zip(spectra.chunks_exact(n)) {
+                let (p, q) = (z[k], z[mirror].conj());
+                pair[0] = (p + q).norm_sqr() * s;
+                if let Some(b) = pair.get_mut(1) {
+                    *b = (p - q).norm_sqr() * s;
                 }
             }
         }
