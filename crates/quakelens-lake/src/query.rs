@@ -1,6 +1,6 @@
 //! SQL over the lake with DataFusion.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -27,7 +27,6 @@ pub enum QueryError {
 
 /// A DataFusion session with every table of a lake registered.
 pub struct Lake {
-    root: PathBuf,
     ctx: SessionContext,
 }
 
@@ -61,11 +60,7 @@ impl Lake {
                     reason: e.to_string(),
                 })?;
         }
-        Ok(Self { root, ctx })
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
+        Ok(Self { ctx })
     }
 
     /// Runs one SQL statement and collects the result.

@@ -44,10 +44,6 @@ impl LakeWriter {
         })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Writes `records`, one file per table, day and stream. Idempotent: the same windows give
     /// the same file names, so a rerun replaces instead of duplicating.
     pub fn write(&self, records: &[WindowRecord]) -> Result<WriteSummary, LakeError> {

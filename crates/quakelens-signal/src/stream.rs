@@ -115,11 +115,6 @@ impl ChannelOrder {
     pub fn index_of(&self, c: Component) -> usize {
         self.0.iter().position(|&x| x == c).unwrap_or(0)
     }
-
-    /// Position of the vertical component (the one the P trigger runs on).
-    pub fn vertical_index(&self) -> usize {
-        self.index_of(Component::Vertical)
-    }
 }
 
 impl fmt::Display for ChannelOrder {
@@ -183,7 +178,7 @@ mod tests {
             ChannelOrder::default()
         );
         let zne: ChannelOrder = "ZNE".parse().unwrap();
-        assert_eq!(zne.vertical_index(), 0);
+        assert_eq!(zne.index_of(Component::Vertical), 0);
         assert_eq!(zne.to_string(), "ZNE");
         assert!("NNZ".parse::<ChannelOrder>().is_err());
         assert!("NEX".parse::<ChannelOrder>().is_err());

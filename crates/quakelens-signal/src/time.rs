@@ -21,13 +21,6 @@ pub fn day_of(ns: i64) -> String {
         .to_string()
 }
 
-/// Compact UTC stamp for names, e.g. `20090824T002003.000000Z`.
-pub fn compact_ns(ns: i64) -> String {
-    DateTime::<Utc>::from_timestamp_nanos(ns)
-        .format("%Y%m%dT%H%M%S%.6fZ")
-        .to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,7 +30,6 @@ mod tests {
         let ns = parse_ns("2009-08-24T00:20:03.5Z").unwrap();
         assert_eq!(format_ns(ns), "2009-08-24T00:20:03.500000Z");
         assert_eq!(day_of(ns), "2009-08-24");
-        assert_eq!(compact_ns(ns), "20090824T002003.500000Z");
         assert_eq!(parse_ns("not a time"), None);
     }
 }
