@@ -63,37 +63,61 @@ pub fn pairwise_sum(a: &[f64]) -> f64 {
 /// accumulation order as numpy summing `f(a)`, so results stay bit-identical.
 #[inline]
 pub fn pairwise_sum_by(a: &[f64], f: impl Fn(f64) -> f64 + Copy) -> f64 {
+    pairwise_sums(a, |v| [f(v)])[0]
+}
+
+/// Several [`pairwise_sum_by`] at once in one pass over `a`: component `c` of the result is
+/// exactly numpy's pairwise sum of `f(a)[c]`.
+#[inline]
+pub fn pairwise_sums<const N: usize>(a: &[f64], f: impl Fn(f64) -> [f64; N] + Copy) -> [f64; N] {
     const BLOCK: usize = 128;
     let n = a.len();
+    let mut res = [0.0; N];
     if n < 8 {
-        let mut res = 0.0;
         for &v in a {
-            res += f(v);
+            let y = f(v);
+            for c in 0..N {
+                res[c] += y[c];
+            }
         }
-        res
     } else if n <= BLOCK {
-        let mut r = [0.0f64; 8];
+        let mut r = [[0.0f64; 8]; N];
         for j in 0..8 {
-            r[j] = f(a[j]);
+            let y = f(a[j]);
+            for c in 0..N {
+                r[c][j] = y[c];
+            }
         }
         let mut i = 8;
         while i < n - n % 8 {
             for j in 0..8 {
-                r[j] += f(a[i + j]);
+                let y = f(a[i + j]);
+                for c in 0..N {
+                    r[c][j] += y[c];
+                }
             }
             i += 8;
         }
-        let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for c in 0..N {
+            let r = &r[c];
+            res[c] = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        }
         while i < n {
-            res += f(a[i]);
+            let y = f(a[i]);
+            for c in 0..N {
+                res[c] += y[c];
+            }
             i += 1;
         }
-        res
     } else {
         let mut n2 = n / 2;
         n2 -= n2 % 8;
-        pairwise_sum_by(&a[..n2], f) + pairwise_sum_by(&a[n2..], f)
+        let (lo, hi) = (pairwise_sums(&a[..n2], f), pairwise_sums(&a[n2..], f));
+        for c in 0..N {
+            res[c] = lo[c] + hi[c];
+        }
     }
+    res
 }
 
 fn mean(a: &[f64]) -> f64 {
@@ -175,24 +199,25 @@ impl FeatureExtractor {
             return [f64::NAN; FEATURES_PER_CHANNEL];
         }
         let nf = n as f64;
+        // Samples are finite (the decoder refuses NaN/inf), so plain comparisons suffice and
+        // let the loop vectorise.
         let (mut max, mut min) = (f64::NEG_INFINITY, f64::INFINITY);
         for &v in x {
-            max = max.max(v);
-            min = min.min(v);
+            max = if v > max { v } else { max };
+            min = if v < min { v } else { min };
         }
-        let m = mean(x);
-
-        let energy = pairwise_sum_by(x, |v| v * v);
+        let [sum, energy, sum_abs] = pairwise_sums(x, |v| [v, v * v, v.abs()]);
+        let m = sum / nf;
         let rms = (energy / nf).sqrt();
-        let mean_abs = pairwise_sum_by(x, f64::abs) / nf;
+        let mean_abs = sum_abs / nf;
 
         // Central moments as scipy.stats computes them (deviations from np.mean).
-        let m2 = pairwise_sum_by(x, |v| (v - m) * (v - m)) / nf;
-        let m3 = pairwise_sum_by(x, |v| (v - m) * (v - m) * (v - m)) / nf;
-        let m4 = pairwise_sum_by(x, |v| {
-            let d2 = (v - m) * (v - m);
-            d2 * d2
-        }) / nf;
+        let [s2, s3, s4] = pairwise_sums(x, |v| {
+            let d = v - m;
+            let d2 = d * d;
+            [d2, d2 * d, d2 * d2]
+        });
+        let (m2, m3, m4) = (s2 / nf, s3 / nf, s4 / nf);
         let degenerate = m2 <= (1e-15 * m) * (1e-15 * m);
         let (kurtosis, skewness) = if degenerate {
             (f64::NAN, f64::NAN)
@@ -203,16 +228,12 @@ impl FeatureExtractor {
         let (median, iqr) = self.order_statistics(x);
         let (peak_power, dominant, mean_power, entropy, flatness) = self.welch_features(x);
 
-        let sign = |v: f64| {
-            if v > 0.0 {
-                1
-            } else if v < 0.0 {
-                -1
-            } else {
-                0
-            }
-        };
-        let zero_crossings = x.windows(2).filter(|w| sign(w[0]) != sign(w[1])).count() as f64;
+        // np.sign is -1, 0 or 1; count where consecutive signs differ (branch-free).
+        let sign = |v: f64| (v > 0.0) as i8 - (v < 0.0) as i8;
+        let zero_crossings = x
+            .windows(2)
+            .map(|w| (sign(w[0]) != sign(w[1])) as usize)
+            .sum::<usize>() as f64;
         let peaks = count_local_maxima(x) as f64;
 
         let (rise, fall) = rise_fall_times(x, m, self.fs);
@@ -371,6 +392,14 @@ fn count_local_maxima(x: &[f64]) -> usize {
     if n < 3 {
         return 0;
     }
+    // Without equal neighbours there are no plateaus: a peak is simply higher than both
+    // neighbours, which counts without branches.
+    if !x.windows(2).any(|w| w[0] == w[1]) {
+        return x
+            .windows(3)
+            .map(|w| (w[0] < w[1] && w[1] > w[2]) as usize)
+            .sum();
+    }
     let i_max = n - 1;
     let (mut i, mut count) = (1, 0);
     while i < i_max {
@@ -437,6 +466,8 @@ mod tests {
     #[test]
     fn plateaus_and_degenerate_input() {
         assert_eq!(count_local_maxima(&[0.0, 1.0, 1.0, 1.0, 0.0, 2.0, 2.0]), 1);
+        assert_eq!(count_local_maxima(&[0.0, 1.0, 0.5, 3.0, -1.0, 2.0]), 2);
+        assert_eq!(count_local_maxima(&[0.0, 1.0, 1.0, 0.5, 3.0, -1.0, 2.0]), 2);
         let f = FeatureExtractor::new(100.0).channel_features(&[7.0; 300]);
         assert!(
             f[16].is_nan() && f[17].is_nan(),
