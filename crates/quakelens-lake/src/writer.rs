@@ -177,7 +177,7 @@ fn windows_batch(rows: &[&WindowRecord], shape: [usize; 3]) -> Result<RecordBatc
 
 fn features_batch(rows: &[&WindowRecord]) -> Result<RecordBatch, LakeError> {
     let schema = features_schema();
-    let n_features = schema.fields().len() - 6;
+    let n_features = quakelens_signal::features::FEATURES_PER_WINDOW;
     if let Some(bad) = rows.iter().find(|r| r.features.len() != n_features) {
         return Err(LakeError::Batch {
             table: "features".into(),
@@ -199,7 +199,7 @@ fn features_batch(rows: &[&WindowRecord]) -> Result<RecordBatch, LakeError> {
     batch("features", schema, columns)
 }
 
-/// Writes a Parquet file via a temporary sibling and a rename, so readers never see half a file.
+/// Writes a Parquet file atomically (see [`write_atomically_with`]).
 fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), LakeError> {
     let parquet_err = |e: parquet::errors::ParquetError| LakeError::Parquet {
         path: path.display().to_string(),
@@ -211,21 +211,30 @@ fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), LakeError> {
         ))
         .set_created_by(format!("quakelens {}", env!("CARGO_PKG_VERSION")))
         .build();
-    let tmp = tmp_path(path);
-    let file = File::create(&tmp).map_err(io_err(&tmp))?;
-    let mut writer =
-        ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(parquet_err)?;
-    writer.write(batch).map_err(parquet_err)?;
-    let file = writer.into_inner().map_err(parquet_err)?;
-    file.sync_all().map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))
+    write_atomically_with(path, |file| {
+        let mut writer =
+            ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(parquet_err)?;
+        writer.write(batch).map_err(parquet_err)?;
+        writer.into_inner().map_err(parquet_err)
+    })
 }
 
 /// Writes small files (the manifest) atomically.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {
+    write_atomically_with(path, |mut file| {
+        file.write_all(bytes).map_err(io_err(path))?;
+        Ok(file)
+    })
+}
+
+/// Lets `fill` write a temporary sibling, syncs it and renames it over `path`, so readers
+/// never see half a file.
+fn write_atomically_with(
+    path: &Path,
+    fill: impl FnOnce(File) -> Result<File, LakeError>,
+) -> Result<(), LakeError> {
     let tmp = tmp_path(path);
-    let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
-    file.write_all(bytes).map_err(io_err(&tmp))?;
+    let file = fill(File::create(&tmp).map_err(io_err(&tmp))?)?;
     file.sync_all().map_err(io_err(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io_err(path))
 }

@@ -79,7 +79,7 @@ fn bar(enabled: bool, len: usize, what: &str) -> ProgressBar {
 /// Runs the whole pipeline on `input` with `cfg`, writing into `cfg.lake`.
 pub fn run(input: Input, cfg: &PipelineConfig) -> Result<RunReport, RunError> {
     let started = Instant::now();
-    let (paths, mut catalog_path) = match input {
+    let (paths, generated_catalog) = match input {
         Input::Paths(paths) => (paths, None),
         Input::Synthetic { config, dir } => {
             let data = quakelens_synth::generate(&config);
@@ -88,9 +88,8 @@ pub fn run(input: Input, cfg: &PipelineConfig) -> Result<RunReport, RunError> {
             (vec![dir], Some(written.catalog))
         }
     };
-    if cfg.catalog.is_some() {
-        catalog_path = cfg.catalog.clone();
-    }
+    // An explicit catalogue wins over the one written beside synthetic data.
+    let catalog_path = cfg.catalog.clone().or(generated_catalog);
     let files = collect_inputs(&paths)?;
     let mut report = RunReport {
         files: files.len(),

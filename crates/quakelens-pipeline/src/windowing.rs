@@ -30,12 +30,12 @@ pub fn window_traces(traces: &[Trace], cfg: &PipelineConfig) -> Windowed {
     let cuts: Vec<_> = assembly
         .streams
         .par_iter()
-        .map(|s: &StationStream| (s.stats.clone(), cut_windows(s, &cfg.mode, cfg.gaps)))
+        .map(|s: &StationStream| cut_windows(s, &cfg.mode, cfg.gaps))
         .collect();
-    for (stats, cut) in cuts {
-        out.stats.resampled_segments += stats.resampled_segments;
-        out.stats.snapped_segments += stats.snapped_segments;
-        out.stats.overlap_samples += stats.overlap_samples;
+    for stream in &assembly.streams {
+        out.stats += &stream.stats;
+    }
+    for cut in cuts {
         out.windows.extend(cut.windows);
         out.dropped.extend(cut.dropped);
         out.merged_onsets += cut.merged_onsets;

@@ -28,6 +28,14 @@ pub struct AssemblyStats {
     pub overlap_samples: u64,
 }
 
+impl std::ops::AddAssign<&AssemblyStats> for AssemblyStats {
+    fn add_assign(&mut self, other: &AssemblyStats) {
+        self.resampled_segments += other.resampled_segments;
+        self.snapped_segments += other.snapped_segments;
+        self.overlap_samples += other.overlap_samples;
+    }
+}
+
 /// One sensor's three components on a shared 100 Hz grid; `NaN` marks missing samples.
 #[derive(Clone, Debug)]
 pub struct StationStream {

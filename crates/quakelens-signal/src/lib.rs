@@ -14,6 +14,7 @@
 pub mod assembly;
 pub mod features;
 pub mod miniseed;
+pub mod pairwise;
 pub mod reference;
 pub mod resample;
 pub mod spectrogram;

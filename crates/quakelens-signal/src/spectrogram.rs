@@ -11,6 +11,7 @@ use rustfft::num_complex::Complex;
 use rustfft::{Fft, FftPlanner};
 use serde::{Deserialize, Serialize};
 
+use crate::pairwise::pairwise_sum;
 use crate::windows_fn::tukey;
 
 /// scipy's `spectrogram` parameters used by the study.
@@ -121,10 +122,10 @@ impl SpectrogramPlan {
         let inv_n = 1.0 / n as f64;
         for (j, chunk) in scratch.buffer.chunks_exact_mut(n).enumerate() {
             let a = &x[2 * j * step..2 * j * step + n];
-            let mean_a = sum4(a) * inv_n;
+            let mean_a = pairwise_sum(a) * inv_n;
             if 2 * j + 1 < frames {
                 let b = &x[(2 * j + 1) * step..(2 * j + 1) * step + n];
-                let mean_b = sum4(b) * inv_n;
+                let mean_b = pairwise_sum(b) * inv_n;
                 for (((c, &va), &vb), &w) in chunk.iter_mut().zip(a).zip(b).zip(&self.window) {
                     *c = Complex::new((va - mean_a) * w, (vb - mean_b) * w);
                 }
@@ -158,19 +159,6 @@ impl SpectrogramPlan {
             }
         }
     }
-}
-
-/// Sum with four accumulators (vectorisable; differs from a plain loop only in rounding).
-fn sum4(x: &[f64]) -> f64 {
-    let mut acc = [0.0f64; 4];
-    let chunks = x.chunks_exact(4);
-    let rest: f64 = chunks.remainder().iter().sum();
-    for c in chunks {
-        for i in 0..4 {
-            acc[i] += c[i];
-        }
-    }
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + rest
 }
 
 /// Per-channel normalisation statistics of the image pipeline.

@@ -136,7 +136,8 @@ pub struct Onset {
     pub peak_ratio: f64,
 }
 
-/// Runs the recursive STA/LTA trigger on a gap-free, zero-mean trace sampled at `rate` Hz.
+/// Runs the recursive STA/LTA trigger on a gap-free trace sampled at `rate` Hz (in the pipeline,
+/// the [`three_component_modulus`]); the characteristic function squares it.
 pub fn detect_onsets(trace: &[f64], rate: f64, cfg: &TriggerConfig) -> Vec<Onset> {
     if trace.is_empty() {
         return Vec::new();
