@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::schema::SCHEMA_VERSION;
 
 /// The tables of a lake, in the order they are registered.
-pub const TABLES: [&str; 2] = ["windows", "features"];
+pub const TABLES: [&str; 4] = ["windows", "features", "scores", "magnitudes"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {

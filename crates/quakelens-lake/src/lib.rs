@@ -10,10 +10,12 @@ mod layout;
 mod query;
 mod record;
 mod schema;
+mod scores;
 mod writer;
 
 pub use layout::{LakeError, LakeManifest, TABLES};
 pub use query::{Lake, QueryError};
-pub use record::WindowRecord;
+pub use record::{KeyRef, Keyed, SourceAttributes, WindowKey, WindowRecord};
 pub use schema::{features_schema, windows_schema, SCHEMA_VERSION};
-pub use writer::{LakeWriter, WriteSummary};
+pub use scores::{magnitudes_schema, scores_schema, MagnitudeRecord, ScoreRecord};
+pub use writer::{write_atomically, LakeWriter, WriteSummary};

@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-/// Bumped whenever a table's columns change; stored in `lake.json` and the schema metadata.
-pub const SCHEMA_VERSION: u32 = 1;
+use crate::record::SourceAttributes;
 
-fn ts(name: &str, nullable: bool) -> Field {
+/// Bumped whenever a table's columns change; stored in `lake.json` and the schema metadata.
+pub const SCHEMA_VERSION: u32 = 2;
+
+pub(crate) fn ts(name: &str, nullable: bool) -> Field {
     Field::new(
         name,
         DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
@@ -16,7 +18,7 @@ fn ts(name: &str, nullable: bool) -> Field {
     )
 }
 
-fn id_fields() -> Vec<Field> {
+pub(crate) fn id_fields() -> Vec<Field> {
     vec![
         Field::new("window_id", DataType::Utf8, false),
         Field::new("network", DataType::Utf8, false),
@@ -40,6 +42,14 @@ fn metadata(shape: [usize; 3]) -> HashMap<String, String> {
     ])
 }
 
+/// Metadata of tables without a spectrogram.
+pub(crate) fn table_metadata() -> HashMap<String, String> {
+    HashMap::from([(
+        "quakelens.schema_version".to_string(),
+        SCHEMA_VERSION.to_string(),
+    )])
+}
+
 /// `windows`: identity, timing, trigger and gap facts, labels, and the spectrogram as
 /// `FixedSizeList<f32>` of `shape` = [channels, freqs, frames] (C × H × W).
 pub fn windows_schema(shape: [usize; 3]) -> SchemaRef {
@@ -58,15 +68,20 @@ pub fn windows_schema(shape: [usize; 3]) -> SchemaRef {
         Field::new("event_id", DataType::Utf8, true),
         Field::new("label", DataType::Int32, true),
         Field::new("magnitude", DataType::Float64, true),
-        Field::new(
-            "spectrogram",
-            DataType::FixedSizeList(
-                Arc::new(Field::new("item", DataType::Float32, false)),
-                (shape[0] * shape[1] * shape[2]) as i32,
-            ),
-            false,
-        ),
     ]);
+    fields.extend(
+        SourceAttributes::COLUMNS
+            .iter()
+            .map(|c| Field::new(*c, DataType::Float64, true)),
+    );
+    fields.extend([Field::new(
+        "spectrogram",
+        DataType::FixedSizeList(
+            Arc::new(Field::new("item", DataType::Float32, false)),
+            (shape[0] * shape[1] * shape[2]) as i32,
+        ),
+        false,
+    )]);
     Arc::new(Schema::new_with_metadata(fields, metadata(shape)))
 }
 
@@ -78,11 +93,5 @@ pub fn features_schema() -> SchemaRef {
             .into_iter()
             .map(|name| Field::new(name, DataType::Float64, true)),
     );
-    Arc::new(Schema::new_with_metadata(
-        fields,
-        HashMap::from([(
-            "quakelens.schema_version".to_string(),
-            SCHEMA_VERSION.to_string(),
-        )]),
-    ))
+    Arc::new(Schema::new_with_metadata(fields, table_metadata()))
 }

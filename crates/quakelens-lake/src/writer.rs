@@ -18,7 +18,7 @@ use parquet::file::properties::WriterProperties;
 use quakelens_signal::window::fnv1a;
 
 use crate::layout::{io_err, LakeError, LakeManifest};
-use crate::record::WindowRecord;
+use crate::record::{Keyed, SourceAttributes, WindowRecord};
 use crate::schema::{features_schema, windows_schema};
 
 /// What a write produced.
@@ -59,19 +59,37 @@ impl LakeWriter {
                 ),
             });
         }
-        let mut groups: BTreeMap<(String, String), Vec<&WindowRecord>> = BTreeMap::new();
-        for r in records {
-            groups.entry((r.day(), r.stream())).or_default().push(r);
-        }
         let mut summary = WriteSummary::default();
+        self.write_grouped(records, "", &mut summary, |group| {
+            Ok(vec![
+                ("windows", windows_batch(group, self.shape)?),
+                ("features", features_batch(group)?),
+            ])
+        })?;
+        Ok(summary)
+    }
+
+    /// Groups rows by day and stream and writes each group's batches (one per table) to
+    /// `<table>/day=…/stream=…/part-<hash of salt + window ids>.parquet`.
+    pub(crate) fn write_grouped<'r, T: Keyed>(
+        &self,
+        rows: &'r [T],
+        salt: &str,
+        summary: &mut WriteSummary,
+        batches: impl Fn(&[&'r T]) -> Result<Vec<(&'static str, RecordBatch)>, LakeError>,
+    ) -> Result<(), LakeError> {
+        let mut groups: BTreeMap<(String, String), Vec<&T>> = BTreeMap::new();
+        for r in rows {
+            let k = r.key();
+            groups.entry((k.day(), k.stream())).or_default().push(r);
+        }
         for ((day, stream), mut group) in groups {
-            group.sort_by(|a, b| (a.start_ns, &a.window_id).cmp(&(b.start_ns, &b.window_id)));
-            group.dedup_by(|a, b| a.window_id == b.window_id);
-            let name = format!("part-{}.parquet", group_hash(&group));
-            for (table, batch) in [
-                ("windows", windows_batch(&group, self.shape)?),
-                ("features", features_batch(&group)?),
-            ] {
+            group.sort_by(|a, b| {
+                (a.key().start_ns, a.key().window_id).cmp(&(b.key().start_ns, b.key().window_id))
+            });
+            group.dedup_by(|a, b| a.key().window_id == b.key().window_id);
+            let name = format!("part-{}.parquet", group_hash(salt, &group));
+            for (table, batch) in batches(&group)? {
                 let dir = self
                     .root
                     .join(table)
@@ -84,38 +102,45 @@ impl LakeWriter {
             }
             summary.rows += group.len();
         }
-        Ok(summary)
+        Ok(())
     }
 }
 
-/// FNV-1a over the sorted window ids: the file name for exactly this set of windows.
-fn group_hash(group: &[&WindowRecord]) -> String {
-    let bytes = group
-        .iter()
-        .flat_map(|r| r.window_id.bytes().chain([b'\n']));
+/// FNV-1a over `salt` and the sorted window ids: the file name for exactly this set of windows
+/// (and, for scores, this model).
+fn group_hash<T: Keyed>(salt: &str, group: &[&T]) -> String {
+    let bytes = salt.bytes().chain(
+        group
+            .iter()
+            .flat_map(|r| r.key().window_id.bytes().chain([b'\n'])),
+    );
     format!("{:016x}", fnv1a(bytes))
 }
 
-fn strings<'a>(rows: &'a [&WindowRecord], f: impl Fn(&'a WindowRecord) -> &'a str) -> ArrayRef {
+fn strings<'a, T>(rows: &'a [&T], f: impl Fn(&'a T) -> &'a str) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(rows.iter().map(|r| f(r))))
 }
 
-fn timestamps(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
+pub(crate) fn timestamps(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
     Arc::new(TimestampNanosecondArray::from_iter(values).with_timezone("UTC"))
 }
 
-fn id_columns(rows: &[&WindowRecord]) -> Vec<ArrayRef> {
+pub(crate) fn id_columns<T: Keyed>(rows: &[&T]) -> Vec<ArrayRef> {
     vec![
-        strings(rows, |r| &r.window_id),
-        strings(rows, |r| &r.network),
-        strings(rows, |r| &r.station),
-        strings(rows, |r| &r.location),
-        strings(rows, |r| &r.band),
-        timestamps(rows.iter().map(|r| Some(r.start_ns))),
+        strings(rows, |r| r.key().window_id),
+        strings(rows, |r| r.key().network),
+        strings(rows, |r| r.key().station),
+        strings(rows, |r| r.key().location),
+        strings(rows, |r| r.key().band),
+        timestamps(rows.iter().map(|r| Some(r.key().start_ns))),
     ]
 }
 
-fn batch(table: &str, schema: SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch, LakeError> {
+pub(crate) fn batch(
+    table: &str,
+    schema: SchemaRef,
+    columns: Vec<ArrayRef>,
+) -> Result<RecordBatch, LakeError> {
     RecordBatch::try_new(schema, columns).map_err(|e| LakeError::Batch {
         table: table.into(),
         reason: e.to_string(),
@@ -170,8 +195,13 @@ fn windows_batch(rows: &[&WindowRecord], shape: [usize; 3]) -> Result<RecordBatc
         )),
         Arc::new(Int32Array::from_iter(rows.iter().map(|r| r.label))),
         Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.magnitude))),
-        Arc::new(spectrogram),
     ]);
+    for k in 0..SourceAttributes::COLUMNS.len() {
+        columns.push(Arc::new(Float64Array::from_iter(
+            rows.iter().map(|r| r.source.values()[k]),
+        )));
+    }
+    columns.push(Arc::new(spectrogram));
     batch("windows", schema, columns)
 }
 
@@ -219,8 +249,8 @@ fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), LakeError> {
     })
 }
 
-/// Writes small files (the manifest) atomically.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {
+/// Writes a small file (the manifest, a model) atomically.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {
     write_atomically_with(path, |mut file| {
         file.write_all(bytes).map_err(io_err(path))?;
         Ok(file)

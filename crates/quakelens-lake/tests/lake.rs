@@ -28,6 +28,7 @@ fn record(i: usize, station: &str, start_ns: i64) -> WindowRecord {
         event_id: Some(format!("ev{i}")),
         label: Some((i % 2) as i32),
         magnitude: Some(1.0 + i as f64 / 10.0),
+        source: Default::default(),
         spectrogram: (0..60).map(|k| (i * 100 + k) as f32).collect(),
         features: (0..69)
             .map(|k| {

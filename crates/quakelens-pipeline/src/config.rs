@@ -6,6 +6,8 @@ use quakelens_signal::spectrogram::{ImageScaling, SpectrogramParams};
 use quakelens_signal::stream::ChannelOrder;
 use quakelens_signal::window::{GapPolicy, WindowMode};
 
+use crate::score::ModelPaths;
+
 /// Everything the embedded pipeline needs besides its input.
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
@@ -21,6 +23,10 @@ pub struct PipelineConfig {
     pub label_tolerance_s: f64,
     /// Windows transformed and written per lake write (bounds memory).
     pub batch_windows: usize,
+    /// Models that score each batch (none: windows only).
+    pub models: ModelPaths,
+    /// Windows per CNN forward pass.
+    pub score_batch: usize,
     /// Draw progress bars on stderr.
     pub progress: bool,
 }
@@ -37,6 +43,8 @@ impl PipelineConfig {
             catalog: None,
             label_tolerance_s: 1.0,
             batch_windows: 256,
+            models: ModelPaths::default(),
+            score_batch: 64,
             progress: false,
         }
     }

@@ -13,6 +13,7 @@ use quakelens_synth::{read_catalog, write_dataset, CatalogError, SynthConfig, Wr
 use crate::config::PipelineConfig;
 use crate::ingest::{collect_inputs, decode_files, IngestError};
 use crate::labels::Labeller;
+use crate::score::{ScoreError, Scorer};
 use crate::transform::WindowTransformer;
 use crate::windowing::window_traces;
 
@@ -35,6 +36,8 @@ pub enum RunError {
     Catalog(#[from] CatalogError),
     #[error("lake: {0}")]
     Lake(#[from] LakeError),
+    #[error("scoring: {0}")]
+    Score(#[from] ScoreError),
     #[error("no decodable waveform data in the input:\n  {0}")]
     NoData(String),
 }
@@ -57,6 +60,14 @@ pub struct RunReport {
     pub dropped_windows: Vec<String>,
     pub merged_onsets: usize,
     pub labelled: usize,
+    /// CNN scores and forest magnitudes written (0 without models).
+    pub scored: usize,
+    pub magnitudes: usize,
+    /// Windows the forest could not score, with the reason.
+    pub unscored: Vec<String>,
+    /// Content hashes of the models used.
+    pub cnn_model: Option<String>,
+    pub forest_model: Option<String>,
     pub rows_written: usize,
     pub lake_files: usize,
     pub lake: PathBuf,
@@ -137,6 +148,12 @@ pub fn run(input: Input, cfg: &PipelineConfig) -> Result<RunReport, RunError> {
         None => None,
     };
     let writer = LakeWriter::open(&cfg.lake, cfg.spectrogram_shape())?;
+    let scorer = Scorer::load(&cfg.models, cfg.score_batch)?;
+    report.cnn_model = scorer.cnn.as_ref().map(|m| m.hash.0.clone());
+    report.forest_model = scorer
+        .forest
+        .as_ref()
+        .and_then(|(f, _)| f.hash.as_ref().map(|h| h.0.clone()));
     let transformer = WindowTransformer::new(cfg.spectrogram, cfg.scaling.clone());
     let pb = bar(cfg.progress, windowed.windows.len(), "windows");
     for chunk in windowed.windows.chunks(cfg.batch_windows.max(1)) {
@@ -147,6 +164,14 @@ pub fn run(input: Input, cfg: &PipelineConfig) -> Result<RunReport, RunError> {
         let written = writer.write(&records)?;
         report.rows_written += written.rows;
         report.lake_files += written.files.len();
+        if !scorer.is_empty() {
+            let scored = scorer.score(&records)?;
+            report.scored += scored.scores.len();
+            report.magnitudes += scored.magnitudes.len();
+            report.lake_files += writer.write_scores(&scored.scores)?.files.len();
+            report.lake_files += writer.write_magnitudes(&scored.magnitudes)?.files.len();
+            report.unscored.extend(scored.unscored);
+        }
     }
     pb.finish_and_clear();
     report.seconds = started.elapsed().as_secs_f64();

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use quakelens_lake::WindowRecord;
+use quakelens_lake::{Keyed, WindowRecord};
 use quakelens_synth::CatalogEvent;
 
 /// Catalogue events by station, sorted by P time.
@@ -29,7 +29,7 @@ impl Labeller {
     /// The event a window belongs to: for event windows, the catalogued P nearest the trigger
     /// onset within the tolerance; for sliding windows, a P inside the window.
     pub fn find(&self, r: &WindowRecord) -> Option<&CatalogEvent> {
-        let list = self.by_station.get(&r.stream())?;
+        let list = self.by_station.get(&r.key().stream())?;
         match r.onset_ns {
             Some(onset) => list
                 .iter()

@@ -4,12 +4,13 @@
 //! process (this crate's [`embedded`] runner) and, later, behind a transport in separate services:
 //! [`ingest`] decodes miniSEED → [`windowing`] assembles stations and cuts windows →
 //! [`transform`] computes spectrograms and features → [`labels`] attaches catalogue labels →
-//! the lake sink writes Parquet.
+//! [`score`] runs the CNN and the forest → the lake sink writes Parquet.
 
 pub mod config;
 pub mod embedded;
 pub mod ingest;
 pub mod labels;
+pub mod score;
 pub mod transform;
 pub mod windowing;
 

@@ -74,6 +74,7 @@ fn record(w: &Window, spectrogram: Vec<f32>, features: Vec<f64>) -> WindowRecord
         event_id: None,
         label: None,
         magnitude: None,
+        source: Default::default(),
         spectrogram,
         features,
     }

@@ -38,8 +38,30 @@ pub fn python_for_tests() -> Option<PathBuf> {
 
 /// Runs `reference.py COMMAND ARGS…` in `work_dir` with `python`.
 pub fn run(python: &Path, work_dir: &Path, command: &str, args: &[String]) -> Result<(), String> {
-    let script = work_dir.join("quakelens_reference.py");
-    std::fs::write(&script, SCRIPT).map_err(|e| format!("{}: {e}", script.display()))?;
+    run_script(
+        python,
+        work_dir,
+        &[("quakelens_reference.py", SCRIPT)],
+        command,
+        args,
+    )
+    .map(|_| ())
+}
+
+/// Writes `files` (name, text) into `work_dir` and runs the first one with `COMMAND ARGS…`;
+/// returns its stdout.
+pub fn run_script(
+    python: &Path,
+    work_dir: &Path,
+    files: &[(&str, &str)],
+    command: &str,
+    args: &[String],
+) -> Result<String, String> {
+    for (name, text) in files {
+        let path = work_dir.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let script = work_dir.join(files.first().map(|f| f.0).unwrap_or_default());
     let output = Command::new(python)
         .arg(&script)
         .arg(command)
@@ -53,7 +75,7 @@ pub fn run(python: &Path, work_dir: &Path, command: &str, args: &[String]) -> Re
             String::from_utf8_lossy(&output.stderr)
         ));
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// Writes values as raw little-endian f64.

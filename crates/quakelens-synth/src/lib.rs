@@ -14,4 +14,5 @@ mod writer;
 
 pub use catalog::{read_catalog, write_catalog, CatalogError, CatalogEvent, EventClass};
 pub use generator::{generate, StationRecording, SynthConfig, Synthetic};
+pub use rng::Rng;
 pub use writer::{write_dataset, WriteError, WrittenDataset};

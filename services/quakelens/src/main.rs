@@ -21,7 +21,12 @@ struct Cli {
 enum Command {
     /// Run the whole pipeline in this process: miniSEED (or synthetic events) → lake.
     Run(Box<commands::run::RunArgs>),
-    /// Answer SQL over the lake (tables: windows, features).
+    /// Train the CNN or the magnitude forest on the lake's labelled windows.
+    #[command(subcommand)]
+    Train(commands::train::TrainCommand),
+    /// Score the lake's windows with the CNN and/or the forest.
+    Score(commands::score::ScoreArgs),
+    /// Answer SQL over the lake (tables: windows, features, scores, magnitudes).
     Sql(commands::sql::SqlArgs),
     /// Write a labelled synthetic dataset as miniSEED plus catalog.csv.
     Synth(commands::synth::SynthArgs),
@@ -42,6 +47,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => commands::run::run(*args),
+        Command::Train(cmd) => commands::train::run(cmd),
+        Command::Score(args) => commands::score::run(args),
         Command::Sql(args) => commands::sql::run(args),
         Command::Synth(args) => commands::synth::run(args),
         Command::Inspect(args) => commands::inspect::run(args),

@@ -3,11 +3,81 @@
 pub mod bench;
 pub mod inspect;
 pub mod run;
+pub mod score;
 pub mod sql;
 pub mod synth;
+pub mod train;
 
 /// Default lake location, overridable with `--lake` or `QUAKELENS_LAKE`.
 pub const DEFAULT_LAKE: &str = "quakelens-data/lake";
+/// Where `train` writes models and `run`/`score` look for them.
+pub const DEFAULT_MODELS: &str = "quakelens-data/models";
+
+/// A tokio runtime for the async lake API.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Sizes rayon's pool and LibTorch's intra-op pool alike, so they do not oversubscribe cores.
+pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
+    let n = threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .map_err(|e| anyhow::anyhow!("setting up {n} worker threads: {e}"))?;
+    tch::set_num_threads(n as i32);
+    Ok(())
+}
+
+/// `--cnn`/`--forest`, defaulting to the files `train` writes when they exist.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ModelOptions {
+    /// CNN to score with: a quakelens .safetensors file or a TorchScript .pt
+    /// (default: quakelens-data/models/cnn.safetensors when present).
+    #[arg(long)]
+    pub cnn: Option<std::path::PathBuf>,
+    /// Forest to estimate magnitudes with (default: quakelens-data/models/forest.arrow when present).
+    #[arg(long)]
+    pub forest: Option<std::path::PathBuf>,
+    /// Do not score, even when default models exist.
+    #[arg(long, conflicts_with_all = ["cnn", "forest"])]
+    pub no_models: bool,
+    /// Windows per CNN forward pass.
+    #[arg(long, default_value_t = 64)]
+    pub score_batch: usize,
+}
+
+impl ModelOptions {
+    pub fn paths(&self) -> quakelens_pipeline::score::ModelPaths {
+        let default = |name: &str| {
+            let p = std::path::Path::new(DEFAULT_MODELS).join(name);
+            (!self.no_models && p.is_file()).then_some(p)
+        };
+        let explicit = self.cnn.is_some() || self.forest.is_some();
+        quakelens_pipeline::score::ModelPaths {
+            cnn: self.cnn.clone().or_else(|| {
+                if explicit {
+                    None
+                } else {
+                    default("cnn.safetensors")
+                }
+            }),
+            forest: self.forest.clone().or_else(|| {
+                if explicit {
+                    None
+                } else {
+                    default("forest.arrow")
+                }
+            }),
+        }
+    }
+}
 
 /// Synthetic-data options shared by `run` and `synth`.
 #[derive(clap::Args, Clone, Debug)]

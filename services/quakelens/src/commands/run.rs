@@ -11,7 +11,7 @@ use quakelens_signal::stream::ChannelOrder;
 use quakelens_signal::trigger::TriggerConfig;
 use quakelens_signal::window::{GapPolicy, WindowMode};
 
-use super::{SynthOptions, DEFAULT_LAKE};
+use super::{set_threads, ModelOptions, SynthOptions, DEFAULT_LAKE};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Mode {
@@ -76,6 +76,8 @@ pub struct RunArgs {
     /// With --image: JSON file {"mean": [..3], "std": [..3]} replacing the study's statistics.
     #[arg(long)]
     stats: Option<PathBuf>,
+    #[command(flatten)]
+    models: ModelOptions,
     /// Also write the run report as JSON here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -142,6 +144,8 @@ impl RunArgs {
             bail!("--stats and --no-quantize only apply with --image");
         }
         cfg.catalog = self.catalog.clone();
+        cfg.models = self.models.paths();
+        cfg.score_batch = self.models.score_batch;
         cfg.progress = !self.quiet;
         Ok(cfg)
     }
@@ -165,12 +169,7 @@ impl RunArgs {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .context("setting up worker threads")?;
-    }
+    set_threads(args.threads)?;
     if !args.input.is_empty() && args.synthetic.is_some() {
         bail!("give either --input or --synthetic, not both");
     }
@@ -214,6 +213,16 @@ fn print_report(r: &RunReport) {
         r.merged_onsets,
         r.labelled
     );
+    if let Some(h) = &r.cnn_model {
+        println!("cnn        {} windows scored ({h})", r.scored);
+    }
+    if let Some(h) = &r.forest_model {
+        println!(
+            "forest     {} magnitudes estimated, {} windows without all inputs ({h})",
+            r.magnitudes,
+            r.unscored.len()
+        );
+    }
     println!(
         "lake       {} rows in {} files under {}",
         r.rows_written,

@@ -1,0 +1,173 @@
+//! The CNN file: safetensors (readable by PyTorch's `safetensors` package or any JSON + bytes
+//! reader) holding every parameter and buffer under PyTorch's names, as little-endian f32, with
+//! `__metadata__`: `quakelens.format` = `quakelens-cnn`, `quakelens.format_version`,
+//! `quakelens.arch` = `CNN2D`, `quakelens.input_shape` = `C,H,W`, `quakelens.classes`, and
+//! `quakelens.training` (JSON: data, split, seed, epochs, held-out metrics).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+use super::arch::{Cnn2d, CLASSES};
+use super::CnnError;
+use crate::hash::ModelHash;
+
+pub const CNN_FORMAT: &str = "quakelens-cnn";
+pub const CNN_FORMAT_VERSION: &str = "1";
+pub const CNN_ARCH: &str = "CNN2D";
+
+/// A loaded native model: its variables and what the file says about it.
+pub struct NativeCnn {
+    pub vs: VarStore,
+    pub net: Cnn2d,
+    pub metadata: HashMap<String, String>,
+    pub hash: ModelHash,
+}
+
+fn format_err(path: &Path, reason: impl Into<String>) -> CnnError {
+    CnnError::Format {
+        path: path.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Writes `vs` (a [`Cnn2d`]'s variables) with metadata; returns the file's hash.
+pub fn save_cnn(
+    vs: &VarStore,
+    input: [i64; 3],
+    training: Option<&serde_json::Value>,
+    path: &Path,
+) -> Result<ModelHash, CnnError> {
+    let mut names: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut blobs: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(names.len());
+    for (name, t) in &names {
+        let t = t
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float)
+            .contiguous()
+            .detach();
+        let values: Vec<f32> =
+            Vec::try_from(t.flatten(0, -1)).map_err(|e: tch::TchError| CnnError::Torch {
+                context: format!("reading parameter {name}"),
+                error: e.to_string(),
+            })?;
+        let shape = t.size().iter().map(|&d| d as usize).collect();
+        blobs.push((
+            name.clone(),
+            shape,
+            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
+    }
+    let mut views = Vec::with_capacity(blobs.len());
+    for (name, shape, bytes) in &blobs {
+        let view = TensorView::new(Dtype::F32, shape.clone(), bytes)
+            .map_err(|e| format_err(path, format!("{name}: {e:?}")))?;
+        views.push((name.clone(), view));
+    }
+    let mut meta = HashMap::from([
+        ("quakelens.format".to_string(), CNN_FORMAT.to_string()),
+        (
+            "quakelens.format_version".to_string(),
+            CNN_FORMAT_VERSION.to_string(),
+        ),
+        ("quakelens.arch".to_string(), CNN_ARCH.to_string()),
+        (
+            "quakelens.input_shape".to_string(),
+            format!("{},{},{}", input[0], input[1], input[2]),
+        ),
+        ("quakelens.classes".to_string(), CLASSES.join(",")),
+    ]);
+    if let Some(t) = training {
+        meta.insert("quakelens.training".to_string(), t.to_string());
+    }
+    let bytes = safetensors::tensor::serialize(views, &Some(meta))
+        .map_err(|e| format_err(path, format!("serialising: {e:?}")))?;
+    quakelens_lake::write_atomically(path, &bytes).map_err(|e| format_err(path, e.to_string()))?;
+    Ok(ModelHash::of(&bytes))
+}
+
+/// Reads a file written by [`save_cnn`], checking every tensor's name and shape.
+pub fn load_cnn(path: &Path, bytes: &[u8], device: Device) -> Result<NativeCnn, CnnError> {
+    let (_, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| format_err(path, format!("{e:?}")))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    let get = |key: &str| metadata.get(key).map(String::as_str).unwrap_or("");
+    if get("quakelens.format") != CNN_FORMAT {
+        return Err(format_err(
+            path,
+            format!(
+                "not a {CNN_FORMAT} file (quakelens.format = {:?})",
+                get("quakelens.format")
+            ),
+        ));
+    }
+    if get("quakelens.format_version") != CNN_FORMAT_VERSION || get("quakelens.arch") != CNN_ARCH {
+        return Err(format_err(
+            path,
+            format!(
+                "format version {:?} / arch {:?}; this build reads v{CNN_FORMAT_VERSION} {CNN_ARCH}",
+                get("quakelens.format_version"),
+                get("quakelens.arch")
+            ),
+        ));
+    }
+    let input = parse_shape(get("quakelens.input_shape"))
+        .ok_or_else(|| format_err(path, "quakelens.input_shape must be C,H,W"))?;
+    let tensors =
+        SafeTensors::deserialize(bytes).map_err(|e| format_err(path, format!("{e:?}")))?;
+    let vs = VarStore::new(device);
+    let net = Cnn2d::new(&vs.root(), input);
+    let expected = vs.variables();
+    let stored = tensors.names().len();
+    if stored != expected.len() {
+        return Err(format_err(
+            path,
+            format!("{stored} tensors, {CNN_ARCH} has {}", expected.len()),
+        ));
+    }
+    let _guard = tch::no_grad_guard();
+    for (name, mut var) in expected {
+        let view = tensors
+            .tensor(&name)
+            .map_err(|_| format_err(path, format!("tensor {name} is missing")))?;
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        if view.dtype() != Dtype::F32 || shape != var.size() {
+            return Err(format_err(
+                path,
+                format!(
+                    "{name}: {:?} {shape:?}, expected F32 {:?}",
+                    view.dtype(),
+                    var.size()
+                ),
+            ));
+        }
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(format_err(path, format!("{name}[{i}] is not finite")));
+        }
+        var.copy_(&Tensor::from_slice(&values).view(shape.as_slice()));
+    }
+    Ok(NativeCnn {
+        vs,
+        net,
+        metadata,
+        hash: ModelHash::of(bytes),
+    })
+}
+
+fn parse_shape(text: &str) -> Option<[i64; 3]> {
+    let dims: Vec<i64> = text
+        .split(',')
+        .map(|d| d.trim().parse().ok())
+        .collect::<Option<_>>()?;
+    let dims: [i64; 3] = dims.try_into().ok()?;
+    dims.iter().all(|&d| d > 0).then_some(dims)
+}

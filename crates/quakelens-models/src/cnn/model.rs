@@ -1,0 +1,189 @@
+//! Batched inference for a model loaded from a file: our own CNN2D (batch norm folded) or a
+//! user's TorchScript module.
+
+use std::path::Path;
+
+use tch::{CModule, Device, Kind, Tensor};
+
+use super::arch::{FoldedCnn2d, INPUT_SHAPE};
+use super::file::load_cnn;
+use super::CnnError;
+use crate::hash::ModelHash;
+
+/// Where a model came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum ModelKind {
+    /// A quakelens CNN2D file (safetensors).
+    Native,
+    /// A TorchScript module traced/scripted in PyTorch; gets the stored spectrograms as they
+    /// are (it must do its own normalisation) and must return `[N, 2]` logits.
+    TorchScript,
+}
+
+impl ModelKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Native => "quakelens-cnn",
+            ModelKind::TorchScript => "torchscript",
+        }
+    }
+}
+
+enum Backend {
+    Native(FoldedCnn2d),
+    TorchScript(CModule),
+}
+
+/// One window's score.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CnnScore {
+    /// Logits for (foreshock, aftershock).
+    pub logits: [f32; 2],
+    /// softmax(logits)[1].
+    pub p_aftershock: f32,
+}
+
+/// A model ready to score windows of shape [`CnnModel::input_shape`].
+pub struct CnnModel {
+    backend: Backend,
+    pub kind: ModelKind,
+    pub hash: ModelHash,
+    pub device: Device,
+    input: [i64; 3],
+}
+
+impl CnnModel {
+    /// Loads a quakelens CNN file or a TorchScript archive (recognised by its zip signature).
+    pub fn load(path: &Path, device: Device) -> Result<Self, CnnError> {
+        let bytes = std::fs::read(path).map_err(|error| CnnError::Io {
+            path: path.display().to_string(),
+            error,
+        })?;
+        if bytes.starts_with(b"PK\x03\x04") {
+            let module = CModule::load_on_device(path, device).map_err(|e| CnnError::Format {
+                path: path.display().to_string(),
+                reason: format!("TorchScript: {e}"),
+            })?;
+            let model = Self {
+                backend: Backend::TorchScript(module),
+                kind: ModelKind::TorchScript,
+                hash: ModelHash::of(&bytes),
+                device,
+                input: INPUT_SHAPE,
+            };
+            // Fail at load, not at the first window, when the module does not fit.
+            let probe = vec![0f32; INPUT_SHAPE.iter().product::<i64>() as usize];
+            model.logits(&probe, 1).map_err(|e| CnnError::Format {
+                path: path.display().to_string(),
+                reason: format!(
+                    "TorchScript module does not map [1,3,33,153] to [1,2] logits: {e}"
+                ),
+            })?;
+            return Ok(model);
+        }
+        let native = load_cnn(path, &bytes, device)?;
+        Ok(Self::from_native(&native.net, native.hash, device))
+    }
+
+    /// Wraps a just-trained network (already saved as the file `hash` names).
+    pub fn from_native(net: &super::Cnn2d, hash: ModelHash, device: Device) -> Self {
+        Self {
+            backend: Backend::Native(FoldedCnn2d::new(net).to_device(device)),
+            kind: ModelKind::Native,
+            hash,
+            device,
+            input: net.input,
+        }
+    }
+
+    pub fn input_shape(&self) -> [i64; 3] {
+        self.input
+    }
+
+    fn input_len(&self) -> usize {
+        self.input.iter().product::<i64>() as usize
+    }
+
+    /// Logits for `n` windows stored back to back in `inputs` (one forward pass, no grad).
+    pub fn logits(&self, inputs: &[f32], n: usize) -> Result<Vec<[f32; 2]>, CnnError> {
+        let len = self.input_len();
+        if inputs.len() != n * len {
+            return Err(CnnError::Input(format!(
+                "{} values for {n} windows of {:?}",
+                inputs.len(),
+                self.input
+            )));
+        }
+        if let Some(i) = inputs.iter().position(|v| !v.is_finite()) {
+            return Err(CnnError::Input(format!(
+                "window {} holds a non-finite value at {}",
+                i / len,
+                i % len
+            )));
+        }
+        let _guard = tch::no_grad_guard();
+        let [c, h, w] = self.input;
+        let xs = Tensor::from_slice(inputs)
+            .view([n as i64, c, h, w])
+            .to_device(self.device);
+        let out = match &self.backend {
+            Backend::Native(net) => net.forward(&xs),
+            Backend::TorchScript(m) => m.forward_ts(&[xs]).map_err(|e| CnnError::Torch {
+                context: "TorchScript forward".into(),
+                error: e.to_string(),
+            })?,
+        };
+        if out.size() != [n as i64, 2] {
+            return Err(CnnError::Torch {
+                context: "model output".into(),
+                error: format!("shape {:?}, expected [{n}, 2]", out.size()),
+            });
+        }
+        let flat: Vec<f32> = Vec::try_from(
+            out.to_device(Device::Cpu)
+                .to_kind(Kind::Float)
+                .flatten(0, -1),
+        )
+        .map_err(|e: tch::TchError| CnnError::Torch {
+            context: "reading logits".into(),
+            error: e.to_string(),
+        })?;
+        Ok(flat.chunks_exact(2).map(|p| [p[0], p[1]]).collect())
+    }
+
+    /// Scores windows in batches of `batch`.
+    pub fn score(&self, windows: &[&[f32]], batch: usize) -> Result<Vec<CnnScore>, CnnError> {
+        let mut out = Vec::with_capacity(windows.len());
+        let mut buf = Vec::with_capacity(batch.max(1) * self.input_len());
+        for chunk in windows.chunks(batch.max(1)) {
+            buf.clear();
+            for w in chunk {
+                buf.extend_from_slice(w);
+            }
+            for logits in self.logits(&buf, chunk.len())? {
+                out.push(CnnScore {
+                    logits,
+                    p_aftershock: softmax_second(logits),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// P(class 1) from two logits, stable for large magnitudes.
+fn softmax_second([a, b]: [f32; 2]) -> f32 {
+    1.0 / (1.0 + (a - b).exp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_is_stable() {
+        assert_eq!(softmax_second([0.0, 0.0]), 0.5);
+        assert_eq!(softmax_second([1000.0, -1000.0]), 0.0);
+        assert_eq!(softmax_second([-1000.0, 1000.0]), 1.0);
+    }
+}

@@ -1,0 +1,12 @@
+//! quakelens models: the foreshock/aftershock CNN (LibTorch through tch) and the random-forest
+//! magnitude regressor, each with training, a documented file format carrying a content hash,
+//! imports from PyTorch/scikit-learn, and batched scoring.
+
+pub mod cnn;
+pub mod dataset;
+pub mod forest;
+pub mod hash;
+pub mod metrics;
+pub mod reference;
+
+pub use hash::ModelHash;

@@ -1,0 +1,194 @@
+//! Scoring stage: window batches → CNN scores (P(aftershock), logits, model hash) and forest
+//! magnitudes. Transport-agnostic: the embedded runner and the `score` command call it; the
+//! Kafka `scorer`/`forest` services wrap the same functions.
+
+use std::path::{Path, PathBuf};
+
+use quakelens_lake::{MagnitudeRecord, ScoreRecord, SourceAttributes, WindowKey, WindowRecord};
+use quakelens_models::cnn::{CnnError, CnnModel};
+use quakelens_models::forest::{Forest, ForestFileError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScoreError {
+    #[error("CNN: {0}")]
+    Cnn(#[from] CnnError),
+    #[error("forest: {0}")]
+    Forest(#[from] ForestFileError),
+    #[error(
+        "forest {path}: input {name:?} is neither a waveform feature nor a catalogue attribute"
+    )]
+    UnknownInput { path: String, name: String },
+}
+
+/// Model files to score with.
+#[derive(Clone, Debug, Default)]
+pub struct ModelPaths {
+    pub cnn: Option<PathBuf>,
+    pub forest: Option<PathBuf>,
+}
+
+/// Where a forest input comes from in a [`WindowRecord`].
+#[derive(Clone, Copy, Debug)]
+pub enum InputSource {
+    /// Index into the 69 waveform features.
+    Feature(usize),
+    /// Index into [`SourceAttributes::COLUMNS`].
+    Attribute(usize),
+}
+
+/// The loaded models plus how to feed them.
+pub struct Scorer {
+    pub cnn: Option<CnnModel>,
+    pub forest: Option<(Forest, Vec<InputSource>)>,
+    pub batch: usize,
+}
+
+/// What one scoring pass produced.
+#[derive(Debug, Default)]
+pub struct Scored {
+    pub scores: Vec<ScoreRecord>,
+    pub magnitudes: Vec<MagnitudeRecord>,
+    /// Windows the forest could not score, with the reason (e.g. a missing catalogue column).
+    pub unscored: Vec<String>,
+}
+
+fn now_ns() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+}
+
+impl Scorer {
+    pub fn load(paths: &ModelPaths, batch: usize) -> Result<Self, ScoreError> {
+        let device = quakelens_models::cnn::default_device();
+        let cnn = match &paths.cnn {
+            Some(p) => Some(CnnModel::load(p, device)?),
+            None => None,
+        };
+        let forest = match &paths.forest {
+            Some(p) => {
+                let f = Forest::load(p)?;
+                let map = input_map(&f, p)?;
+                Some((f, map))
+            }
+            None => None,
+        };
+        Ok(Self {
+            cnn,
+            forest,
+            batch: batch.max(1),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cnn.is_none() && self.forest.is_none()
+    }
+
+    /// Scores `records` with whichever models are loaded.
+    pub fn score(&self, records: &[WindowRecord]) -> Result<Scored, ScoreError> {
+        let keys: Vec<WindowKey> = records.iter().map(WindowKey::of).collect();
+        let mut out = Scored::default();
+        if let Some(model) = &self.cnn {
+            let inputs: Vec<&[f32]> = records.iter().map(|r| r.spectrogram.as_slice()).collect();
+            out.scores = cnn_scores(model, &keys, &inputs, self.batch)?;
+        }
+        if let Some((forest, map)) = &self.forest {
+            let rows: Vec<Vec<f64>> = records
+                .iter()
+                .map(|r| {
+                    map.iter()
+                        .map(|s| match *s {
+                            InputSource::Feature(i) => {
+                                r.features.get(i).copied().unwrap_or(f64::NAN)
+                            }
+                            InputSource::Attribute(i) => r.source.values()[i].unwrap_or(f64::NAN),
+                        })
+                        .collect()
+                })
+                .collect();
+            let (m, unscored) = forest_magnitudes(forest, &keys, &rows);
+            out.magnitudes = m;
+            out.unscored = unscored;
+        }
+        Ok(out)
+    }
+}
+
+fn input_map(forest: &Forest, path: &Path) -> Result<Vec<InputSource>, ScoreError> {
+    let features = quakelens_signal::features::column_names();
+    forest
+        .spec
+        .features
+        .iter()
+        .map(|name| {
+            if let Some(i) = features.iter().position(|f| f == name) {
+                Ok(InputSource::Feature(i))
+            } else if let Some(i) = SourceAttributes::COLUMNS.iter().position(|c| c == name) {
+                Ok(InputSource::Attribute(i))
+            } else {
+                Err(ScoreError::UnknownInput {
+                    path: path.display().to_string(),
+                    name: name.clone(),
+                })
+            }
+        })
+        .collect()
+}
+
+/// CNN scores for windows given as keys and spectrograms.
+pub fn cnn_scores(
+    model: &CnnModel,
+    keys: &[WindowKey],
+    spectrograms: &[&[f32]],
+    batch: usize,
+) -> Result<Vec<ScoreRecord>, ScoreError> {
+    let scores = model.score(spectrograms, batch)?;
+    let at = now_ns();
+    Ok(keys
+        .iter()
+        .zip(scores)
+        .map(|(k, s)| ScoreRecord {
+            key: k.clone(),
+            model_kind: model.kind.name().into(),
+            model_hash: model.hash.0.clone(),
+            logit_foreshock: s.logits[0],
+            logit_aftershock: s.logits[1],
+            p_aftershock: s.p_aftershock,
+            scored_ns: at,
+        })
+        .collect())
+}
+
+/// Forest magnitudes for rows of inputs in the forest's order; rows with a missing (NaN) input
+/// are returned as reasons instead of guessed.
+pub fn forest_magnitudes(
+    forest: &Forest,
+    keys: &[WindowKey],
+    rows: &[Vec<f64>],
+) -> (Vec<MagnitudeRecord>, Vec<String>) {
+    let at = now_ns();
+    let hash = forest
+        .hash
+        .as_ref()
+        .map(|h| h.0.clone())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    let mut unscored = Vec::new();
+    let mut x32 = Vec::with_capacity(forest.n_features());
+    for (k, row) in keys.iter().zip(rows) {
+        if let Some(i) = row.iter().position(|v| !v.is_finite()) {
+            unscored.push(format!(
+                "{}: forest input {} is missing",
+                k.window_id, forest.spec.features[i]
+            ));
+            continue;
+        }
+        x32.clear();
+        x32.extend(row.iter().map(|&v| v as f32));
+        out.push(MagnitudeRecord {
+            key: k.clone(),
+            model_hash: hash.clone(),
+            magnitude: forest.predict_row(&x32),
+            scored_ns: at,
+        });
+    }
+    (out, unscored)
+}
