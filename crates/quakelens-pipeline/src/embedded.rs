@@ -7,10 +7,12 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use quakelens_lake::{LakeError, LakeWriter};
+use quakelens_lake::{LakeError, LakeWriter, WindowRecord};
+use quakelens_signal::stream::ChannelOrder;
 use quakelens_synth::{read_catalog, write_dataset, CatalogError, SynthConfig, WriteError};
 
 use crate::config::PipelineConfig;
+use crate::dset::{read_dset, DsetError};
 use crate::ingest::{collect_inputs, decode_files, IngestError};
 use crate::labels::Labeller;
 use crate::score::{ScoreError, Scorer};
@@ -24,6 +26,9 @@ pub enum Input {
     Paths(Vec<PathBuf>),
     /// Generate a labelled synthetic dataset into `dir`, then process it like real data.
     Synthetic { config: SynthConfig, dir: PathBuf },
+    /// A Laurenti D-set directory (HDF5 traces + attribute CSVs); `rows` is the component order
+    /// of each dataset's rows.
+    Dset { dir: PathBuf, rows: ChannelOrder },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +43,8 @@ pub enum RunError {
     Lake(#[from] LakeError),
     #[error("scoring: {0}")]
     Score(#[from] ScoreError),
+    #[error("D-set: {0}")]
+    Dset(#[from] DsetError),
     #[error("no decodable waveform data in the input:\n  {0}")]
     NoData(String),
 }
@@ -58,6 +65,8 @@ pub struct RunReport {
     pub windows: usize,
     pub windows_with_filled_gaps: usize,
     pub dropped_windows: Vec<String>,
+    /// D-set traces not used, with the reason (fewer than 3 rows, wrong length, NaN).
+    pub skipped_traces: Vec<String>,
     pub merged_onsets: usize,
     pub labelled: usize,
     /// CNN scores and forest magnitudes written (0 without models).
@@ -91,6 +100,7 @@ fn bar(enabled: bool, len: usize, what: &str) -> ProgressBar {
 pub fn run(input: Input, cfg: &PipelineConfig) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let (paths, generated_catalog) = match input {
+        Input::Dset { dir, rows } => return run_dset(&dir, rows, cfg, started),
         Input::Paths(paths) => (paths, None),
         Input::Synthetic { config, dir } => {
             let data = quakelens_synth::generate(&config);
@@ -147,13 +157,7 @@ pub fn run(input: Input, cfg: &PipelineConfig) -> Result<RunReport, RunError> {
         Some(path) => Some(Labeller::new(read_catalog(path)?, cfg.label_tolerance_s)),
         None => None,
     };
-    let writer = LakeWriter::open(&cfg.lake, cfg.spectrogram_shape())?;
-    let scorer = Scorer::load(&cfg.models, cfg.score_batch)?;
-    report.cnn_model = scorer.cnn.as_ref().map(|m| m.hash.0.clone());
-    report.forest_model = scorer
-        .forest
-        .as_ref()
-        .and_then(|(f, _)| f.hash.as_ref().map(|h| h.0.clone()));
+    let sink = Sink::open(cfg, &mut report)?;
     let transformer = WindowTransformer::new(cfg.spectrogram, cfg.scaling.clone());
     let pb = bar(cfg.progress, windowed.windows.len(), "windows");
     for chunk in windowed.windows.chunks(cfg.batch_windows.max(1)) {
@@ -161,17 +165,80 @@ pub fn run(input: Input, cfg: &PipelineConfig) -> Result<RunReport, RunError> {
         if let Some(l) = &labeller {
             report.labelled += l.label(&mut records);
         }
-        let written = writer.write(&records)?;
+        sink.write(&records, &mut report)?;
+    }
+    pb.finish_and_clear();
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The end of every run: lake tables, plus scores when models are loaded.
+struct Sink {
+    writer: LakeWriter,
+    scorer: Scorer,
+}
+
+impl Sink {
+    fn open(cfg: &PipelineConfig, report: &mut RunReport) -> Result<Self, RunError> {
+        let writer = LakeWriter::open(&cfg.lake, cfg.spectrogram_shape())?;
+        let scorer = Scorer::load(&cfg.models, cfg.score_batch)?;
+        report.cnn_model = scorer.cnn.as_ref().map(|m| m.hash.0.clone());
+        report.forest_model = scorer
+            .forest
+            .as_ref()
+            .and_then(|(f, _)| f.hash.as_ref().map(|h| h.0.clone()));
+        Ok(Self { writer, scorer })
+    }
+
+    fn write(&self, records: &[WindowRecord], report: &mut RunReport) -> Result<(), RunError> {
+        let written = self.writer.write(records)?;
         report.rows_written += written.rows;
         report.lake_files += written.files.len();
-        if !scorer.is_empty() {
-            let scored = scorer.score(&records)?;
+        if !self.scorer.is_empty() {
+            let scored = self.scorer.score(records)?;
             report.scored += scored.scores.len();
             report.magnitudes += scored.magnitudes.len();
-            report.lake_files += writer.write_scores(&scored.scores)?.files.len();
-            report.lake_files += writer.write_magnitudes(&scored.magnitudes)?.files.len();
+            report.lake_files += self.writer.write_scores(&scored.scores)?.files.len();
+            report.lake_files += self
+                .writer
+                .write_magnitudes(&scored.magnitudes)?
+                .files
+                .len();
             report.unscored.extend(scored.unscored);
         }
+        Ok(())
+    }
+}
+
+/// D-set traces are already P-aligned 25 s windows: transform, label from the file names and
+/// attribute CSVs, score, write.
+fn run_dset(
+    dir: &std::path::Path,
+    rows: ChannelOrder,
+    cfg: &PipelineConfig,
+    started: Instant,
+) -> Result<RunReport, RunError> {
+    let batch = read_dset(dir, rows, cfg.order)?;
+    let mut report = RunReport {
+        files: batch.files,
+        traces: batch.windows.len() + batch.skipped.len(),
+        windows: batch.windows.len(),
+        skipped_traces: batch.skipped.clone(),
+        lake: cfg.lake.clone(),
+        ..RunReport::default()
+    };
+    for s in &report.skipped_traces {
+        tracing::warn!("skipped trace: {s}");
+    }
+    let sink = Sink::open(cfg, &mut report)?;
+    let transformer = WindowTransformer::new(cfg.spectrogram, cfg.scaling.clone());
+    let pb = bar(cfg.progress, batch.windows.len(), "traces");
+    let size = cfg.batch_windows.max(1);
+    for (i, chunk) in batch.windows.chunks(size).enumerate() {
+        let mut records = transformer.transform(chunk, || pb.inc(1));
+        batch.label(&mut records, i * size);
+        report.labelled += records.len();
+        sink.write(&records, &mut report)?;
     }
     pb.finish_and_clear();
     report.seconds = started.elapsed().as_secs_f64();

@@ -7,6 +7,7 @@
 //! [`score`] runs the CNN and the forest → the lake sink writes Parquet.
 
 pub mod config;
+pub mod dset;
 pub mod embedded;
 pub mod ingest;
 pub mod labels;

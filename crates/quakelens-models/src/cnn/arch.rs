@@ -122,7 +122,13 @@ fn fold(conv: &nn::Conv2D, bn: &nn::BatchNorm, stride: i64) -> (Tensor, Tensor, 
         Some(b) => (b - &bn.running_mean) * &scale + beta,
         None => (-&bn.running_mean) * &scale + beta,
     };
-    (weight.contiguous(), bias.contiguous(), stride)
+    (channels_last(&weight), bias.contiguous(), stride)
+}
+
+/// The same values laid out NHWC (strides only; the logical shape stays NCHW): LibTorch's
+/// oneDNN convolutions run faster on it than on NCHW.
+fn channels_last(t: &Tensor) -> Tensor {
+    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 
 impl FoldedCnn2d {

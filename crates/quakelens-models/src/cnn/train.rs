@@ -137,7 +137,7 @@ pub fn train_cnn(
         g.len()
     });
     let windows = parts.each_ref().map(Vec::len);
-    if windows.iter().any(|&n| n == 0) {
+    if windows.contains(&0) {
         return Err(CnnError::Input(format!(
             "need labelled windows in train, valid and test; the split by event gave {windows:?} \
              windows from {events:?} events (label more data or change the split)"

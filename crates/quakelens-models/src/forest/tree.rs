@@ -83,7 +83,7 @@ impl Tree {
             }
         }
         for i in 0..n {
-            if !self.value[i].is_finite() || !(self.cover[i] > 0.0) {
+            if !self.value[i].is_finite() || self.cover[i].is_nan() || self.cover[i] <= 0.0 {
                 return Err(format!(
                     "node {i}: value {} / cover {} must be finite and cover > 0",
                     self.value[i], self.cover[i]

@@ -23,6 +23,8 @@ use quakelens_signal::TARGET_RATE_HZ;
 pub enum BenchCommand {
     /// Spectrograms (scipy) and the 69 features (numpy/scipy): windows/s and ratio.
     Signal(SignalBenchArgs),
+    /// CNN inference (vs PyTorch eager) and forest training (vs scikit-learn).
+    Models(super::bench_models::ModelsBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -47,6 +49,7 @@ pub struct SignalBenchArgs {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Signal(args) => signal(args),
+        BenchCommand::Models(args) => super::bench_models::run(args),
     }
 }
 

@@ -1,6 +1,7 @@
 //! One module per subcommand: its arguments and what it does.
 
 pub mod bench;
+pub mod bench_models;
 pub mod inspect;
 pub mod run;
 pub mod score;

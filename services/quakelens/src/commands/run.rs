@@ -27,6 +27,13 @@ pub struct RunArgs {
     /// generated and processed.
     #[arg(long, num_args = 1..)]
     input: Vec<PathBuf>,
+    /// A Laurenti D-set directory (<STA>_waveforms_pre/post.hdf5 + <STA>_attributes_pre/post.csv)
+    /// instead of miniSEED: already-cut 25 s traces, labelled by pre/post.
+    #[arg(long, conflicts_with_all = ["input", "synthetic"])]
+    dset: Option<PathBuf>,
+    /// Component order of the D-set datasets' three rows.
+    #[arg(long, default_value = "ENZ")]
+    dset_rows: String,
     /// Number of synthetic events to generate (default 100 when no --input is given).
     #[arg(long)]
     synthetic: Option<usize>,
@@ -150,8 +157,17 @@ impl RunArgs {
         Ok(cfg)
     }
 
-    fn input(&self) -> Input {
-        match (self.input.is_empty(), self.synthetic) {
+    fn input(&self) -> anyhow::Result<Input> {
+        if let Some(dir) = &self.dset {
+            return Ok(Input::Dset {
+                dir: dir.clone(),
+                rows: self
+                    .dset_rows
+                    .parse::<ChannelOrder>()
+                    .map_err(anyhow::Error::msg)?,
+            });
+        }
+        Ok(match (self.input.is_empty(), self.synthetic) {
             (false, None) => Input::Paths(self.input.clone()),
             (_, events) => {
                 let events = events.unwrap_or(100);
@@ -164,7 +180,7 @@ impl RunArgs {
                     dir,
                 }
             }
-        }
+        })
     }
 }
 
@@ -174,7 +190,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         bail!("give either --input or --synthetic, not both");
     }
     let cfg = args.config()?;
-    let report = quakelens_pipeline::run(args.input(), &cfg)?;
+    let report = quakelens_pipeline::run(args.input()?, &cfg)?;
     print_report(&report);
     if let Some(path) = &args.report {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
@@ -213,6 +229,12 @@ fn print_report(r: &RunReport) {
         r.merged_onsets,
         r.labelled
     );
+    if !r.skipped_traces.is_empty() {
+        println!(
+            "skipped    {} D-set traces (fewer than 3 rows, wrong length or NaN; details on stderr)",
+            r.skipped_traces.len()
+        );
+    }
     if let Some(h) = &r.cnn_model {
         println!("cnn        {} windows scored ({h})", r.scored);
     }

@@ -1,0 +1,208 @@
+//! Train → save → score → SQL through the binary, on synthetic data the generator labels.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn quakelens(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_quakelens"))
+        .args(args)
+        .output()
+        .expect("binary runs");
+    assert!(
+        out.status.success(),
+        "quakelens {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn sql_count(lake: &str, query: &str) -> usize {
+    let text = stdout(&quakelens(&["sql", "--lake", lake, query]));
+    text.lines()
+        .filter_map(|l| l.trim().trim_matches('|').trim().parse::<usize>().ok())
+        .next()
+        .unwrap_or_else(|| panic!("no count in {text}"))
+}
+
+#[test]
+fn cnn_and_forest_train_to_target_and_score_every_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n).display().to_string();
+    let (lake, cnn, forest) = (d("lake"), d("cnn.safetensors"), d("forest.arrow"));
+    quakelens(&[
+        "run",
+        "--synthetic",
+        "700",
+        "--stations",
+        "4",
+        "--lake",
+        &lake,
+        "--synthetic-dir",
+        &d("syn"),
+        "--quiet",
+        "--no-models",
+    ]);
+    let windows = sql_count(
+        &lake,
+        "SELECT count(*) FROM windows WHERE label IS NOT NULL",
+    );
+    assert!(windows >= 690, "{windows} labelled windows");
+
+    let out = quakelens(&[
+        "train", "cnn", "--lake", &lake, "--out", &cnn, "--epochs", "4", "--quiet",
+    ]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("confusion") && text.contains("split by event"),
+        "{text}"
+    );
+    let report = json(Path::new(&format!("{cnn}.report.json")));
+    let acc = report["test"]["accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.95, "held-out accuracy {acc}");
+    assert!(report["test"]["n"].as_u64().unwrap() >= 50);
+    let hash = report["model"]["hash"].as_str().unwrap().to_string();
+    assert!(hash.starts_with("sha256:"));
+
+    quakelens(&[
+        "train", "forest", "--lake", &lake, "--out", &forest, "--trees", "60", "--quiet",
+    ]);
+    let freport = json(Path::new(&format!("{forest}.report.json")));
+    let r2 = freport["test"]["r2"].as_f64().unwrap();
+    assert!(r2 > 0.8, "held-out R² {r2}");
+    assert_eq!(freport["inputs"].as_array().unwrap().len(), 69);
+
+    quakelens(&["score", "--lake", &lake, "--cnn", &cnn, "--forest", &forest]);
+    assert_eq!(sql_count(&lake, "SELECT count(*) FROM scores"), windows);
+    assert_eq!(
+        sql_count(
+            &lake,
+            &format!("SELECT count(*) FROM scores WHERE model_hash = '{hash}'")
+        ),
+        windows
+    );
+    assert_eq!(sql_count(&lake, "SELECT count(*) FROM magnitudes"), windows);
+    // Scoring again with the same model replaces rows instead of adding them.
+    quakelens(&["score", "--lake", &lake, "--cnn", &cnn]);
+    assert_eq!(sql_count(&lake, "SELECT count(*) FROM scores"), windows);
+    // Most labels agree with the predictions (the model saw 70 % of these events).
+    let agree = sql_count(
+        &lake,
+        "SELECT count(*) FROM scores s JOIN windows w USING (window_id) \
+         WHERE (s.p_aftershock > 0.5) = (w.label = 1)",
+    );
+    assert!(agree as f64 >= 0.95 * windows as f64, "{agree}/{windows}");
+
+    // The embedded run scores as it goes when given models.
+    let lake2 = d("lake2");
+    let out = quakelens(&[
+        "run",
+        "--synthetic",
+        "20",
+        "--stations",
+        "2",
+        "--seed",
+        "99",
+        "--lake",
+        &lake2,
+        "--synthetic-dir",
+        &d("syn2"),
+        "--quiet",
+        "--cnn",
+        &cnn,
+        "--forest",
+        &forest,
+    ]);
+    let text = stdout(&out);
+    assert!(text.contains("20 windows scored"), "{text}");
+    assert!(text.contains("20 magnitudes estimated"), "{text}");
+    assert_eq!(sql_count(&lake2, "SELECT count(*) FROM scores"), 20);
+    assert_eq!(sql_count(&lake2, "SELECT count(*) FROM magnitudes"), 20);
+}
+
+#[test]
+fn bad_models_and_empty_lakes_fail_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("model.safetensors");
+    std::fs::write(&bogus, b"definitely not a model").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_quakelens"))
+        .args([
+            "score",
+            "--lake",
+            &dir.path().display().to_string(),
+            "--cnn",
+        ])
+        .arg(&bogus)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("model.safetensors"), "{err}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_quakelens"))
+        .args(["train", "cnn", "--lake"])
+        .arg(dir.path().join("nothing"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no lake"), "{err}");
+}
+
+#[test]
+fn laurenti_dset_files_are_read_labelled_and_short_traces_counted() {
+    let Some(py) = quakelens_signal::reference::python_for_tests() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dset");
+    std::fs::create_dir_all(&data).unwrap();
+    quakelens_models::reference::run(
+        &py,
+        dir.path(),
+        "dset",
+        &[data.display().to_string(), "NRCA".into(), "7".into()],
+    )
+    .unwrap();
+    let lake = dir.path().join("lake").display().to_string();
+    let out = quakelens(&[
+        "run",
+        "--dset",
+        &data.display().to_string(),
+        "--lake",
+        &lake,
+        "--quiet",
+        "--no-models",
+    ]);
+    let text = stdout(&out);
+    assert!(text.contains("skipped    2 D-set traces"), "{text}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("shape [2, 2500]"),
+        "the reason names the shape"
+    );
+    assert_eq!(sql_count(&lake, "SELECT count(*) FROM windows"), 14);
+    assert_eq!(
+        sql_count(
+            &lake,
+            "SELECT count(*) FROM windows WHERE label = 0 AND mode = 'dset'"
+        ),
+        7
+    );
+    assert_eq!(
+        sql_count(&lake, "SELECT count(*) FROM windows WHERE label = 1"),
+        7
+    );
+    assert_eq!(
+        sql_count(&lake, "SELECT count(*) FROM windows WHERE magnitude IS NOT NULL AND p_travel_sec IS NOT NULL AND station = 'NRCA'"),
+        14
+    );
+    assert_eq!(sql_count(&lake, "SELECT count(*) FROM features"), 14);
+}
