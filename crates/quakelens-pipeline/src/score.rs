@@ -58,7 +58,7 @@ fn now_ns() -> i64 {
 
 impl Scorer {
     pub fn load(paths: &ModelPaths, batch: usize) -> Result<Self, ScoreError> {
-        let device = quakelens_models::cnn::default_device();
+        let device = quakelens_models::cnn::default_device()?;
         let cnn = match &paths.cnn {
             Some(p) => Some(CnnModel::load(p, device)?),
             None => None,

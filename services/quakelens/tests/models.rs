@@ -147,6 +147,22 @@ fn bad_models_and_empty_lakes_fail_with_a_clear_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("model.safetensors"), "{err}");
 
+    // Asking for a GPU that is not there (or a device that does not exist) is an error, not a crash.
+    let out = Command::new(env!("CARGO_BIN_EXE_quakelens"))
+        .args([
+            "score",
+            "--lake",
+            &dir.path().display().to_string(),
+            "--cnn",
+        ])
+        .arg(&bogus)
+        .env("QUAKELENS_DEVICE", "cuda:99")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "clean failure, no panic");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("QUAKELENS_DEVICE=cuda:99"), "{err}");
+
     let out = Command::new(env!("CARGO_BIN_EXE_quakelens"))
         .args(["train", "cnn", "--lake"])
         .arg(dir.path().join("nothing"))

@@ -23,17 +23,36 @@ pub enum CnnError {
     Input(String),
 }
 
-/// `cuda` when a GPU is usable, else `cpu`; `QUAKELENS_DEVICE=cpu|cuda|cuda:N` overrides.
-pub fn default_device() -> tch::Device {
-    match std::env::var("QUAKELENS_DEVICE").ok().as_deref() {
-        Some("cpu") => tch::Device::Cpu,
-        Some(d) if d.starts_with("cuda") => {
-            let n = d
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-            tch::Device::Cuda(n)
+/// `cuda` when a GPU is usable, else `cpu`; `QUAKELENS_DEVICE=cpu|cuda|cuda:N` overrides, and
+/// asking for a GPU that is not there is an error rather than a LibTorch abort later.
+pub fn default_device() -> Result<tch::Device, CnnError> {
+    let requested = std::env::var("QUAKELENS_DEVICE").ok();
+    match requested.as_deref() {
+        None | Some("") => Ok(tch::Device::cuda_if_available()),
+        Some("cpu") => Ok(tch::Device::Cpu),
+        Some(d) if d == "cuda" || d.starts_with("cuda:") => {
+            let n: usize = match d.strip_prefix("cuda:") {
+                Some(n) => n.parse().map_err(|_| bad_device(d))?,
+                None => 0,
+            };
+            let available = if tch::Cuda::is_available() {
+                tch::Cuda::device_count() as usize
+            } else {
+                0
+            };
+            if n >= available {
+                return Err(CnnError::Input(format!(
+                    "QUAKELENS_DEVICE={d}, but LibTorch sees {available} usable CUDA device(s)"
+                )));
+            }
+            Ok(tch::Device::Cuda(n))
         }
-        _ => tch::Device::cuda_if_available(),
+        Some(d) => Err(bad_device(d)),
     }
+}
+
+fn bad_device(d: &str) -> CnnError {
+    CnnError::Input(format!(
+        "QUAKELENS_DEVICE={d:?}: expected cpu, cuda or cuda:N"
+    ))
 }

@@ -164,7 +164,7 @@ fn train_cnn(a: CnnArgs) -> anyhow::Result<()> {
         progress: !a.common.quiet,
         ..CnnTrainConfig::default()
     };
-    let device = cnn::default_device();
+    let device = cnn::default_device()?;
     println!(
         "training CNN2D on {} labelled windows, device {device:?}",
         examples.len()
