@@ -2,6 +2,7 @@
 //! Each row names the model file (content hash) that produced it; rerunning the same model
 //! replaces its rows, another model adds rows beside them.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float32Array, Float64Array, RecordBatch, StringArray};
@@ -114,31 +115,37 @@ fn magnitudes_batch(rows: &[&MagnitudeRecord]) -> Result<RecordBatch, LakeError>
 impl LakeWriter {
     /// Writes CNN scores; one file per day, stream and model.
     pub fn write_scores(&self, rows: &[ScoreRecord]) -> Result<WriteSummary, LakeError> {
-        let mut summary = WriteSummary::default();
-        let mut by_model: std::collections::BTreeMap<&str, Vec<ScoreRecord>> = Default::default();
-        for r in rows {
-            by_model.entry(&r.model_hash).or_default().push(r.clone());
-        }
-        for (model, rows) in &by_model {
-            self.write_grouped(rows, model, &mut summary, |g| {
-                Ok(vec![("scores", scores_batch(g)?)])
-            })?;
-        }
-        Ok(summary)
+        self.write_per_model(
+            rows,
+            |r| &r.model_hash,
+            |g| Ok(vec![("scores", scores_batch(g)?)]),
+        )
     }
 
     /// Writes forest magnitudes; one file per day, stream and model.
     pub fn write_magnitudes(&self, rows: &[MagnitudeRecord]) -> Result<WriteSummary, LakeError> {
-        let mut summary = WriteSummary::default();
-        let mut by_model: std::collections::BTreeMap<&str, Vec<MagnitudeRecord>> =
-            Default::default();
+        self.write_per_model(
+            rows,
+            |r| &r.model_hash,
+            |g| Ok(vec![("magnitudes", magnitudes_batch(g)?)]),
+        )
+    }
+
+    /// Groups rows by model hash first, so each model's rows get their own files (and the same
+    /// model rerun replaces exactly its own).
+    fn write_per_model<'r, T: Keyed>(
+        &self,
+        rows: &'r [T],
+        model: impl Fn(&T) -> &str,
+        batches: impl Fn(&[&'r T]) -> Result<Vec<(&'static str, RecordBatch)>, LakeError>,
+    ) -> Result<WriteSummary, LakeError> {
+        let mut by_model: BTreeMap<&str, Vec<&'r T>> = BTreeMap::new();
         for r in rows {
-            by_model.entry(&r.model_hash).or_default().push(r.clone());
+            by_model.entry(model(r)).or_default().push(r);
         }
-        for (model, rows) in &by_model {
-            self.write_grouped(rows, model, &mut summary, |g| {
-                Ok(vec![("magnitudes", magnitudes_batch(g)?)])
-            })?;
+        let mut summary = WriteSummary::default();
+        for (hash, group) in by_model {
+            self.write_grouped(group, hash, &mut summary, &batches)?;
         }
         Ok(summary)
     }

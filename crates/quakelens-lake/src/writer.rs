@@ -71,9 +71,9 @@ impl LakeWriter {
 
     /// Groups rows by day and stream and writes each group's batches (one per table) to
     /// `<table>/day=…/stream=…/part-<hash of salt + window ids>.parquet`.
-    pub(crate) fn write_grouped<'r, T: Keyed>(
+    pub(crate) fn write_grouped<'r, T: Keyed + 'r>(
         &self,
-        rows: &'r [T],
+        rows: impl IntoIterator<Item = &'r T>,
         salt: &str,
         summary: &mut WriteSummary,
         batches: impl Fn(&[&'r T]) -> Result<Vec<(&'static str, RecordBatch)>, LakeError>,

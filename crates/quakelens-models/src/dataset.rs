@@ -1,12 +1,12 @@
 //! Training and scoring data read back from the lake, and the split by event.
 
 use arrow::array::{
-    Array, FixedSizeListArray, Float32Array, Float64Array, Int32Array, StringArray,
+    Array, FixedSizeListArray, Float32Array, Float64Array, Int32Array, Int64Array, StringArray,
 };
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
-use quakelens_lake::{Lake, SourceAttributes};
+use quakelens_lake::{KeyRef, Keyed, Lake, SourceAttributes};
 use quakelens_signal::window::fnv1a;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +34,19 @@ pub struct Example {
     pub spectrogram: Vec<f32>,
     /// Named numeric inputs (waveform features, then catalogue attributes); NaN = null.
     pub inputs: Vec<f64>,
+}
+
+impl Keyed for Example {
+    fn key(&self) -> KeyRef<'_> {
+        KeyRef {
+            window_id: &self.window_id,
+            network: &self.network,
+            station: &self.station,
+            location: &self.location,
+            band: &self.band,
+            start_ns: self.start_ns,
+        }
+    }
 }
 
 /// What to read.
@@ -164,13 +177,7 @@ fn append(b: &RecordBatch, sel: &Selection, out: &mut Vec<Example>) -> Result<()
         text("band")?,
         text("event_id")?,
     );
-    let start = b
-        .column_by_name("start_ns")
-        .and_then(|c| c.as_any().downcast_ref::<arrow::array::Int64Array>())
-        .ok_or_else(|| DatasetError::Column {
-            column: "start_ns".into(),
-            reason: "missing".into(),
-        })?;
+    let start = col::<Int64Array>(b, "start_ns")?;
     let label = col::<Int32Array>(b, "label")?;
     let magnitude = col::<Float64Array>(b, "magnitude")?;
     let spectrograms = if sel.spectrograms {

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use quakelens_lake::{Lake, LakeManifest, LakeWriter, WindowKey};
-use quakelens_models::dataset::{load_examples, Example, Selection};
+use quakelens_models::dataset::{load_examples, Selection};
 use quakelens_pipeline::score::{cnn_scores, forest_magnitudes, Scorer};
 
 use super::{runtime, set_threads, ModelOptions, DEFAULT_LAKE};
@@ -24,17 +24,6 @@ pub struct ScoreArgs {
     /// Worker threads (rayon and LibTorch; default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-}
-
-fn key(e: &Example) -> WindowKey {
-    WindowKey {
-        window_id: e.window_id.clone(),
-        network: e.network.clone(),
-        station: e.station.clone(),
-        location: e.location.clone(),
-        band: e.band.clone(),
-        start_ns: e.start_ns,
-    }
 }
 
 pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
@@ -62,7 +51,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         anyhow::Ok(load_examples(&lake, &sel).await?)
     })?;
     let started = std::time::Instant::now();
-    let keys: Vec<WindowKey> = examples.iter().map(key).collect();
+    let keys: Vec<WindowKey> = examples.iter().map(WindowKey::of).collect();
     if let Some(model) = &scorer.cnn {
         let inputs: Vec<&[f32]> = examples.iter().map(|e| e.spectrogram.as_slice()).collect();
         let scores = cnn_scores(model, &keys, &inputs, scorer.batch)?;
