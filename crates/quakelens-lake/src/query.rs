@@ -42,7 +42,8 @@ impl Lake {
         let ctx = SessionContext::new();
         for table in TABLES {
             let dir = root.join(table);
-            if !dir.is_dir() {
+            // A table nothing was written to yet has no schema to infer: leave it out.
+            if !holds_parquet(&dir) {
                 continue;
             }
             let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
@@ -82,4 +83,19 @@ impl Lake {
             .map(|t| t.to_string())
             .map_err(|e| QueryError::Sql(e.to_string()))
     }
+}
+
+/// Whether `dir` (recursively) holds at least one Parquet file.
+fn holds_parquet(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let p = e.path();
+        if p.is_dir() {
+            holds_parquet(&p)
+        } else {
+            p.extension().is_some_and(|x| x == "parquet")
+        }
+    })
 }

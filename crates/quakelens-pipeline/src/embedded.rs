@@ -135,8 +135,7 @@ pub fn run(input: Input, cfg: &PipelineConfig) -> Result<RunReport, RunError> {
         return Err(RunError::NoData(report.failed_files.join("\n  ")));
     }
 
-    let windowed = window_traces(&ingested.traces, cfg);
-    drop(ingested.traces);
+    let windowed = window_traces(ingested.traces, cfg);
     report.streams = windowed.streams;
     report.unassembled = windowed.unassembled;
     report.resampled_segments = windowed.stats.resampled_segments;

@@ -11,7 +11,9 @@ pub mod dset;
 pub mod embedded;
 pub mod ingest;
 pub mod labels;
+pub mod messages;
 pub mod score;
+pub mod stages;
 pub mod transform;
 pub mod windowing;
 

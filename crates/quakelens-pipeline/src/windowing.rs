@@ -1,14 +1,22 @@
-//! Windowing stage: station assembly and window cutting.
+//! Windowing stage: station assembly and window cutting, incrementally, one station at a time.
+//!
+//! Each station's data is cut in fixed chunks of the absolute 100 Hz grid. A chunk is
+//! processed once every component has data past its end plus a tail (or when the stream ends),
+//! with a fixed amount of context before it, so the windows do not depend on how the data
+//! arrived: the embedded run (all files at once) and the `windower` service (record by record
+//! from Kafka) produce the same rows. Memory per station stays bounded by context + chunk + tail.
 
-use rayon::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
 
-use quakelens_signal::assembly::{assemble, AssemblyStats, StationStream};
+use quakelens_signal::assembly::{assemble, AssemblyStats};
 use quakelens_signal::miniseed::Trace;
-use quakelens_signal::window::{cut_windows, DroppedWindow, Window};
+use quakelens_signal::stream::{ChannelOrder, Component, StationKey};
+use quakelens_signal::window::{cut_windows_in, DroppedWindow, Window, WindowMode};
+use quakelens_signal::{TARGET_PERIOD_NS, TARGET_RATE_HZ};
 
 use crate::config::PipelineConfig;
 
-/// Windows of all streams and the accounting of everything that did not become a window.
+/// Windows and the accounting of everything that did not become a window.
 #[derive(Debug, Default)]
 pub struct Windowed {
     pub windows: Vec<Window>,
@@ -16,31 +24,405 @@ pub struct Windowed {
     pub unassembled: Vec<String>,
     pub dropped: Vec<DroppedWindow>,
     pub merged_onsets: usize,
+    /// Chunks not cut again after a restart because their context was not replayed (their
+    /// windows were emitted before the restart).
+    pub skipped_chunks: usize,
     pub stats: AssemblyStats,
 }
 
-/// Groups traces into station streams and cuts every window the configured mode defines.
-pub fn window_traces(traces: &[Trace], cfg: &PipelineConfig) -> Windowed {
-    let assembly = assemble(traces, cfg.order);
-    let mut out = Windowed {
-        streams: assembly.streams.len(),
-        unassembled: assembly.unassembled.iter().map(|u| u.to_string()).collect(),
-        ..Windowed::default()
+impl Windowed {
+    fn absorb(&mut self, other: Windowed) {
+        self.windows.extend(other.windows);
+        self.streams += other.streams;
+        self.unassembled.extend(other.unassembled);
+        self.dropped.extend(other.dropped);
+        self.merged_onsets += other.merged_onsets;
+        self.skipped_chunks += other.skipped_chunks;
+        self.stats += &other.stats;
+    }
+}
+
+/// Chunk geometry on the 100 Hz grid (samples).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkPlan {
+    /// Windows are anchored (onset or start) in `[k·chunk, (k+1)·chunk)`.
+    pub chunk: i64,
+    /// Context before a chunk: trigger warm-up and the event-merge horizon.
+    pub context: i64,
+    /// Data after a chunk: the longest window tail.
+    pub tail: i64,
+}
+
+impl ChunkPlan {
+    pub fn for_mode(mode: &WindowMode) -> Self {
+        let samples = |s: f64| (s * TARGET_RATE_HZ).round() as i64;
+        match mode {
+            WindowMode::Event {
+                trigger, post_s, ..
+            } => Self {
+                chunk: 2000,
+                // Two LTA lengths settle the recursive STA/LTA; onsets up to post_s before the
+                // chunk decide merges, and they need their own warm-up.
+                context: 2 * samples(trigger.lta_s) + samples(*post_s),
+                // The window after the onset plus room for the trigger to switch off.
+                tail: samples(*post_s) + 500,
+            },
+            WindowMode::Sliding { length_s, step_s } => {
+                let step = samples(*step_s).max(1);
+                Self {
+                    chunk: step * (2000 + step - 1).div_euclid(step).max(1),
+                    context: 0,
+                    tail: samples(*length_s),
+                }
+            }
+        }
+    }
+
+    /// Grid span `[start, end)` that chunk `k` is cut from.
+    fn span(&self, k: i64) -> (i64, i64) {
+        (
+            k * self.chunk - self.context,
+            (k + 1) * self.chunk + self.tail,
+        )
+    }
+}
+
+fn grid_of(ns: i64) -> i64 {
+    (ns as f64 / TARGET_PERIOD_NS as f64).round() as i64
+}
+
+/// Grid index just past a trace's last sample.
+fn end_grid(t: &Trace) -> i64 {
+    grid_of(t.next_ns())
+}
+
+/// The part of `t` whose samples fall in grid span `[a, b)`.
+fn clip(t: &Trace, a: i64, b: i64) -> Option<Trace> {
+    let period = t.period_ns();
+    let index_at = |grid: i64| -> usize {
+        let ns = grid
+            .saturating_mul(TARGET_PERIOD_NS)
+            .saturating_sub(t.start_ns) as f64;
+        // Samples within half a grid step of the boundary belong to the later side.
+        ((ns - 0.5 * TARGET_PERIOD_NS as f64) / period)
+            .ceil()
+            .clamp(0.0, t.samples.len() as f64) as usize
     };
-    let cuts: Vec<_> = assembly
-        .streams
-        .par_iter()
-        .map(|s: &StationStream| cut_windows(s, &cfg.mode, cfg.gaps))
-        .collect();
-    for stream in &assembly.streams {
-        out.stats += &stream.stats;
+    let (i0, i1) = (index_at(a), index_at(b));
+    if i0 >= i1 {
+        return None;
     }
-    for cut in cuts {
-        out.windows.extend(cut.windows);
-        out.dropped.extend(cut.dropped);
-        out.merged_onsets += cut.merged_onsets;
+    Some(Trace {
+        id: t.id.clone(),
+        start_ns: t.start_ns + (i0 as f64 * period).round() as i64,
+        sample_rate: t.sample_rate,
+        samples: t.samples[i0..i1].to_vec(),
+    })
+}
+
+/// One station's buffered data and progress.
+pub struct StationWindower {
+    key: StationKey,
+    traces: Vec<Trace>,
+    next_chunk: Option<i64>,
+    /// First grid index received in this process: chunks needing earlier context were cut
+    /// before a restart (if `resumed`) and are skipped.
+    history_start: Option<i64>,
+    resumed: bool,
+}
+
+impl StationWindower {
+    pub fn new(key: StationKey, resumed: bool) -> Self {
+        Self {
+            key,
+            traces: Vec::new(),
+            next_chunk: None,
+            history_start: None,
+            resumed,
+        }
     }
+
+    pub fn key(&self) -> &StationKey {
+        &self.key
+    }
+
+    /// Adds a record or trace, joining it to a contiguous predecessor of the same channel.
+    /// Data for chunks already cut (late records) is ignored and counted.
+    pub fn push(&mut self, trace: Trace, plan: &ChunkPlan) -> usize {
+        if trace.samples.is_empty() {
+            return 0;
+        }
+        let start = grid_of(trace.start_ns);
+        self.history_start = Some(self.history_start.map_or(start, |h| h.min(start)));
+        if self.next_chunk.is_none() {
+            self.next_chunk = Some(start.div_euclid(plan.chunk));
+        }
+        let cut_until = self.next_chunk.unwrap_or(0) * plan.chunk - plan.context;
+        if end_grid(&trace) <= cut_until {
+            return trace.samples.len();
+        }
+        let joinable = self.traces.iter_mut().rev().find(|t| {
+            t.id == trace.id
+                && (t.sample_rate - trace.sample_rate).abs() <= 1e-4 * t.sample_rate
+                && ((trace.start_ns - t.next_ns()).abs() as f64) <= 0.5 * t.period_ns()
+        });
+        match joinable {
+            Some(t) => t.samples.extend_from_slice(&trace.samples),
+            None => self.traces.push(trace),
+        }
+        0
+    }
+
+    /// Grid index up to which every component has data (`None` until all three have some).
+    fn watermark(&self, order: ChannelOrder) -> Option<i64> {
+        let mut ends: [Option<i64>; 3] = [None; 3];
+        for t in &self.traces {
+            let Some(c) =
+                t.id.split_component()
+                    .and_then(|(_, code)| Component::from_code(code))
+            else {
+                continue;
+            };
+            let slot = &mut ends[order.index_of(c)];
+            *slot = Some(slot.map_or(end_grid(t), |e| e.max(end_grid(t))));
+        }
+        Some(ends[0]?.min(ends[1]?).min(ends[2]?))
+    }
+
+    fn data_end(&self) -> Option<i64> {
+        self.traces.iter().map(end_grid).max()
+    }
+
+    /// Oldest grid index still needed; records ending before it may be committed.
+    pub fn retained_from(&self, plan: &ChunkPlan) -> Option<i64> {
+        self.next_chunk.map(|k| plan.span(k).0)
+    }
+
+    /// Cuts every chunk whose data is complete; with `flush`, also the rest of the buffer.
+    pub fn advance(&mut self, cfg: &PipelineConfig, plan: &ChunkPlan, flush: bool) -> Windowed {
+        let mut out = Windowed::default();
+        let limit = if flush {
+            self.data_end()
+        } else {
+            self.watermark(cfg.order).map(|w| w - plan.tail)
+        };
+        let (Some(limit), Some(mut k)) = (limit, self.next_chunk) else {
+            return out;
+        };
+        // Chunk k is ready when its whole span is covered: (k+1)·chunk ≤ limit (or, flushing,
+        // when it starts before the end of the data).
+        while if flush {
+            k * plan.chunk < limit
+        } else {
+            (k + 1) * plan.chunk <= limit
+        } {
+            self.cut_chunk(k, cfg, plan, &mut out);
+            k += 1;
+            self.next_chunk = Some(k);
+            self.trim(plan.span(k).0);
+        }
+        out
+    }
+
+    fn cut_chunk(&self, k: i64, cfg: &PipelineConfig, plan: &ChunkPlan, out: &mut Windowed) {
+        let (a, b) = plan.span(k);
+        if self.resumed && self.history_start.is_some_and(|h| h > a) {
+            out.skipped_chunks += 1;
+            return;
+        }
+        let clipped: Vec<Trace> = self.traces.iter().filter_map(|t| clip(t, a, b)).collect();
+        if clipped.is_empty() {
+            return;
+        }
+        let asm = assemble(&clipped, cfg.order);
+        out.unassembled
+            .extend(asm.unassembled.iter().map(|u| u.to_string()));
+        if !asm.streams.is_empty() {
+            out.streams = 1;
+        }
+        for stream in &asm.streams {
+            out.stats += &stream.stats;
+            let core = k * plan.chunk..(k + 1) * plan.chunk;
+            let cut = cut_windows_in(stream, &cfg.mode, cfg.gaps, core);
+            out.windows.extend(cut.windows);
+            out.dropped.extend(cut.dropped);
+            out.merged_onsets += cut.merged_onsets;
+        }
+    }
+
+    /// Drops samples before grid index `from`: whole traces at once, the front of a trace only
+    /// once it is at least as long as the rest (so a day-long trace is copied O(1) times, not
+    /// once per chunk; the buffer stays within twice what the next chunk needs).
+    fn trim(&mut self, from: i64) {
+        self.traces.retain(|t| end_grid(t) > from);
+        for t in &mut self.traces {
+            let dead = (from - grid_of(t.start_ns)).max(0) as f64 * t.sample_rate / TARGET_RATE_HZ;
+            if dead >= 0.5 * t.samples.len() as f64 {
+                if let Some(kept) = clip(t, from, i64::MAX) {
+                    *t = kept;
+                }
+            }
+        }
+    }
+
+    /// Samples buffered (all channels), for memory accounting.
+    pub fn buffered_samples(&self) -> usize {
+        self.traces.iter().map(|t| t.samples.len()).sum()
+    }
+}
+
+/// Station key of a channel, or why it cannot be part of a 3-component stream.
+pub fn station_of(trace: &Trace) -> Result<StationKey, String> {
+    match trace.id.split_component() {
+        Some((key, code)) if Component::from_code(code).is_some() => Ok(key),
+        _ => Err(format!(
+            "{}: not a Z/N/E or Z/1/2 component, ignored",
+            trace.id
+        )),
+    }
+}
+
+/// Windows of a finite set of traces (the embedded run): every station pushed, then flushed.
+pub fn window_traces(traces: Vec<Trace>, cfg: &PipelineConfig) -> Windowed {
+    let plan = ChunkPlan::for_mode(&cfg.mode);
+    let mut stations: BTreeMap<StationKey, StationWindower> = BTreeMap::new();
+    let mut out = Windowed::default();
+    let mut not_components = BTreeSet::new();
+    for trace in traces {
+        match station_of(&trace) {
+            Ok(key) => {
+                stations
+                    .entry(key.clone())
+                    .or_insert_with(|| StationWindower::new(key, false))
+                    .push(trace, &plan);
+            }
+            Err(why) => {
+                not_components.insert(why);
+            }
+        }
+    }
+    let results: Vec<Windowed> = {
+        use rayon::prelude::*;
+        let mut list: Vec<StationWindower> = stations.into_values().collect();
+        list.par_iter_mut()
+            .map(|s| {
+                let mut w = s.advance(cfg, &plan, true);
+                // An incomplete station reports the same problem for every chunk: once is enough.
+                dedup_in_order(&mut w.unassembled);
+                w
+            })
+            .collect()
+    };
+    for r in results {
+        out.absorb(r);
+    }
+    out.unassembled.extend(not_components);
     out.windows
         .sort_by(|a, b| (&a.station, a.start_ns).cmp(&(&b.station, b.start_ns)));
     out
+}
+
+/// Removes repeated lines, keeping the first of each.
+pub fn dedup_in_order(lines: &mut Vec<String>) {
+    let mut seen = BTreeSet::new();
+    lines.retain(|l| seen.insert(l.clone()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quakelens_signal::stream::ChannelId;
+
+    fn noise_trace(cha: &str, start_s: i64, n: usize, burst_at: Option<usize>) -> Trace {
+        let samples = (0..n)
+            .map(|i| {
+                let base = ((i * 7919 + cha.len() * 31) % 101) as f64 - 50.0;
+                match burst_at {
+                    Some(b) if (b..b + 600).contains(&i) => base * 40.0,
+                    _ => base,
+                }
+            })
+            .collect();
+        Trace {
+            id: ChannelId::new("XX", "STA", "", cha),
+            start_ns: start_s * 1_000_000_000,
+            sample_rate: 100.0,
+            samples,
+        }
+    }
+
+    fn records(t: &Trace, per: usize) -> Vec<Trace> {
+        t.samples
+            .chunks(per)
+            .enumerate()
+            .map(|(i, c)| Trace {
+                id: t.id.clone(),
+                start_ns: t.start_ns + (i * per) as i64 * TARGET_PERIOD_NS,
+                sample_rate: t.sample_rate,
+                samples: c.to_vec(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn record_by_record_equals_all_at_once() {
+        let cfg = PipelineConfig::new("unused".into());
+        let bursts = [Some(9_000), Some(31_000)];
+        let traces: Vec<Trace> = ["HHZ", "HHN", "HHE"]
+            .iter()
+            .map(|c| noise_trace(c, 1_000_000, 60_000, bursts[0].or(bursts[1])))
+            .collect();
+        let batch = window_traces(traces.clone(), &cfg);
+        assert_eq!(batch.windows.len(), 1, "{:?}", batch.dropped);
+
+        // Interleaved records, cut as the watermark advances, with trimming in between.
+        let plan = ChunkPlan::for_mode(&cfg.mode);
+        let key = station_of(&traces[0]).unwrap();
+        let mut station = StationWindower::new(key, false);
+        let mut streamed = Windowed::default();
+        let per_channel: Vec<Vec<Trace>> = traces.iter().map(|t| records(t, 412)).collect();
+        for i in 0..per_channel[0].len() {
+            for ch in &per_channel {
+                station.push(ch[i].clone(), &plan);
+            }
+            streamed.absorb(station.advance(&cfg, &plan, false));
+            // Context + chunk + tail is 7,500 samples a channel; trimming keeps at most twice that.
+            assert!(
+                station.buffered_samples() < 3 * 15_500,
+                "memory stays bounded"
+            );
+        }
+        streamed.absorb(station.advance(&cfg, &plan, true));
+        assert_eq!(streamed.windows, batch.windows);
+    }
+
+    #[test]
+    fn a_resumed_station_skips_chunks_without_context() {
+        let cfg = PipelineConfig::new("unused".into());
+        let plan = ChunkPlan::for_mode(&cfg.mode);
+        let traces: Vec<Trace> = ["HHZ", "HHN", "HHE"]
+            .iter()
+            .map(|c| noise_trace(c, 1_000_007, 20_000, None))
+            .collect();
+        let key = station_of(&traces[0]).unwrap();
+        let mut fresh = StationWindower::new(key.clone(), false);
+        let mut resumed = StationWindower::new(key, true);
+        for t in &traces {
+            fresh.push(t.clone(), &plan);
+            resumed.push(t.clone(), &plan);
+        }
+        assert_eq!(fresh.advance(&cfg, &plan, true).skipped_chunks, 0);
+        let r = resumed.advance(&cfg, &plan, true);
+        // Data starts 7 s into a chunk: that chunk and the next need earlier context.
+        assert_eq!(r.skipped_chunks, 2);
+    }
+
+    #[test]
+    fn clip_keeps_grid_samples_in_span() {
+        let t = noise_trace("HHZ", 10, 1000, None);
+        let c = clip(&t, 1005, 1010).unwrap();
+        assert_eq!(c.samples, t.samples[5..10].to_vec());
+        assert_eq!(grid_of(c.start_ns), 1005);
+        assert!(clip(&t, 0, 1000).is_none());
+    }
 }

@@ -152,7 +152,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, String> {
 }
 
 /// [`decode_record`] plus what libmseed logged about the record (warnings even on success).
-fn decode_record_logged(bytes: &[u8]) -> (Result<Record, String>, Vec<String>) {
+pub fn decode_record_logged(bytes: &[u8]) -> (Result<Record, String>, Vec<String>) {
     libmseed_log::start();
     let result = decode_unlogged(bytes);
     let log = libmseed_log::take();
@@ -253,6 +253,64 @@ fn next_header(bytes: &[u8], from: usize) -> Option<usize> {
     None
 }
 
+/// One piece of a miniSEED byte stream: a record's bytes, or bytes that are not one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    Record {
+        offset: usize,
+        len: usize,
+    },
+    /// Not a record (garbage, or a record announcing more bytes than remain), with the reason.
+    Bad {
+        offset: usize,
+        len: usize,
+        reason: String,
+    },
+}
+
+/// Splits `bytes` into records without decoding them, resynchronising after garbage on the
+/// 64-byte grid records live on. Every byte belongs to exactly one frame.
+pub fn split_records(bytes: &[u8]) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    let mut pos = 0usize;
+    while pos < bytes.len() {
+        let rest = &bytes[pos..];
+        match record_length(rest) {
+            Ok(Some(len)) if len <= rest.len() => {
+                frames.push(Frame::Record { offset: pos, len });
+                pos += len;
+            }
+            Ok(Some(len)) => {
+                frames.push(Frame::Bad {
+                    offset: pos,
+                    len: rest.len(),
+                    reason: format!(
+                        "truncated record: header announces {len} bytes, {} remain",
+                        rest.len()
+                    ),
+                });
+                break;
+            }
+            // miniSEED 2 without blockette 1000: the next header tells the length.
+            Ok(None) => {
+                let len = next_header(bytes, pos + RESYNC_STEP).unwrap_or(bytes.len()) - pos;
+                frames.push(Frame::Record { offset: pos, len });
+                pos += len;
+            }
+            Err(reason) => {
+                let resume = next_header(bytes, pos + RESYNC_STEP).unwrap_or(bytes.len());
+                frames.push(Frame::Bad {
+                    offset: pos,
+                    len: resume - pos,
+                    reason: format!("skipped {} bytes: {reason}", resume - pos),
+                });
+                pos = resume;
+            }
+        }
+    }
+    frames
+}
+
 /// Decodes every record in `bytes`; `source` names the input in warnings and errors.
 ///
 /// Corrupt records and non-miniSEED bytes become warnings and decoding resumes at the next
@@ -267,47 +325,25 @@ pub fn decode_bytes(bytes: &[u8], source: &str) -> Result<Decoded, DecodeError> 
             message,
         })
     };
-    let mut pos = 0usize;
-    while pos < bytes.len() {
-        let rest = &bytes[pos..];
-        let len = match record_length(rest) {
-            Ok(Some(len)) if len <= rest.len() => len,
-            Ok(Some(len)) => {
-                warn(
-                    &mut out,
-                    pos,
-                    format!(
-                        "truncated record: header announces {len} bytes, {} remain",
-                        rest.len()
-                    ),
-                );
-                break;
-            }
-            // miniSEED 2 without blockette 1000: the next header tells the length.
-            Ok(None) => next_header(bytes, pos + RESYNC_STEP).unwrap_or(bytes.len()) - pos,
-            Err(reason) => {
-                let resume = next_header(bytes, pos + RESYNC_STEP).unwrap_or(bytes.len());
-                warn(
-                    &mut out,
-                    pos,
-                    format!("skipped {} bytes: {reason}", resume - pos),
-                );
-                pos = resume;
+    for frame in split_records(bytes) {
+        let (offset, len) = match frame {
+            Frame::Record { offset, len } => (offset, len),
+            Frame::Bad { offset, reason, .. } => {
+                warn(&mut out, offset, reason);
                 continue;
             }
         };
-        let (result, log) = decode_record_logged(&rest[..len]);
+        let (result, log) = decode_record_logged(&bytes[offset..offset + len]);
         for message in log {
-            warn(&mut out, pos, format!("libmseed: {message}"));
+            warn(&mut out, offset, format!("libmseed: {message}"));
         }
         match result {
             Ok(record) => {
                 out.records += 1;
                 builder.push(record);
             }
-            Err(reason) => warn(&mut out, pos, reason),
+            Err(reason) => warn(&mut out, offset, reason),
         }
-        pos += len;
     }
     out.traces = builder.finish();
     if out.records == 0 {

@@ -41,6 +41,21 @@ impl ChannelId {
     }
 }
 
+impl FromStr for ChannelId {
+    type Err = String;
+
+    /// Parses `NET.STA.LOC.CHA` (the location may be empty), the key of `waveforms.raw`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split('.').collect();
+        match parts.as_slice() {
+            [net, sta, loc, cha] if !net.is_empty() && !sta.is_empty() && !cha.is_empty() => {
+                Ok(Self::new(net, sta, loc, cha))
+            }
+            _ => Err(format!("{s:?} is not NET.STA.LOC.CHA")),
+        }
+    }
+}
+
 impl fmt::Display for ChannelId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

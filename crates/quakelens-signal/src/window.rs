@@ -173,8 +173,27 @@ struct Candidate {
 
 /// Cuts every window `mode` defines from `stream`, applying the gap policy.
 pub fn cut_windows(stream: &StationStream, mode: &WindowMode, policy: GapPolicy) -> CutResult {
+    let all = stream.first_index..stream.first_index + stream.len() as i64;
+    cut_windows_in(stream, mode, policy, all)
+}
+
+/// Like [`cut_windows`], but keeps only windows anchored in `core` (absolute 100 Hz grid
+/// indices; the anchor is the onset in event mode, the start in sliding mode). The rest of the
+/// stream is context: trigger history before `core`, window tails after it. A stream cut in
+/// consecutive cores with the same context lengths gives the same windows however it is split.
+///
+/// Event mode merges an onset into the event before it when any onset was detected within
+/// `post_s` before it (S phase, coda re-triggers): a rule that looks only `post_s` back, so it
+/// needs no state from earlier cores.
+pub fn cut_windows_in(
+    stream: &StationStream,
+    mode: &WindowMode,
+    policy: GapPolicy,
+    core: std::ops::Range<i64>,
+) -> CutResult {
     let n = mode.window_samples();
     let mut result = CutResult::default();
+    let in_core = |index: usize| core.contains(&(stream.first_index + index as i64));
     let candidates = match mode {
         WindowMode::Event {
             trigger,
@@ -186,13 +205,16 @@ pub fn cut_windows(stream: &StationStream, mode: &WindowMode, policy: GapPolicy)
             let [a, b, c] = &stream.channels;
             let modulus = three_component_modulus([a, b, c]);
             let mut accepted: Vec<Candidate> = Vec::new();
+            let mut previous: Option<usize> = None;
             for onset in detect_onsets(&modulus, TARGET_RATE_HZ, trigger) {
-                if let Some(last) = accepted.last() {
-                    let (last_onset, _) = last.onset.unwrap_or((0, 0.0));
-                    if onset.index < last_onset + post {
-                        result.merged_onsets += 1;
-                        continue;
-                    }
+                let merged = previous.is_some_and(|p| onset.index < p + post);
+                previous = Some(onset.index);
+                if !in_core(onset.index) {
+                    continue;
+                }
+                if merged {
+                    result.merged_onsets += 1;
+                    continue;
                 }
                 accepted.push(Candidate {
                     start: onset.index as i64 - pre,
@@ -203,8 +225,9 @@ pub fn cut_windows(stream: &StationStream, mode: &WindowMode, policy: GapPolicy)
         }
         WindowMode::Sliding { step_s, .. } => {
             let step = ((step_s * TARGET_RATE_HZ).round() as i64).max(1);
-            let first_abs = stream.first_index.div_euclid(step) * step;
-            let first_abs = if first_abs < stream.first_index {
+            let from = stream.first_index.max(core.start);
+            let first_abs = from.div_euclid(step) * step;
+            let first_abs = if first_abs < from {
                 first_abs + step
             } else {
                 first_abs
@@ -212,7 +235,7 @@ pub fn cut_windows(stream: &StationStream, mode: &WindowMode, policy: GapPolicy)
             let last_abs = stream.first_index + stream.len() as i64 - n as i64;
             (0..)
                 .map(|k| first_abs + k * step)
-                .take_while(|&s| s <= last_abs)
+                .take_while(|&s| s <= last_abs && s < core.end)
                 .map(|s| Candidate {
                     start: s - stream.first_index,
                     onset: None,

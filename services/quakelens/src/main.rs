@@ -1,7 +1,8 @@
-//! `quakelens`: the embedded pipeline, SQL over the lake, synthetic data, file inspection and
-//! benchmarks. Later, each Kafka service is a subcommand here too.
+//! `quakelens`: the embedded pipeline, each Kafka service, SQL over the lake, synthetic data,
+//! file inspection and benchmarks.
 
 mod commands;
+mod http;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -32,6 +33,21 @@ enum Command {
     Synth(commands::synth::SynthArgs),
     /// Decode miniSEED files and list their traces and problems.
     Inspect(commands::inspect::InspectArgs),
+    /// Create the Kafka topics the services use (existing ones are left alone).
+    #[command(subcommand)]
+    Topics(commands::serve::TopicsCommand),
+    /// Service: replay miniSEED files into waveforms.raw.
+    Ingest(commands::serve::IngestArgs),
+    /// Service: waveforms.raw → windows (assembly, trigger, spectrograms, features).
+    Windower(Box<commands::serve::WindowerArgs>),
+    /// Service: windows → scores with the CNN.
+    Scorer(commands::serve::ModelServiceArgs),
+    /// Service: windows → magnitudes with the random forest.
+    Forest(commands::serve::ModelServiceArgs),
+    /// Service: windows, scores and magnitudes → the Parquet lake (each row once).
+    Lake(commands::serve::LakeArgs),
+    /// Service: SQL over the lake on HTTP.
+    Query(commands::serve::QueryArgs),
     /// Benchmarks against the reference tools, printed as tables.
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -53,6 +69,13 @@ fn main() -> std::process::ExitCode {
         Command::Synth(args) => commands::synth::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Bench(cmd) => commands::bench::run(cmd),
+        Command::Topics(cmd) => commands::serve::topics(cmd),
+        Command::Ingest(args) => commands::serve::ingest(args),
+        Command::Windower(args) => commands::serve::windower(*args),
+        Command::Scorer(args) => commands::serve::model_service(args, false),
+        Command::Forest(args) => commands::serve::model_service(args, true),
+        Command::Lake(args) => commands::serve::lake(args),
+        Command::Query(args) => commands::serve::query(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

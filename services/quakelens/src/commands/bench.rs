@@ -83,7 +83,7 @@ fn bench_windows(events: usize) -> Vec<Window> {
         length_s: 25.0,
         step_s: 5.0,
     };
-    window_traces(&traces, &cfg).windows
+    window_traces(traces, &cfg).windows
 }
 
 /// Best wall time of `repeat` runs of `f`.

@@ -5,9 +5,11 @@ pub mod bench_models;
 pub mod inspect;
 pub mod run;
 pub mod score;
+pub mod serve;
 pub mod sql;
 pub mod synth;
 pub mod train;
+pub mod window_options;
 
 /// Default lake location, overridable with `--lake` or `QUAKELENS_LAKE`.
 pub const DEFAULT_LAKE: &str = "quakelens-data/lake";

@@ -1,0 +1,520 @@
+//! Message bodies on the derived topics: Arrow IPC streams (zstd-compressed buffers), one
+//! self-describing batch per message. See `proto/README.md` for the contracts.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, ListArray,
+    RecordBatch, StringArray,
+};
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+use arrow::ipc::CompressionType;
+
+use quakelens_lake::{MagnitudeRecord, ScoreRecord, SourceAttributes, WindowKey, WindowRecord};
+
+/// Schema metadata key naming the message kind and version.
+pub const KIND: &str = "quakelens.message";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    #[error("not an Arrow IPC stream: {0}")]
+    Ipc(#[from] arrow::error::ArrowError),
+    #[error("message kind {found:?}, expected {expected}")]
+    Kind {
+        found: Option<String>,
+        expected: &'static str,
+    },
+    #[error("column {0} missing or of the wrong type")]
+    Column(String),
+    #[error("row {row}: {what} is null")]
+    Null { row: usize, what: String },
+}
+
+fn encode(kind: &str, fields: Vec<Field>, columns: Vec<ArrayRef>) -> Vec<u8> {
+    let schema = Arc::new(Schema::new(fields).with_metadata([(KIND.into(), kind.into())].into()));
+    let batch = RecordBatch::try_new(schema.clone(), columns)
+        .expect("columns are built from the schema they are paired with");
+    let options = IpcWriteOptions::default()
+        .try_with_compression(Some(CompressionType::ZSTD))
+        .expect("zstd is compiled in");
+    let mut out = Vec::new();
+    {
+        let mut w = StreamWriter::try_new_with_options(&mut out, &schema, options)
+            .expect("writing to memory");
+        w.write(&batch).expect("writing to memory");
+        w.finish().expect("writing to memory");
+    }
+    out
+}
+
+fn decode(bytes: &[u8], expected: &'static str) -> Result<Vec<RecordBatch>, MessageError> {
+    let reader = StreamReader::try_new(Cursor::new(bytes), None)?;
+    let found = reader.schema().metadata().get(KIND).cloned();
+    if found.as_deref() != Some(expected) {
+        return Err(MessageError::Kind { found, expected });
+    }
+    Ok(reader.collect::<Result<Vec<_>, _>>()?)
+}
+
+struct Columns<'a>(&'a RecordBatch);
+
+impl Columns<'_> {
+    fn get<T: 'static>(&self, name: &str) -> Result<&T, MessageError> {
+        self.0
+            .column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<T>())
+            .ok_or_else(|| MessageError::Column(name.to_string()))
+    }
+    fn text(&self, name: &str, row: usize) -> Result<String, MessageError> {
+        let c = self.get::<StringArray>(name)?;
+        if c.is_null(row) {
+            return Err(MessageError::Null {
+                row,
+                what: name.into(),
+            });
+        }
+        Ok(c.value(row).to_string())
+    }
+    fn opt_text(&self, name: &str, row: usize) -> Result<Option<String>, MessageError> {
+        let c = self.get::<StringArray>(name)?;
+        Ok((!c.is_null(row)).then(|| c.value(row).to_string()))
+    }
+    fn i64(&self, name: &str, row: usize) -> Result<Option<i64>, MessageError> {
+        let c = self.get::<Int64Array>(name)?;
+        Ok((!c.is_null(row)).then(|| c.value(row)))
+    }
+    fn i32(&self, name: &str, row: usize) -> Result<Option<i32>, MessageError> {
+        let c = self.get::<Int32Array>(name)?;
+        Ok((!c.is_null(row)).then(|| c.value(row)))
+    }
+    fn f64(&self, name: &str, row: usize) -> Result<Option<f64>, MessageError> {
+        let c = self.get::<Float64Array>(name)?;
+        Ok((!c.is_null(row)).then(|| c.value(row)))
+    }
+    fn f32(&self, name: &str, row: usize) -> Result<Option<f32>, MessageError> {
+        let c = self.get::<Float32Array>(name)?;
+        Ok((!c.is_null(row)).then(|| c.value(row)))
+    }
+}
+
+fn required<T>(v: Option<T>, row: usize, what: &str) -> Result<T, MessageError> {
+    v.ok_or_else(|| MessageError::Null {
+        row,
+        what: what.into(),
+    })
+}
+
+fn utf8<'a>(rows: impl Iterator<Item = &'a str>) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(rows))
+}
+
+fn list<T: arrow::datatypes::ArrowPrimitiveType>(
+    values: Vec<T::Native>,
+    lengths: impl Iterator<Item = usize>,
+) -> ArrayRef {
+    let field = Arc::new(Field::new("item", T::DATA_TYPE, false));
+    Arc::new(ListArray::new(
+        field,
+        OffsetBuffer::from_lengths(lengths),
+        Arc::new(arrow::array::PrimitiveArray::<T>::from_iter_values(values)),
+        None,
+    ))
+}
+
+fn key_fields() -> Vec<Field> {
+    vec![
+        Field::new("window_id", DataType::Utf8, false),
+        Field::new("network", DataType::Utf8, false),
+        Field::new("station", DataType::Utf8, false),
+        Field::new("location", DataType::Utf8, false),
+        Field::new("band", DataType::Utf8, false),
+        Field::new("start_ns", DataType::Int64, false),
+    ]
+}
+
+fn key_columns<'a>(keys: impl Iterator<Item = &'a WindowKey> + Clone) -> Vec<ArrayRef> {
+    vec![
+        utf8(keys.clone().map(|k| k.window_id.as_str())),
+        utf8(keys.clone().map(|k| k.network.as_str())),
+        utf8(keys.clone().map(|k| k.station.as_str())),
+        utf8(keys.clone().map(|k| k.location.as_str())),
+        utf8(keys.clone().map(|k| k.band.as_str())),
+        Arc::new(Int64Array::from_iter_values(keys.map(|k| k.start_ns))),
+    ]
+}
+
+fn key_at(c: &Columns<'_>, row: usize) -> Result<WindowKey, MessageError> {
+    Ok(WindowKey {
+        window_id: c.text("window_id", row)?,
+        network: c.text("network", row)?,
+        station: c.text("station", row)?,
+        location: c.text("location", row)?,
+        band: c.text("band", row)?,
+        start_ns: required(c.i64("start_ns", row)?, row, "start_ns")?,
+    })
+}
+
+const WINDOWS_KIND: &str = "windows/v1";
+const SCORES_KIND: &str = "scores/v1";
+const MAGNITUDES_KIND: &str = "magnitudes/v1";
+
+/// Encodes windows (with spectrograms and features) as one message.
+pub fn encode_windows(rows: &[WindowRecord]) -> Vec<u8> {
+    let keys: Vec<WindowKey> = rows.iter().map(WindowKey::of).collect();
+    let mut fields = key_fields();
+    let mut columns = key_columns(keys.iter());
+    let f64s = |f: fn(&WindowRecord) -> Option<f64>| -> ArrayRef {
+        Arc::new(rows.iter().map(f).collect::<Float64Array>())
+    };
+    let mut extra: Vec<(Field, ArrayRef)> = vec![
+        (
+            Field::new("end_ns", DataType::Int64, false),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.end_ns))),
+        ),
+        (
+            Field::new("onset_ns", DataType::Int64, true),
+            Arc::new(rows.iter().map(|r| r.onset_ns).collect::<Int64Array>()),
+        ),
+        (
+            Field::new("mode", DataType::Utf8, false),
+            utf8(rows.iter().map(|r| r.mode.as_str())),
+        ),
+        (
+            Field::new("trigger_ratio", DataType::Float64, true),
+            f64s(|r| r.trigger_ratio),
+        ),
+        (
+            Field::new("sample_rate", DataType::Float64, false),
+            f64s(|r| Some(r.sample_rate)),
+        ),
+        (
+            Field::new("source_rate", DataType::Float64, false),
+            f64s(|r| Some(r.source_rate)),
+        ),
+        (
+            Field::new("resampled", DataType::Boolean, false),
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(r.resampled))
+                    .collect::<BooleanArray>(),
+            ),
+        ),
+        (
+            Field::new("gap_runs", DataType::Int32, false),
+            Arc::new(Int32Array::from_iter_values(
+                rows.iter().map(|r| r.gap_runs),
+            )),
+        ),
+        (
+            Field::new("filled_samples", DataType::Int32, false),
+            Arc::new(Int32Array::from_iter_values(
+                rows.iter().map(|r| r.filled_samples),
+            )),
+        ),
+        (
+            Field::new("channel_order", DataType::Utf8, false),
+            utf8(rows.iter().map(|r| r.channel_order.as_str())),
+        ),
+        (
+            Field::new("event_id", DataType::Utf8, true),
+            Arc::new(
+                rows.iter()
+                    .map(|r| r.event_id.as_deref())
+                    .collect::<StringArray>(),
+            ),
+        ),
+        (
+            Field::new("label", DataType::Int32, true),
+            Arc::new(rows.iter().map(|r| r.label).collect::<Int32Array>()),
+        ),
+        (
+            Field::new("magnitude", DataType::Float64, true),
+            f64s(|r| r.magnitude),
+        ),
+    ];
+    for (i, name) in SourceAttributes::COLUMNS.iter().enumerate() {
+        extra.push((
+            Field::new(*name, DataType::Float64, true),
+            Arc::new(
+                rows.iter()
+                    .map(|r| r.source.values()[i])
+                    .collect::<Float64Array>(),
+            ),
+        ));
+    }
+    extra.push((
+        Field::new(
+            "spectrogram",
+            DataType::List(Arc::new(Field::new("item", DataType::Float32, false))),
+            false,
+        ),
+        list::<arrow::datatypes::Float32Type>(
+            rows.iter()
+                .flat_map(|r| r.spectrogram.iter().copied())
+                .collect(),
+            rows.iter().map(|r| r.spectrogram.len()),
+        ),
+    ));
+    extra.push((
+        Field::new(
+            "features",
+            DataType::List(Arc::new(Field::new("item", DataType::Float64, false))),
+            false,
+        ),
+        list::<arrow::datatypes::Float64Type>(
+            rows.iter()
+                .flat_map(|r| r.features.iter().copied())
+                .collect(),
+            rows.iter().map(|r| r.features.len()),
+        ),
+    ));
+    for (f, c) in extra {
+        fields.push(f);
+        columns.push(c);
+    }
+    encode(WINDOWS_KIND, fields, columns)
+}
+
+fn list_values<T: arrow::datatypes::ArrowPrimitiveType>(
+    c: &Columns<'_>,
+    name: &str,
+    row: usize,
+) -> Result<Vec<T::Native>, MessageError> {
+    let l = c.get::<ListArray>(name)?;
+    let v = l.value(row);
+    let p = v
+        .as_any()
+        .downcast_ref::<arrow::array::PrimitiveArray<T>>()
+        .ok_or_else(|| MessageError::Column(name.to_string()))?;
+    Ok(p.values().to_vec())
+}
+
+/// Decodes a windows message.
+pub fn decode_windows(bytes: &[u8]) -> Result<Vec<WindowRecord>, MessageError> {
+    let mut out = Vec::new();
+    for batch in decode(bytes, WINDOWS_KIND)? {
+        let c = Columns(&batch);
+        for row in 0..batch.num_rows() {
+            let key = key_at(&c, row)?;
+            let attrs: Vec<Option<f64>> = SourceAttributes::COLUMNS
+                .iter()
+                .map(|n| c.f64(n, row))
+                .collect::<Result<_, _>>()?;
+            out.push(WindowRecord {
+                window_id: key.window_id,
+                network: key.network,
+                station: key.station,
+                location: key.location,
+                band: key.band,
+                start_ns: key.start_ns,
+                end_ns: required(c.i64("end_ns", row)?, row, "end_ns")?,
+                onset_ns: c.i64("onset_ns", row)?,
+                mode: c.text("mode", row)?,
+                trigger_ratio: c.f64("trigger_ratio", row)?,
+                sample_rate: required(c.f64("sample_rate", row)?, row, "sample_rate")?,
+                source_rate: required(c.f64("source_rate", row)?, row, "source_rate")?,
+                resampled: c.get::<BooleanArray>("resampled")?.value(row),
+                gap_runs: required(c.i32("gap_runs", row)?, row, "gap_runs")?,
+                filled_samples: required(c.i32("filled_samples", row)?, row, "filled_samples")?,
+                channel_order: c.text("channel_order", row)?,
+                event_id: c.opt_text("event_id", row)?,
+                label: c.i32("label", row)?,
+                magnitude: c.f64("magnitude", row)?,
+                source: SourceAttributes {
+                    p_travel_sec: attrs[0],
+                    s_travel_sec: attrs[1],
+                    source_depth_km: attrs[2],
+                    source_latitude: attrs[3],
+                    source_longitude: attrs[4],
+                    receiver_latitude: attrs[5],
+                    receiver_longitude: attrs[6],
+                },
+                spectrogram: list_values::<arrow::datatypes::Float32Type>(&c, "spectrogram", row)?,
+                features: list_values::<arrow::datatypes::Float64Type>(&c, "features", row)?,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Encodes CNN scores as one message.
+pub fn encode_scores(rows: &[ScoreRecord]) -> Vec<u8> {
+    let mut fields = key_fields();
+    let mut columns = key_columns(rows.iter().map(|r| &r.key));
+    let f32s = |f: fn(&ScoreRecord) -> f32| -> ArrayRef {
+        Arc::new(Float32Array::from_iter_values(rows.iter().map(f)))
+    };
+    fields.extend([
+        Field::new("model_kind", DataType::Utf8, false),
+        Field::new("model_hash", DataType::Utf8, false),
+        Field::new("logit_foreshock", DataType::Float32, false),
+        Field::new("logit_aftershock", DataType::Float32, false),
+        Field::new("p_aftershock", DataType::Float32, false),
+        Field::new("scored_ns", DataType::Int64, false),
+    ]);
+    columns.extend([
+        utf8(rows.iter().map(|r| r.model_kind.as_str())),
+        utf8(rows.iter().map(|r| r.model_hash.as_str())),
+        f32s(|r| r.logit_foreshock),
+        f32s(|r| r.logit_aftershock),
+        f32s(|r| r.p_aftershock),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.scored_ns),
+        )),
+    ]);
+    encode(SCORES_KIND, fields, columns)
+}
+
+pub fn decode_scores(bytes: &[u8]) -> Result<Vec<ScoreRecord>, MessageError> {
+    let mut out = Vec::new();
+    for batch in decode(bytes, SCORES_KIND)? {
+        let c = Columns(&batch);
+        for row in 0..batch.num_rows() {
+            let f = |name: &str| -> Result<f32, MessageError> {
+                required(c.f32(name, row)?, row, name)
+            };
+            out.push(ScoreRecord {
+                key: key_at(&c, row)?,
+                model_kind: c.text("model_kind", row)?,
+                model_hash: c.text("model_hash", row)?,
+                logit_foreshock: f("logit_foreshock")?,
+                logit_aftershock: f("logit_aftershock")?,
+                p_aftershock: f("p_aftershock")?,
+                scored_ns: required(c.i64("scored_ns", row)?, row, "scored_ns")?,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Encodes forest magnitudes as one message.
+pub fn encode_magnitudes(rows: &[MagnitudeRecord]) -> Vec<u8> {
+    let mut fields = key_fields();
+    let mut columns = key_columns(rows.iter().map(|r| &r.key));
+    fields.extend([
+        Field::new("model_hash", DataType::Utf8, false),
+        Field::new("magnitude", DataType::Float64, false),
+        Field::new("scored_ns", DataType::Int64, false),
+    ]);
+    columns.extend([
+        utf8(rows.iter().map(|r| r.model_hash.as_str())),
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|r| r.magnitude),
+        )) as ArrayRef,
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.scored_ns),
+        )),
+    ]);
+    encode(MAGNITUDES_KIND, fields, columns)
+}
+
+pub fn decode_magnitudes(bytes: &[u8]) -> Result<Vec<MagnitudeRecord>, MessageError> {
+    let mut out = Vec::new();
+    for batch in decode(bytes, MAGNITUDES_KIND)? {
+        let c = Columns(&batch);
+        for row in 0..batch.num_rows() {
+            out.push(MagnitudeRecord {
+                key: key_at(&c, row)?,
+                model_hash: c.text("model_hash", row)?,
+                magnitude: required(c.f64("magnitude", row)?, row, "magnitude")?,
+                scored_ns: required(c.i64("scored_ns", row)?, row, "scored_ns")?,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Schema of a windows message (documentation and tests).
+pub fn windows_message_schema() -> SchemaRef {
+    let empty = encode_windows(&[]);
+    StreamReader::try_new(Cursor::new(empty), None)
+        .map(|r| r.schema())
+        .expect("an empty message decodes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(i: usize) -> WindowRecord {
+        WindowRecord {
+            window_id: format!("{i:016x}"),
+            network: "XX".into(),
+            station: "STA".into(),
+            location: "".into(),
+            band: "HH".into(),
+            start_ns: 1_000 + i as i64,
+            end_ns: 2_000,
+            onset_ns: i.is_multiple_of(2).then_some(1_500),
+            mode: "event".into(),
+            trigger_ratio: Some(4.5),
+            sample_rate: 100.0,
+            source_rate: 125.0,
+            resampled: true,
+            gap_runs: 1,
+            filled_samples: 3,
+            channel_order: "NEZ".into(),
+            event_id: Some("ev1".into()),
+            label: Some(1),
+            magnitude: None,
+            source: SourceAttributes {
+                p_travel_sec: Some(3.5),
+                ..Default::default()
+            },
+            spectrogram: (0..3 * 33 * 153)
+                .map(|v| v as f32 * 0.5 + i as f32)
+                .collect(),
+            features: (0..69).map(|v| v as f64 - i as f64).collect(),
+        }
+    }
+
+    #[test]
+    fn windows_round_trip_and_compress() {
+        let rows: Vec<WindowRecord> = (0..4).map(window).collect();
+        let bytes = encode_windows(&rows);
+        assert_eq!(decode_windows(&bytes).unwrap(), rows);
+        let raw = rows.len() * (3 * 33 * 153 * 4 + 69 * 8);
+        assert!(bytes.len() < raw, "{} >= {raw}", bytes.len());
+        assert_eq!(windows_message_schema().fields().len(), 6 + 13 + 7 + 2);
+    }
+
+    #[test]
+    fn scores_and_magnitudes_round_trip() {
+        let key = WindowKey::of(&window(0));
+        let s = vec![ScoreRecord {
+            key: key.clone(),
+            model_kind: "quakelens-cnn".into(),
+            model_hash: "sha256:ab".into(),
+            logit_foreshock: -1.0,
+            logit_aftershock: 2.0,
+            p_aftershock: 0.95,
+            scored_ns: 7,
+        }];
+        assert_eq!(decode_scores(&encode_scores(&s)).unwrap(), s);
+        let m = vec![MagnitudeRecord {
+            key,
+            model_hash: "sha256:cd".into(),
+            magnitude: 2.5,
+            scored_ns: 8,
+        }];
+        assert_eq!(decode_magnitudes(&encode_magnitudes(&m)).unwrap(), m);
+    }
+
+    #[test]
+    fn wrong_or_corrupt_messages_are_errors() {
+        let scores = encode_scores(&[]);
+        let err = decode_windows(&scores).unwrap_err().to_string();
+        assert!(
+            err.contains("scores/v1") && err.contains("windows/v1"),
+            "{err}"
+        );
+        assert!(decode_windows(b"garbage").is_err());
+        let mut cut = encode_windows(&[window(1)]);
+        cut.truncate(cut.len() / 2);
+        assert!(decode_windows(&cut).is_err());
+    }
+}

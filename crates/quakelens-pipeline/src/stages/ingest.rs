@@ -1,0 +1,157 @@
+//! Files → `waveforms.raw`: every miniSEED record as one message, key `NET.STA.LOC.CHA`,
+//! partitioned by station (NET.STA.LOC + band) so a station's three components stay together and
+//! in order. Replays at full speed or paced to real time; ends each station with an
+//! end-of-stream marker so the windower cuts the last chunk. Bytes that are not a record go to
+//! `dead-letter` with the file and offset.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use quakelens_signal::miniseed::{decode_record, split_records, Frame};
+use quakelens_transport::topics::{header, DEAD_LETTER, WAVEFORMS_RAW};
+use quakelens_transport::{partition_for, Outgoing, Transport};
+
+use super::{stopped, StageError, Stop};
+use crate::ingest::collect_inputs;
+
+/// How fast to replay.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Pace {
+    /// As fast as the broker takes it.
+    Max,
+    /// Record start times mapped to wall time, sped up by this factor (1 = real time).
+    RealTime(f64),
+}
+
+#[derive(Clone, Debug)]
+pub struct IngestConfig {
+    pub inputs: Vec<PathBuf>,
+    pub pace: Pace,
+    /// Send end-of-stream markers after the last record of each station.
+    pub end_markers: bool,
+    /// Records per send.
+    pub batch: usize,
+}
+
+/// What a replay sent.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct IngestReport {
+    pub files: usize,
+    pub records: usize,
+    pub dead_letters: usize,
+    pub stations: usize,
+    pub seconds: f64,
+}
+
+struct Item {
+    start_ns: i64,
+    key: String,
+    station: String,
+    bytes: Vec<u8>,
+}
+
+/// Reads all inputs, sorts records by start time (stable: file order within a channel) and
+/// publishes them.
+pub async fn replay<T: Transport>(
+    t: &T,
+    cfg: &IngestConfig,
+    stop: Stop,
+) -> Result<IngestReport, StageError> {
+    let started = Instant::now();
+    let files = collect_inputs(&cfg.inputs).map_err(|e| StageError::Input(e.to_string()))?;
+    let partitions = t.partitions(WAVEFORMS_RAW)?;
+    let mut report = IngestReport {
+        files: files.len(),
+        ..Default::default()
+    };
+    let mut items = Vec::new();
+    let mut dead = Vec::new();
+    for file in &files {
+        let bytes = std::fs::read(file)
+            .map_err(|e| StageError::Input(format!("{}: {e}", file.display())))?;
+        let source = file.display().to_string();
+        for frame in split_records(&bytes) {
+            let (offset, len, problem) = match frame {
+                Frame::Record { offset, len } => {
+                    let body = &bytes[offset..offset + len];
+                    match decode_record(body) {
+                        Ok(r) => {
+                            let station =
+                                r.id.split_component()
+                                    .map(|(k, _)| k.to_string())
+                                    .unwrap_or_else(|| r.id.to_string());
+                            items.push(Item {
+                                start_ns: r.start_ns,
+                                key: r.id.to_string(),
+                                station,
+                                bytes: body.to_vec(),
+                            });
+                            continue;
+                        }
+                        Err(reason) => (offset, len, reason),
+                    }
+                }
+                Frame::Bad {
+                    offset,
+                    len,
+                    reason,
+                } => (offset, len, reason),
+            };
+            tracing::warn!("{source} @ byte {offset}: {problem}");
+            dead.push(
+                Outgoing::new(
+                    DEAD_LETTER,
+                    source.clone(),
+                    bytes[offset..offset + len].to_vec(),
+                )
+                .header(header::ERROR, problem)
+                .header(header::STAGE, "ingest")
+                .header(header::ORIGIN, format!("{source}@{offset}")),
+            );
+        }
+    }
+    report.dead_letters = dead.len();
+    t.send(dead).await?;
+    items.sort_by_key(|i| i.start_ns);
+    let first_ns = items.first().map(|i| i.start_ns).unwrap_or(0);
+    let wall0 = Instant::now();
+    let mut last_of_station: std::collections::BTreeMap<String, String> = Default::default();
+    for chunk in items.chunks(cfg.batch.max(1)) {
+        if stopped(&stop) {
+            break;
+        }
+        if let Pace::RealTime(speed) = cfg.pace {
+            let due = (chunk[0].start_ns - first_ns) as f64 / 1e9 / speed.max(1e-9);
+            let now = wall0.elapsed().as_secs_f64();
+            if due > now {
+                tokio::time::sleep(Duration::from_secs_f64(due - now)).await;
+            }
+        }
+        let batch: Vec<Outgoing> = chunk
+            .iter()
+            .map(|i| {
+                last_of_station.insert(i.station.clone(), i.key.clone());
+                Outgoing::new(WAVEFORMS_RAW, i.key.as_bytes(), i.bytes.clone())
+                    .to_partition(partition_for(i.station.as_bytes(), partitions))
+            })
+            .collect();
+        report.records += batch.len();
+        t.send(batch).await?;
+    }
+    let stations: BTreeSet<&String> = last_of_station.keys().collect();
+    report.stations = stations.len();
+    if cfg.end_markers && !stopped(&stop) {
+        let markers = last_of_station
+            .iter()
+            .map(|(station, key)| {
+                Outgoing::new(WAVEFORMS_RAW, key.as_bytes(), Vec::new())
+                    .header(header::END_OF_STREAM, "1")
+                    .to_partition(partition_for(station.as_bytes(), partitions))
+            })
+            .collect();
+        t.send(markers).await?;
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}

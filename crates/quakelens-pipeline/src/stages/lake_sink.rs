@@ -1,0 +1,191 @@
+//! `windows`, `scores`, `magnitudes` → Parquet. At-least-once delivery becomes exactly-once rows:
+//! the sink remembers which (table, window_id[, model]) it holds, loading them from the lake at
+//! start, and skips what it already wrote, so a replay after a crash adds nothing twice.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, StringArray, StringViewArray};
+
+use quakelens_lake::{Lake, LakeWriter, MagnitudeRecord, ScoreRecord, WindowRecord};
+use quakelens_transport::topics::{header, MAGNITUDES, SCORES, WINDOWS};
+use quakelens_transport::{Incoming, Transport};
+
+use super::{after_batch, dead_letter, now_ns, stopped, StageCounters, StageError, Stop, POLL};
+use crate::messages::{decode_magnitudes, decode_scores, decode_windows};
+
+const STAGE: &str = "lake";
+
+/// Latencies kept for percentiles (most recent).
+const LATENCY_SAMPLES: usize = 100_000;
+
+pub struct LakeSinkStage {
+    writer: LakeWriter,
+    windows: HashSet<String>,
+    scores: HashSet<(String, String)>,
+    magnitudes: HashSet<(String, String)>,
+    batch: usize,
+    /// Seconds from window end to its row being in the lake, per message.
+    pub latencies: Arc<Mutex<Vec<f64>>>,
+    pub duplicates_skipped: u64,
+}
+
+/// Strings of the first column of a query result (Utf8 or Utf8View).
+async fn column_strings(lake: &Lake, sql: &str) -> Result<Vec<String>, StageError> {
+    let mut out = Vec::new();
+    for batch in lake.sql(sql).await? {
+        let col = batch.column(0);
+        if let Some(a) = col.as_any().downcast_ref::<StringArray>() {
+            out.extend((0..a.len()).map(|i| a.value(i).to_string()));
+        } else if let Some(a) = col.as_any().downcast_ref::<StringViewArray>() {
+            out.extend((0..a.len()).map(|i| a.value(i).to_string()));
+        }
+    }
+    Ok(out)
+}
+
+fn has_table(root: &Path, table: &str) -> bool {
+    root.join(table).is_dir()
+}
+
+impl LakeSinkStage {
+    pub async fn open(root: &Path, shape: [usize; 3]) -> Result<Self, StageError> {
+        let writer = LakeWriter::open(root, shape)?;
+        let lake = Lake::open(root).await?;
+        let mut me = Self {
+            writer,
+            windows: HashSet::new(),
+            scores: HashSet::new(),
+            magnitudes: HashSet::new(),
+            batch: 500,
+            latencies: Arc::new(Mutex::new(Vec::new())),
+            duplicates_skipped: 0,
+        };
+        if has_table(root, "windows") {
+            me.windows
+                .extend(column_strings(&lake, "SELECT window_id FROM windows").await?);
+        }
+        for (table, set) in [
+            ("scores", &mut me.scores),
+            ("magnitudes", &mut me.magnitudes),
+        ] {
+            if has_table(root, table) {
+                let sql = format!("SELECT window_id || '|' || model_hash FROM {table}");
+                for pair in column_strings(&lake, &sql).await? {
+                    if let Some((id, model)) = pair.split_once('|') {
+                        set.insert((id.to_string(), model.to_string()));
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            windows = me.windows.len(),
+            scores = me.scores.len(),
+            magnitudes = me.magnitudes.len(),
+            "lake sink: rows already in the lake"
+        );
+        Ok(me)
+    }
+
+    pub async fn run<T: Transport>(
+        &mut self,
+        t: &T,
+        stop: Stop,
+        counters: Arc<StageCounters>,
+    ) -> Result<(), StageError> {
+        while !stopped(&stop) {
+            let batch = t.recv(self.batch, POLL).await?;
+            self.step(t, batch, &counters).await?;
+        }
+        t.commit().await?;
+        Ok(())
+    }
+
+    pub async fn step<T: Transport>(
+        &mut self,
+        t: &T,
+        batch: Vec<Incoming>,
+        counters: &StageCounters,
+    ) -> Result<(), StageError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        StageCounters::add(&counters.records_in, batch.len());
+        let mut windows: Vec<WindowRecord> = Vec::new();
+        let mut scores: Vec<ScoreRecord> = Vec::new();
+        let mut magnitudes: Vec<MagnitudeRecord> = Vec::new();
+        let mut dead = Vec::new();
+        let mut ends = Vec::new();
+        for m in &batch {
+            let Some(payload) = m.payload.as_deref() else {
+                dead.push(dead_letter(STAGE, m, "empty message (no payload)"));
+                continue;
+            };
+            let result = match m.topic.as_str() {
+                WINDOWS => decode_windows(payload).map(|r| windows.extend(r)),
+                SCORES => decode_scores(payload).map(|r| scores.extend(r)),
+                MAGNITUDES => decode_magnitudes(payload).map(|r| magnitudes.extend(r)),
+                other => {
+                    dead.push(dead_letter(STAGE, m, &format!("unexpected topic {other}")));
+                    continue;
+                }
+            };
+            match result {
+                Ok(()) => {
+                    if let Some(end) = m
+                        .header(header::WINDOW_END_NS)
+                        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok())
+                    {
+                        ends.push(end);
+                    }
+                }
+                Err(e) => dead.push(dead_letter(STAGE, m, &format!("{} message: {e}", m.topic))),
+            }
+        }
+        let before = windows.len() + scores.len() + magnitudes.len();
+        windows.retain(|r| !self.windows.contains(&r.window_id));
+        scores.retain(|r| {
+            !self
+                .scores
+                .contains(&(r.key.window_id.clone(), r.model_hash.clone()))
+        });
+        magnitudes.retain(|r| {
+            !self
+                .magnitudes
+                .contains(&(r.key.window_id.clone(), r.model_hash.clone()))
+        });
+        let fresh = windows.len() + scores.len() + magnitudes.len();
+        self.duplicates_skipped += (before - fresh) as u64;
+        tokio::task::block_in_place(|| -> Result<(), StageError> {
+            self.writer.write(&windows)?;
+            self.writer.write_scores(&scores)?;
+            self.writer.write_magnitudes(&magnitudes)?;
+            Ok(())
+        })?;
+        self.windows
+            .extend(windows.into_iter().map(|r| r.window_id));
+        self.scores
+            .extend(scores.into_iter().map(|r| (r.key.window_id, r.model_hash)));
+        self.magnitudes.extend(
+            magnitudes
+                .into_iter()
+                .map(|r| (r.key.window_id, r.model_hash)),
+        );
+        let now = now_ns();
+        {
+            let mut l = self.latencies.lock().unwrap_or_else(|p| p.into_inner());
+            l.extend(ends.iter().map(|&e| (now - e) as f64 / 1e9));
+            if l.len() > LATENCY_SAMPLES {
+                let cut = l.len() - LATENCY_SAMPLES;
+                l.drain(..cut);
+            }
+        }
+        StageCounters::add(&counters.records_out, fresh);
+        StageCounters::add(&counters.dead_letters, dead.len());
+        t.send(dead).await?;
+        t.store(&after_batch(&batch))?;
+        StageCounters::add(&counters.batches, 1);
+        Ok(())
+    }
+}

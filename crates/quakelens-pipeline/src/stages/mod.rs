@@ -1,0 +1,115 @@
+//! The pipeline's streaming stages, each written once against [`Transport`]: Kafka between
+//! services, memory inside one process. A stage reads a batch, sends what it derives, waits for
+//! the acknowledgements, and only then stores its input positions (at-least-once). Messages it
+//! cannot use go to `dead-letter` with the reason; they never stop a partition.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use quakelens_transport::topics::{header, DEAD_LETTER};
+use quakelens_transport::{Incoming, Outgoing, TransportError};
+
+pub mod ingest;
+pub mod lake_sink;
+pub mod scorer;
+pub mod windower;
+
+/// Records in / out / failed, shared with the health endpoint (and, later, metrics).
+#[derive(Debug, Default)]
+pub struct StageCounters {
+    pub records_in: AtomicU64,
+    pub records_out: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub batches: AtomicU64,
+}
+
+impl StageCounters {
+    pub fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> CountersSnapshot {
+        CountersSnapshot {
+            records_in: self.records_in.load(Ordering::Relaxed),
+            records_out: self.records_out.load(Ordering::Relaxed),
+            dead_letters: self.dead_letters.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CountersSnapshot {
+    pub records_in: u64,
+    pub records_out: u64,
+    pub dead_letters: u64,
+    pub batches: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("lake: {0}")]
+    Lake(#[from] quakelens_lake::LakeError),
+    #[error("lake query: {0}")]
+    Query(#[from] quakelens_lake::QueryError),
+    #[error("scoring: {0}")]
+    Score(#[from] crate::score::ScoreError),
+    #[error("catalogue: {0}")]
+    Catalog(#[from] quakelens_synth::CatalogError),
+    #[error("input: {0}")]
+    Input(String),
+}
+
+/// Stops a stage between batches (SIGTERM: finish in-flight work, commit, exit).
+pub type Stop = watch::Receiver<bool>;
+
+pub fn stopped(stop: &Stop) -> bool {
+    *stop.borrow()
+}
+
+/// How long a stage waits for its first message of a batch.
+pub const POLL: Duration = Duration::from_millis(200);
+
+/// The original message, unchanged, with why and where in headers.
+pub fn dead_letter(stage: &str, m: &Incoming, reason: &str) -> Outgoing {
+    tracing::warn!(stage, origin = %m.position(), "dead letter: {reason}");
+    let mut out = Outgoing::new(
+        DEAD_LETTER,
+        m.key.clone().unwrap_or_default(),
+        m.payload.clone().unwrap_or_default(),
+    );
+    out.headers = m.headers.clone();
+    out.header(header::ERROR, reason)
+        .header(header::STAGE, stage)
+        .header(header::ORIGIN, m.position().to_string())
+}
+
+/// Positions after each partition's last message in `batch` (everything consumed is done).
+pub fn after_batch(batch: &[Incoming]) -> Vec<quakelens_transport::Position> {
+    let mut last: std::collections::BTreeMap<(String, i32), i64> = Default::default();
+    for m in batch {
+        let e = last
+            .entry((m.topic.clone(), m.partition))
+            .or_insert(m.offset);
+        *e = (*e).max(m.offset);
+    }
+    last.into_iter()
+        .map(|((topic, partition), o)| quakelens_transport::Position {
+            topic,
+            partition,
+            offset: o + 1,
+        })
+        .collect()
+}
+
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,399 @@
+//! `waveforms.raw` → `windows`: decodes miniSEED records, cuts windows station by station
+//! (see [`crate::windowing`]), computes spectrograms and features, labels them when a catalogue
+//! is given, and publishes Arrow IPC batches keyed by station.
+//!
+//! Offsets: a record's offset is stored only once no station buffer needs its samples any more
+//! and every window cut from it is acknowledged, so a crash replays exactly the data the buffers
+//! held. A station first seen after a restart is marked resumed (the `windower.progress` topic
+//! knows it) and skips the chunks whose context was not replayed: their windows are already out.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quakelens_lake::WindowRecord;
+use quakelens_signal::miniseed::{decode_record_logged, split_records, Frame, Trace};
+use quakelens_signal::stream::{ChannelId, StationKey};
+use quakelens_signal::TARGET_PERIOD_NS;
+use quakelens_synth::read_catalog;
+use quakelens_transport::topics::{header, WAVEFORMS_RAW, WINDOWER_PROGRESS, WINDOWS};
+use quakelens_transport::{Incoming, Outgoing, Position, Transport};
+
+use super::{dead_letter, stopped, StageCounters, StageError, Stop, POLL};
+use crate::config::PipelineConfig;
+use crate::labels::Labeller;
+use crate::messages::encode_windows;
+use crate::transform::WindowTransformer;
+use crate::windowing::{dedup_in_order, station_of, ChunkPlan, StationWindower, Windowed};
+
+const STAGE: &str = "windower";
+
+/// Windower settings.
+#[derive(Clone, Debug)]
+pub struct WindowerConfig {
+    pub pipeline: PipelineConfig,
+    /// Windows per `windows` message (keeps messages well under the broker's size limit).
+    pub windows_per_message: usize,
+    /// Records read per batch.
+    pub batch: usize,
+    /// A station silent this long (wall time) has its buffer cut to the end.
+    pub idle_flush: Duration,
+}
+
+impl WindowerConfig {
+    pub fn new(pipeline: PipelineConfig) -> Self {
+        Self {
+            pipeline,
+            windows_per_message: 8,
+            batch: 2000,
+            idle_flush: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Whether a station's buffer is cut to its end in this step, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Flush {
+    No,
+    /// Silent for `idle_flush`: cut what is there, keep the station.
+    Idle,
+    /// End-of-stream marker: cut what is there and forget the station.
+    End,
+}
+
+struct Station {
+    windower: StationWindower,
+    partition: (String, i32),
+    /// (offset, grid end) of each buffered record, oldest first.
+    records: VecDeque<(i64, i64)>,
+    last_data: Instant,
+    announced: bool,
+}
+
+/// Totals of a windower run.
+#[derive(Debug, Default)]
+pub struct WindowerTotals {
+    pub windowed: Windowed,
+    pub late_samples: usize,
+}
+
+/// The windower's state between batches.
+pub struct WindowerStage {
+    cfg: WindowerConfig,
+    plan: ChunkPlan,
+    transformer: WindowTransformer,
+    labeller: Option<Labeller>,
+    stations: HashMap<StationKey, Station>,
+    /// Next offset per input partition.
+    consumed: BTreeMap<(String, i32), i64>,
+    known: BTreeSet<String>,
+    pub totals: WindowerTotals,
+}
+
+impl WindowerStage {
+    pub fn new(cfg: WindowerConfig) -> Result<Self, StageError> {
+        let labeller = match &cfg.pipeline.catalog {
+            Some(path) => Some(Labeller::new(
+                read_catalog(path)?,
+                cfg.pipeline.label_tolerance_s,
+            )),
+            None => None,
+        };
+        Ok(Self {
+            plan: ChunkPlan::for_mode(&cfg.pipeline.mode),
+            transformer: WindowTransformer::new(
+                cfg.pipeline.spectrogram,
+                cfg.pipeline.scaling.clone(),
+            ),
+            labeller,
+            cfg,
+            stations: HashMap::new(),
+            consumed: BTreeMap::new(),
+            known: BTreeSet::new(),
+            totals: WindowerTotals::default(),
+        })
+    }
+
+    /// Runs until `stop`; returns after committing.
+    pub async fn run<T: Transport>(
+        &mut self,
+        t: &T,
+        stop: Stop,
+        counters: Arc<StageCounters>,
+    ) -> Result<(), StageError> {
+        self.reload_progress(t).await?;
+        while !stopped(&stop) {
+            let batch = t.recv(self.cfg.batch, POLL).await?;
+            self.step(t, batch, &counters).await?;
+        }
+        t.commit().await?;
+        Ok(())
+    }
+
+    async fn reload_progress<T: Transport>(&mut self, t: &T) -> Result<(), StageError> {
+        for m in t.read_all(WINDOWER_PROGRESS).await? {
+            if let Some(k) = m.key_str() {
+                self.known.insert(k.to_string());
+            }
+        }
+        tracing::info!(
+            stations = self.known.len(),
+            "stations processed before (progress topic)"
+        );
+        Ok(())
+    }
+
+    /// Processes one batch (possibly empty: idle flushes still run).
+    pub async fn step<T: Transport>(
+        &mut self,
+        t: &T,
+        batch: Vec<Incoming>,
+        counters: &StageCounters,
+    ) -> Result<(), StageError> {
+        for (topic, partition) in t.take_revoked() {
+            self.stations
+                .retain(|_, s| s.partition != (topic.clone(), partition));
+            self.consumed.remove(&(topic, partition));
+        }
+        StageCounters::add(&counters.records_in, batch.len());
+        if batch
+            .iter()
+            .filter_map(|m| m.key_str())
+            .filter_map(|k| k.parse::<ChannelId>().ok())
+            .filter_map(|id| id.split_component().map(|(s, _)| s))
+            .any(|s| !self.stations.contains_key(&s) && !self.known.contains(&s.to_string()))
+        {
+            // New stations (start-up or a rebalance): learn which were processed before.
+            self.reload_progress(t).await?;
+        }
+        let mut dead = Vec::new();
+        let mut touched: BTreeMap<StationKey, Flush> = BTreeMap::new();
+        for m in &batch {
+            self.consumed
+                .insert((m.topic.clone(), m.partition), m.offset + 1);
+            let (stations, problem) = self.accept(m);
+            for (key, flush) in stations {
+                let f = touched.entry(key).or_insert(Flush::No);
+                *f = (*f).max(flush);
+            }
+            if let Some(reason) = problem {
+                dead.push(dead_letter(STAGE, m, &reason));
+            }
+        }
+        let idle = self.cfg.idle_flush;
+        for (key, s) in &self.stations {
+            if s.last_data.elapsed() >= idle {
+                touched.entry(key.clone()).or_insert(Flush::Idle);
+            }
+        }
+        let mut windowed = Windowed::default();
+        let mut finished = Vec::new();
+        let mut announce = Vec::new();
+        for (key, flush) in touched {
+            let Some(s) = self.stations.get_mut(&key) else {
+                continue;
+            };
+            let before = s.windower.retained_from(&self.plan);
+            let w = s
+                .windower
+                .advance(&self.cfg.pipeline, &self.plan, flush != Flush::No);
+            if s.windower.retained_from(&self.plan) != before && !s.announced {
+                s.announced = true;
+                if !self.known.contains(&key.to_string()) {
+                    announce.push(key.to_string());
+                }
+            }
+            windowed_merge(&mut windowed, w);
+            match flush {
+                // The station is done until new data arrives.
+                Flush::End => finished.push(key),
+                Flush::Idle => s.last_data = Instant::now(),
+                Flush::No => {}
+            }
+        }
+        for key in finished {
+            self.stations.remove(&key);
+        }
+        for d in &windowed.dropped {
+            tracing::warn!("dropped window: {d}");
+        }
+        if windowed.skipped_chunks > 0 {
+            tracing::info!(
+                chunks = windowed.skipped_chunks,
+                "resumed stations: chunks cut before the restart were not cut again"
+            );
+        }
+        dedup_in_order(&mut windowed.unassembled);
+        for u in &windowed.unassembled {
+            tracing::warn!("{u}");
+        }
+        let records = self.transform(&windowed.windows);
+        let mut out = self.messages(&records);
+        StageCounters::add(&counters.records_out, records.len());
+        StageCounters::add(&counters.dead_letters, dead.len());
+        out.extend(dead);
+        t.send(out).await?;
+        if !announce.is_empty() {
+            let progress = announce
+                .iter()
+                .map(|k| Outgoing::new(WINDOWER_PROGRESS, k.as_bytes(), b"seen".to_vec()))
+                .collect();
+            t.send(progress).await?;
+            self.known.extend(announce);
+        }
+        t.store(&self.safe_positions())?;
+        StageCounters::add(&counters.batches, 1);
+        windowed.windows.clear();
+        windowed_merge(&mut self.totals.windowed, windowed);
+        Ok(())
+    }
+
+    /// Takes one message (one or more miniSEED records, or an end-of-stream marker) into the
+    /// station buffers. Returns the stations touched and, when some bytes were unusable, why.
+    fn accept(&mut self, m: &Incoming) -> (Vec<(StationKey, Flush)>, Option<String>) {
+        if m.topic != WAVEFORMS_RAW {
+            return (Vec::new(), Some(format!("unexpected topic {}", m.topic)));
+        }
+        if m.header(header::END_OF_STREAM).is_some() {
+            return match end_of_stream_station(m) {
+                Ok(key) => (vec![(key, Flush::End)], None),
+                Err(why) => (Vec::new(), Some(why)),
+            };
+        }
+        let Some(payload) = m.payload.as_deref().filter(|p| !p.is_empty()) else {
+            return (Vec::new(), Some("empty message (no payload)".into()));
+        };
+        let mut touched = Vec::new();
+        let mut problems = Vec::new();
+        let frames = split_records(payload);
+        let total = frames.len();
+        for frame in frames {
+            let (offset, len) = match frame {
+                Frame::Record { offset, len } => (offset, len),
+                Frame::Bad { offset, reason, .. } => {
+                    problems.push(format!("byte {offset}: {reason}"));
+                    continue;
+                }
+            };
+            match self.push_record(m, &payload[offset..offset + len]) {
+                Ok(key) => touched.push((key, Flush::No)),
+                Err(why) => problems.push(format!("byte {offset}: {why}")),
+            }
+        }
+        let problem = (!problems.is_empty()).then(|| {
+            let used = touched.len();
+            format!(
+                "{} of {total} records unusable ({used} used): {}",
+                total - used,
+                problems.join("; ")
+            )
+        });
+        (touched, problem)
+    }
+
+    fn push_record(&mut self, m: &Incoming, bytes: &[u8]) -> Result<StationKey, String> {
+        let (record, _log) = decode_record_logged(bytes);
+        let record = record.map_err(|e| format!("not a miniSEED record: {e}"))?;
+        let trace = Trace {
+            id: record.id,
+            start_ns: record.start_ns,
+            sample_rate: record.sample_rate,
+            samples: record.samples,
+        };
+        let key = station_of(&trace)?;
+        let end = ((trace.next_ns() as f64) / TARGET_PERIOD_NS as f64).round() as i64;
+        let resumed = self.known.contains(&key.to_string());
+        let s = self.stations.entry(key.clone()).or_insert_with(|| Station {
+            windower: StationWindower::new(key.clone(), resumed),
+            partition: (m.topic.clone(), m.partition),
+            records: VecDeque::new(),
+            last_data: Instant::now(),
+            announced: false,
+        });
+        s.last_data = Instant::now();
+        self.totals.late_samples += s.windower.push(trace, &self.plan);
+        s.records.push_back((m.offset, end));
+        Ok(key)
+    }
+
+    fn transform(&self, windows: &[quakelens_signal::window::Window]) -> Vec<WindowRecord> {
+        if windows.is_empty() {
+            return Vec::new();
+        }
+        let mut records =
+            tokio::task::block_in_place(|| self.transformer.transform(windows, || {}));
+        if let Some(l) = &self.labeller {
+            l.label(&mut records);
+        }
+        records
+    }
+
+    fn messages(&self, records: &[WindowRecord]) -> Vec<Outgoing> {
+        let mut by_station: BTreeMap<String, Vec<WindowRecord>> = BTreeMap::new();
+        for r in records {
+            let key = format!("{}.{}.{}.{}", r.network, r.station, r.location, r.band);
+            by_station.entry(key).or_default().push(r.clone());
+        }
+        let mut out = Vec::new();
+        for (key, rows) in by_station {
+            for chunk in rows.chunks(self.cfg.windows_per_message.max(1)) {
+                let end = chunk.iter().map(|r| r.end_ns).max().unwrap_or(0);
+                out.push(
+                    Outgoing::new(WINDOWS, key.as_bytes(), encode_windows(chunk))
+                        .header(header::WINDOW_END_NS, end.to_string()),
+                );
+            }
+        }
+        out
+    }
+
+    /// Per partition: the oldest record a station buffer still needs, else everything read.
+    fn safe_positions(&mut self) -> Vec<Position> {
+        let mut safe = self.consumed.clone();
+        for s in self.stations.values_mut() {
+            let keep_from = s.windower.retained_from(&self.plan).unwrap_or(i64::MAX);
+            while s.records.front().is_some_and(|&(_, end)| end <= keep_from) {
+                s.records.pop_front();
+            }
+            if let Some(&(offset, _)) = s.records.front() {
+                let e = safe.entry(s.partition.clone()).or_insert(offset);
+                *e = (*e).min(offset);
+            }
+        }
+        safe.into_iter()
+            .map(|((topic, partition), offset)| Position {
+                topic,
+                partition,
+                offset,
+            })
+            .collect()
+    }
+
+    /// Samples held in station buffers (memory accounting).
+    pub fn buffered_samples(&self) -> usize {
+        self.stations
+            .values()
+            .map(|s| s.windower.buffered_samples())
+            .sum()
+    }
+}
+
+fn end_of_stream_station(m: &Incoming) -> Result<StationKey, String> {
+    let id: ChannelId = m
+        .key_str()
+        .ok_or("end-of-stream marker without a NET.STA.LOC.CHA key")?
+        .parse()
+        .map_err(|e| format!("end-of-stream key: {e}"))?;
+    id.split_component()
+        .map(|(key, _)| key)
+        .ok_or_else(|| format!("end-of-stream key {id} names no component"))
+}
+
+fn windowed_merge(into: &mut Windowed, w: Windowed) {
+    into.windows.extend(w.windows);
+    into.unassembled.extend(w.unassembled);
+    into.dropped.extend(w.dropped);
+    into.merged_onsets += w.merged_onsets;
+    into.skipped_chunks += w.skipped_chunks;
+    into.stats += &w.stats;
+}

@@ -1,0 +1,459 @@
+//! Kafka through librdkafka. Consumers store offsets only when a stage says its outputs are
+//! acknowledged (`enable.auto.offset.store=false`); stored offsets are committed in the
+//! background, synchronously before partitions are revoked, and on shutdown.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::{backoff, Incoming, Outgoing, Position, Revoked, Transport, TransportError};
+
+/// Connection settings shared by every service.
+#[derive(Clone, Debug)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port]`.
+    pub brokers: String,
+    /// Consumer group (one per service kind; members share partitions).
+    pub group: String,
+    /// Extra librdkafka properties (`key=value`), applied last.
+    pub properties: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("client.id", format!("quakelens-{}", self.group))
+            // Largest message we produce (a zstd Arrow IPC batch of windows) stays well under it.
+            .set("message.max.bytes", "4000000")
+            .set("reconnect.backoff.max.ms", "2000");
+        c
+    }
+
+    /// Applies the user's properties; consumer-only ones are kept off the producer (where
+    /// librdkafka would warn about them).
+    fn apply_overrides(&self, c: &mut ClientConfig, consumer: bool) {
+        const CONSUMER_ONLY: [&str; 7] = [
+            "session.timeout.ms",
+            "heartbeat.interval.ms",
+            "max.poll.interval.ms",
+            "auto.offset.reset",
+            "queued.max.messages.kbytes",
+            "fetch.max.bytes",
+            "partition.assignment.strategy",
+        ];
+        for (k, v) in &self.properties {
+            if consumer || !(CONSUMER_ONLY.contains(&k.as_str()) || k.starts_with("group.")) {
+                c.set(k, v);
+            }
+        }
+    }
+}
+
+/// Records revocations for the stage and commits stored offsets before partitions leave.
+struct GroupContext {
+    revoked: Mutex<Revoked>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                // Nothing stored yet is the common harmless case.
+                if !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) {
+                    tracing::warn!("commit before revoke failed: {e}");
+                }
+            }
+            let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+            for e in list.elements() {
+                revoked.push((e.topic().to_string(), e.partition()));
+            }
+            tracing::info!(partitions = list.count(), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            let parts: Vec<String> = list
+                .elements()
+                .iter()
+                .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+                .collect();
+            tracing::info!(assigned = %parts.join(","), "partitions assigned");
+        }
+    }
+}
+
+/// A service's connection: a consumer in its group (when it reads) and an idempotent producer.
+pub struct KafkaTransport {
+    cfg: KafkaConfig,
+    consumer: Option<StreamConsumer<GroupContext>>,
+    producer: FutureProducer,
+    stored: Mutex<BTreeMap<(String, i32), i64>>,
+    metadata_timeout: Duration,
+}
+
+impl KafkaTransport {
+    /// Connects; subscribes to `inputs` unless it is empty (a pure producer such as `ingest`).
+    pub fn connect(cfg: &KafkaConfig, inputs: &[&str]) -> Result<Arc<Self>, TransportError> {
+        let mut p = cfg.client();
+        p.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("queue.buffering.max.kbytes", "65536")
+            .set("message.timeout.ms", "300000");
+        cfg.apply_overrides(&mut p, false);
+        let producer: FutureProducer = p.create().map_err(TransportError::kafka("producer"))?;
+        let consumer = if inputs.is_empty() {
+            None
+        } else {
+            let mut c = cfg.client();
+            c.set("group.id", &cfg.group)
+                .set("enable.auto.commit", "true")
+                .set("auto.commit.interval.ms", "1000")
+                .set("enable.auto.offset.store", "false")
+                .set("auto.offset.reset", "earliest")
+                .set("session.timeout.ms", "10000")
+                .set("heartbeat.interval.ms", "1000")
+                .set("max.poll.interval.ms", "60000")
+                // Bounded memory under a slow stage: librdkafka prefetches at most this much.
+                .set("queued.max.messages.kbytes", "32768")
+                .set("fetch.max.bytes", "8388608");
+            cfg.apply_overrides(&mut c, true);
+            let consumer: StreamConsumer<GroupContext> = c
+                .create_with_context(GroupContext {
+                    revoked: Mutex::new(Vec::new()),
+                })
+                .map_err(TransportError::kafka("consumer"))?;
+            consumer
+                .subscribe(inputs)
+                .map_err(TransportError::kafka(format!("subscribe {inputs:?}")))?;
+            Some(consumer)
+        };
+        Ok(Arc::new(Self {
+            cfg: cfg.clone(),
+            consumer,
+            producer,
+            stored: Mutex::new(BTreeMap::new()),
+            metadata_timeout: Duration::from_secs(10),
+        }))
+    }
+
+    fn consumer(&self) -> Result<&StreamConsumer<GroupContext>, TransportError> {
+        self.consumer.as_ref().ok_or(TransportError::Closed)
+    }
+
+    /// Waits until every queued message is delivered (shutdown of a pure producer).
+    pub fn flush(&self, timeout: Duration) -> Result<(), TransportError> {
+        self.producer
+            .flush(timeout)
+            .map_err(TransportError::kafka("flush"))
+    }
+}
+
+fn owned(m: &rdkafka::message::BorrowedMessage<'_>) -> Incoming {
+    let headers = m
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Incoming {
+        topic: m.topic().to_string(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().map(<[u8]>::to_vec),
+        headers,
+        timestamp_ms: m.timestamp().to_millis(),
+    }
+}
+
+impl Transport for KafkaTransport {
+    async fn send(&self, batch: Vec<Outgoing>) -> Result<(), TransportError> {
+        let mut pending = Vec::with_capacity(batch.len());
+        for m in &batch {
+            let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
+            for (k, v) in &m.headers {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v),
+                });
+            }
+            let mut record = FutureRecord::to(&m.topic)
+                .key(&m.key)
+                .payload(&m.payload)
+                .headers(headers);
+            if let Some(p) = m.partition {
+                record = record.partition(p);
+            }
+            let mut attempt = 0;
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        pending.push(delivery);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        tokio::time::sleep(backoff(attempt)).await;
+                        attempt += 1;
+                    }
+                    Err((error, _)) => {
+                        return Err(TransportError::Kafka {
+                            what: format!("send to {}", m.topic),
+                            error,
+                        })
+                    }
+                }
+            }
+        }
+        for (delivery, m) in pending.into_iter().zip(&batch) {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((error, _))) => {
+                    return Err(TransportError::Kafka {
+                        what: format!("delivery to {}", m.topic),
+                        error,
+                    })
+                }
+                Err(_) => return Err(TransportError::Closed),
+            }
+        }
+        Ok(())
+    }
+
+    async fn recv(&self, max: usize, wait: Duration) -> Result<Vec<Incoming>, TransportError> {
+        let consumer = self.consumer()?;
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + wait;
+        while out.len() < max {
+            // After the first message only drain what is already fetched.
+            let until = if out.is_empty() {
+                deadline
+            } else {
+                tokio::time::Instant::now() + Duration::from_millis(2)
+            };
+            match tokio::time::timeout_at(until, consumer.recv()).await {
+                Ok(Ok(m)) => out.push(owned(&m)),
+                Ok(Err(e)) => {
+                    // Transient broker trouble: report what we have, librdkafka reconnects.
+                    tracing::warn!("consume: {e}");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        Ok(out)
+    }
+
+    fn store(&self, positions: &[Position]) -> Result<(), TransportError> {
+        let consumer = self.consumer()?;
+        let mut stored = self.stored.lock().unwrap_or_else(|p| p.into_inner());
+        for p in positions {
+            let key = (p.topic.clone(), p.partition);
+            if stored.get(&key).is_some_and(|&o| o >= p.offset) {
+                continue;
+            }
+            match consumer.store_offset(&p.topic, p.partition, p.offset - 1) {
+                Ok(()) => {
+                    stored.insert(key, p.offset);
+                }
+                // Revoked in the meantime: the new owner replays from the last commit.
+                Err(KafkaError::StoreOffset(_)) => {}
+                Err(error) => {
+                    return Err(TransportError::Kafka {
+                        what: format!("store {p}"),
+                        error,
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit(&self) -> Result<(), TransportError> {
+        let Some(consumer) = &self.consumer else {
+            return Ok(());
+        };
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+            Err(error) => Err(TransportError::Kafka {
+                what: "commit".into(),
+                error,
+            }),
+        }
+    }
+
+    fn take_revoked(&self) -> Revoked {
+        let Some(consumer) = &self.consumer else {
+            return Vec::new();
+        };
+        let revoked = std::mem::take(
+            &mut *consumer
+                .context()
+                .revoked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        if !revoked.is_empty() {
+            let mut stored = self.stored.lock().unwrap_or_else(|p| p.into_inner());
+            for key in &revoked {
+                stored.remove(key);
+            }
+        }
+        revoked
+    }
+
+    async fn read_all(&self, topic: &str) -> Result<Vec<Incoming>, TransportError> {
+        let parts = self.partitions(topic)?;
+        let mut c = self.cfg.client();
+        c.set("group.id", format!("{}-reader", self.cfg.group))
+            .set("enable.auto.commit", "false");
+        self.cfg.apply_overrides(&mut c, true);
+        let topic = topic.to_string();
+        let timeout = self.metadata_timeout;
+        tokio::task::spawn_blocking(move || read_partitions(c, &topic, parts, timeout))
+            .await
+            .map_err(|_| TransportError::Closed)?
+    }
+
+    fn partitions(&self, topic: &str) -> Result<i32, TransportError> {
+        let md = self
+            .producer
+            .client()
+            .fetch_metadata(Some(topic), self.metadata_timeout)
+            .map_err(TransportError::kafka(format!("metadata of {topic}")))?;
+        match md.topics().first() {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                Ok(t.partitions().len() as i32)
+            }
+            _ => Err(TransportError::UnknownTopic(topic.to_string())),
+        }
+    }
+}
+
+fn read_partitions(
+    c: ClientConfig,
+    topic: &str,
+    parts: i32,
+    timeout: Duration,
+) -> Result<Vec<Incoming>, TransportError> {
+    let consumer: BaseConsumer = c.create().map_err(TransportError::kafka("reader"))?;
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = 0;
+    let mut ends = Vec::new();
+    for p in 0..parts {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .map_err(TransportError::kafka(format!("watermarks of {topic}[{p}]")))?;
+        ends.push(high);
+        if high > low {
+            remaining += 1;
+            tpl.add_partition_offset(topic, p, Offset::Offset(low))
+                .map_err(TransportError::kafka("assign"))?;
+        }
+    }
+    let mut out = Vec::new();
+    if remaining == 0 {
+        return Ok(out);
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(TransportError::kafka(format!("assign {topic}")))?;
+    let deadline = std::time::Instant::now() + timeout * 3;
+    while remaining > 0 {
+        if std::time::Instant::now() > deadline {
+            return Err(TransportError::Kafka {
+                what: format!("reading {topic} to its end"),
+                error: KafkaError::MessageConsumption(RDKafkaErrorCode::OperationTimedOut),
+            });
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                if m.offset() + 1 == ends[m.partition() as usize] {
+                    remaining -= 1;
+                }
+                out.push(owned(&m));
+            }
+            Some(Err(e)) => tracing::warn!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Creates `topics` (name, partitions); existing ones are left alone.
+pub async fn create_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), TransportError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(TransportError::kafka("admin client"))?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(name, parts)| NewTopic::new(name, *parts, TopicReplication::Fixed(1)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(&new, &opts)
+        .await
+        .map_err(TransportError::kafka("create topics"))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(TransportError::Kafka {
+                    what: format!("create topic {name}"),
+                    error: KafkaError::AdminOp(code),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The committed position of `group` on every partition of `topic` (`None` = nothing committed).
+pub fn committed(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<Vec<Option<i64>>, TransportError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .map_err(TransportError::kafka("consumer"))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .map_err(TransportError::kafka(format!(
+            "committed offsets of {group}"
+        )))?;
+    Ok(got
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        })
+        .collect())
+}

@@ -1,0 +1,123 @@
+//! Window, trigger and image options shared by `run` and the `windower` service.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::{Args, ValueEnum};
+
+use quakelens_pipeline::PipelineConfig;
+use quakelens_signal::spectrogram::{ChannelStats, ImageScaling};
+use quakelens_signal::stream::ChannelOrder;
+use quakelens_signal::trigger::TriggerConfig;
+use quakelens_signal::window::{GapPolicy, WindowMode};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Mode {
+    /// One P-aligned window per STA/LTA trigger (5 s before to 20 s after the onset).
+    Event,
+    /// Fixed-length windows on a fixed time grid.
+    Sliding,
+}
+
+/// How windows are cut and stored.
+#[derive(Args, Clone, Debug)]
+pub struct WindowOptions {
+    /// Catalogue CSV that labels windows (event_id,station,p_time,magnitude,class).
+    #[arg(long)]
+    catalog: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Mode::Event)]
+    mode: Mode,
+    /// Sliding mode: window length (s).
+    #[arg(long, default_value_t = 25.0)]
+    length: f64,
+    /// Sliding mode: step between window starts (s).
+    #[arg(long, default_value_t = 10.0)]
+    step: f64,
+    /// Event mode: STA length (s).
+    #[arg(long, default_value_t = 0.5)]
+    sta: f64,
+    /// Event mode: LTA length (s).
+    #[arg(long, default_value_t = 5.0)]
+    lta: f64,
+    /// Event mode: STA/LTA ratio that switches the trigger on.
+    #[arg(long, default_value_t = 3.0)]
+    trigger_on: f64,
+    /// Event mode: ratio below which it switches off.
+    #[arg(long, default_value_t = 1.0)]
+    trigger_off: f64,
+    /// Longest gap (samples at 100 Hz, per channel) that is interpolated; longer drops the window.
+    #[arg(long, default_value_t = 50)]
+    max_gap_fill: usize,
+    /// Component order of windows, spectrograms and features.
+    #[arg(long, default_value = "NEZ")]
+    channel_order: String,
+    /// Store the study's image pipeline (min–max, 8-bit, normalised) instead of log1p(PSD).
+    #[arg(long)]
+    image: bool,
+    /// With --image: skip the 8-bit quantisation.
+    #[arg(long)]
+    no_quantize: bool,
+    /// With --image: JSON file {"mean": [..3], "std": [..3]} replacing the study's statistics.
+    #[arg(long)]
+    stats: Option<PathBuf>,
+}
+
+impl WindowOptions {
+    /// The pipeline settings these options describe, writing to `lake`.
+    pub fn config(&self, lake: PathBuf) -> anyhow::Result<PipelineConfig> {
+        let mut cfg = PipelineConfig::new(lake);
+        cfg.mode = match self.mode {
+            Mode::Event => WindowMode::Event {
+                trigger: TriggerConfig {
+                    sta_s: self.sta,
+                    lta_s: self.lta,
+                    thres_on: self.trigger_on,
+                    thres_off: self.trigger_off,
+                },
+                pre_s: 5.0,
+                post_s: 20.0,
+            },
+            Mode::Sliding => {
+                if !(self.length > 0.0 && self.step > 0.0) {
+                    bail!(
+                        "--length and --step must be positive (got {} and {})",
+                        self.length,
+                        self.step
+                    );
+                }
+                WindowMode::Sliding {
+                    length_s: self.length,
+                    step_s: self.step,
+                }
+            }
+        };
+        if !(self.sta > 0.0 && self.lta > self.sta) {
+            bail!(
+                "--lta ({}) must be longer than --sta ({}), both positive",
+                self.lta,
+                self.sta
+            );
+        }
+        cfg.gaps = GapPolicy {
+            max_fill_samples: self.max_gap_fill,
+        };
+        cfg.order = self
+            .channel_order
+            .parse::<ChannelOrder>()
+            .map_err(anyhow::Error::msg)?;
+        if self.image {
+            let stats = match &self.stats {
+                Some(path) => ChannelStats::from_json_file(path).map_err(anyhow::Error::msg)?,
+                None => ChannelStats::default(),
+            };
+            cfg.scaling = ImageScaling::Image {
+                quantize: !self.no_quantize,
+                stats,
+            };
+        } else if self.stats.is_some() || self.no_quantize {
+            bail!("--stats and --no-quantize only apply with --image");
+        }
+        cfg.catalog = self.catalog.clone();
+        Ok(cfg)
+    }
+}

@@ -1,0 +1,341 @@
+//! Test harness for the services: a real tansu broker on a free loopback port, the `quakelens`
+//! binary as separate processes, and SQL over the lake they write.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+
+use arrow::array::Array;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn real(name: &str) -> PathBuf {
+    root()
+        .join("crates/quakelens-signal/tests/data/real")
+        .join(name)
+}
+
+/// A tansu binary from `.ci/setup-broker`, or `None` (the test then says why it skips, and fails
+/// where brokers are required: QUAKELENS_REQUIRE_BROKER=1 in CI).
+pub fn tansu(kind: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("QUAKELENS_TANSU_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".cache/tansu"))
+        .join(format!("tansu-{kind}"));
+    if path.is_file() {
+        return Some(path);
+    }
+    let msg = format!("no broker at {} (run .ci/setup-broker)", path.display());
+    if std::env::var("QUAKELENS_REQUIRE_BROKER").as_deref() == Ok("1") {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A child process killed (SIGKILL) when dropped unless stopped before.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// SIGTERM, then wait for a graceful exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        unsafe_kill(child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "{} did not stop on SIGTERM; log:\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGINT and wait (at most 20 s, then SIGKILL).
+    pub fn interrupt(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe_kill(child.id(), "INT");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGKILL: no chance to commit or flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "{} did not finish in {timeout:?}; log:\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn unsafe_kill(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// A tansu broker. `sqlite` keeps its data in a file, so it survives a restart.
+pub struct Broker {
+    pub port: u16,
+    binary: PathBuf,
+    storage: String,
+    proc: Option<Proc>,
+    dir: PathBuf,
+}
+
+impl Broker {
+    pub fn start(dir: &Path, kind: &str) -> Option<Self> {
+        let binary = tansu(kind)?;
+        // tansu resolves the sqlite path against its working directory (set to `dir`).
+        let storage = if kind == "sqlite" {
+            "sqlite://tansu.db".to_string()
+        } else {
+            "memory://tansu/".to_string()
+        };
+        let mut b = Self {
+            port: free_port(),
+            binary,
+            storage,
+            proc: None,
+            dir: dir.to_path_buf(),
+        };
+        b.launch();
+        Some(b)
+    }
+
+    fn launch(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = self.dir.join(format!(
+            "broker-{}.log",
+            Instant::now().elapsed().as_nanos()
+        ));
+        let child = Command::new(&self.binary)
+            .current_dir(&self.dir)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", &self.storage])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("tansu starts");
+        self.proc = Some(Proc {
+            name: "broker".into(),
+            child: Some(child),
+            log,
+        });
+        wait_for(Duration::from_secs(20), "broker port", || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        });
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the broker (SIGINT, as a rolling restart does; tansu's sqlite engine keeps its
+    /// data then) and starts it again on the same port and storage after `down_for`.
+    pub fn restart(&mut self, down_for: Duration) {
+        if let Some(mut p) = self.proc.take() {
+            p.interrupt();
+        }
+        std::thread::sleep(down_for);
+        self.launch();
+    }
+}
+
+/// Polls `f` until true, panicking with `what` after `timeout`.
+pub fn wait_for(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Settings that make tansu's group joins take seconds instead of minutes.
+pub const FAST_GROUPS: [&str; 6] = [
+    "--kafka-property",
+    "session.timeout.ms=6000",
+    "--kafka-property",
+    "heartbeat.interval.ms=1000",
+    "--kafka-property",
+    "max.poll.interval.ms=10000",
+];
+
+/// Runs `quakelens` in the background with its stderr in `dir/<name>.log`.
+pub fn spawn(dir: &Path, name: &str, brokers: &str, args: &[&str]) -> Proc {
+    let log = dir.join(format!("{name}.log"));
+    let child = Command::new(env!("CARGO_BIN_EXE_quakelens"))
+        .args(args)
+        .env("KAFKA_BROKERS", brokers)
+        .env("QUAKELENS_HEALTH", "127.0.0.1:0")
+        .env("QUAKELENS_THREADS", "1")
+        .env("QUAKELENS_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("quakelens starts");
+    Proc {
+        name: name.into(),
+        child: Some(child),
+        log,
+    }
+}
+
+/// Runs `quakelens` to completion; panics with its output on failure.
+pub fn quakelens(brokers: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_quakelens"))
+        .args(args)
+        .env("KAFKA_BROKERS", brokers)
+        .output()
+        .expect("quakelens runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "quakelens {args:?} failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// One SQL answer as text rows (values joined by `|`).
+pub fn sql_rows(lake: &Path, query: &str) -> Vec<String> {
+    try_sql_rows(lake, query).unwrap_or_else(|e| panic!("{query}: {e}"))
+}
+
+/// Like [`sql_rows`], `Err` when the lake or table is not there (yet).
+pub fn try_sql_rows(lake: &Path, query: &str) -> Result<Vec<String>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let lake = quakelens_lake::Lake::open(lake)
+            .await
+            .map_err(|e| e.to_string())?;
+        let batches = lake.sql(query).await.map_err(|e| e.to_string())?;
+        let mut rows = Vec::new();
+        for b in batches {
+            let cols: Vec<_> = (0..b.num_columns())
+                .map(|c| {
+                    arrow::compute::cast(b.column(c), &arrow::datatypes::DataType::Utf8)
+                        .expect("castable to text")
+                })
+                .collect();
+            for r in 0..b.num_rows() {
+                let vals: Vec<String> = cols
+                    .iter()
+                    .map(|c| {
+                        let s = c
+                            .as_any()
+                            .downcast_ref::<arrow::array::StringArray>()
+                            .expect("utf8");
+                        if s.is_null(r) {
+                            "NULL".to_string()
+                        } else {
+                            s.value(r).to_string()
+                        }
+                    })
+                    .collect();
+                rows.push(vals.join("|"));
+            }
+        }
+        Ok(rows)
+    })
+}
+
+/// Rows in `table`; 0 while nothing was written.
+pub fn count(lake: &Path, table: &str) -> usize {
+    try_sql_rows(lake, &format!("SELECT count(*) FROM {table}"))
+        .ok()
+        .and_then(|r| r.first().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// `kcat`, run with the librdkafka our build compiled (2.12): Debian's kcat links librdkafka
+/// 2.0.2, whose ApiVersions exchange with tansu 0.6 fails ("Read underflow").
+pub fn kcat() -> Option<Command> {
+    Command::new("kcat").arg("-V").output().ok()?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let lib = ["debug", "release"]
+        .iter()
+        .filter_map(|profile| std::fs::read_dir(target.join(profile).join("build")).ok())
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("out/src"))
+        .find(|p| p.join("librdkafka.so.1").is_file())?;
+    let mut c = Command::new("kcat");
+    c.env("LD_LIBRARY_PATH", lib);
+    Some(c)
+}
