@@ -21,6 +21,9 @@ pub struct PipelineConfig {
     pub catalog: Option<PathBuf>,
     /// Largest |onset − catalogued P| that still matches an event (s).
     pub label_tolerance_s: f64,
+    /// Windowing chunk (s): windows are cut at most this long after their data is complete.
+    /// Part of the result's definition (see `windowing`): compare runs with the same value.
+    pub chunk_s: f64,
     /// Windows transformed and written per lake write (bounds memory).
     pub batch_windows: usize,
     /// Models that score each batch (none: windows only).
@@ -42,6 +45,7 @@ impl PipelineConfig {
             lake,
             catalog: None,
             label_tolerance_s: 1.0,
+            chunk_s: 1.0,
             batch_windows: 256,
             models: ModelPaths::default(),
             score_batch: 64,

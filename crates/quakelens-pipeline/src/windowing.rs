@@ -54,28 +54,32 @@ pub struct ChunkPlan {
 }
 
 impl ChunkPlan {
-    pub fn for_mode(mode: &WindowMode) -> Self {
+    /// The plan for `mode` with chunks of `chunk_s` seconds. Shorter chunks cut windows sooner
+    /// after their end (latency ≈ one chunk) at the price of recomputing the context per chunk.
+    pub fn new(mode: &WindowMode, chunk_s: f64) -> Self {
         let samples = |s: f64| (s * TARGET_RATE_HZ).round() as i64;
+        let chunk = samples(chunk_s).max(1);
         match mode {
             WindowMode::Event {
                 trigger, post_s, ..
             } => Self {
-                chunk: 2000,
+                chunk,
                 // Two LTA lengths settle the recursive STA/LTA; onsets up to post_s before the
                 // chunk decide merges, and they need their own warm-up.
                 context: 2 * samples(trigger.lta_s) + samples(*post_s),
-                // The window after the onset plus room for the trigger to switch off.
-                tail: samples(*post_s) + 500,
+                // The window after the onset; the trigger's peak ratio is taken within it.
+                tail: samples(*post_s),
             },
-            WindowMode::Sliding { length_s, step_s } => {
-                let step = samples(*step_s).max(1);
-                Self {
-                    chunk: step * (2000 + step - 1).div_euclid(step).max(1),
-                    context: 0,
-                    tail: samples(*length_s),
-                }
-            }
+            WindowMode::Sliding { length_s, .. } => Self {
+                chunk,
+                context: 0,
+                tail: samples(*length_s),
+            },
         }
+    }
+
+    pub fn for_config(cfg: &PipelineConfig) -> Self {
+        Self::new(&cfg.mode, cfg.chunk_s)
     }
 
     /// Grid span `[start, end)` that chunk `k` is cut from.
@@ -284,7 +288,7 @@ pub fn station_of(trace: &Trace) -> Result<StationKey, String> {
 
 /// Windows of a finite set of traces (the embedded run): every station pushed, then flushed.
 pub fn window_traces(traces: Vec<Trace>, cfg: &PipelineConfig) -> Windowed {
-    let plan = ChunkPlan::for_mode(&cfg.mode);
+    let plan = ChunkPlan::for_config(cfg);
     let mut stations: BTreeMap<StationKey, StationWindower> = BTreeMap::new();
     let mut out = Windowed::default();
     let mut not_components = BTreeSet::new();
@@ -376,7 +380,7 @@ mod tests {
         assert_eq!(batch.windows.len(), 1, "{:?}", batch.dropped);
 
         // Interleaved records, cut as the watermark advances, with trimming in between.
-        let plan = ChunkPlan::for_mode(&cfg.mode);
+        let plan = ChunkPlan::for_config(&cfg);
         let key = station_of(&traces[0]).unwrap();
         let mut station = StationWindower::new(key, false);
         let mut streamed = Windowed::default();
@@ -399,7 +403,7 @@ mod tests {
     #[test]
     fn a_resumed_station_skips_chunks_without_context() {
         let cfg = PipelineConfig::new("unused".into());
-        let plan = ChunkPlan::for_mode(&cfg.mode);
+        let plan = ChunkPlan::for_config(&cfg);
         let traces: Vec<Trace> = ["HHZ", "HHN", "HHE"]
             .iter()
             .map(|c| noise_trace(c, 1_000_007, 20_000, None))
@@ -413,8 +417,8 @@ mod tests {
         }
         assert_eq!(fresh.advance(&cfg, &plan, true).skipped_chunks, 0);
         let r = resumed.advance(&cfg, &plan, true);
-        // Data starts 7 s into a chunk: that chunk and the next need earlier context.
-        assert_eq!(r.skipped_chunks, 2);
+        // Data starts at 1_000_007 s: the chunks of the first 30 s (the context) are skipped.
+        assert_eq!(r.skipped_chunks, 30);
     }
 
     #[test]

@@ -173,7 +173,12 @@ pub fn generate(cfg: &SynthConfig) -> Synthetic {
         .map(|s| {
             let key = StationKey {
                 network: "XX".into(),
-                station: format!("SYN{s:02}"),
+                // miniSEED 2 station codes have at most 5 characters.
+                station: if s < 100 {
+                    format!("SYN{s:02}")
+                } else {
+                    format!("S{s:04}")
+                },
                 location: "00".into(),
                 band: "HH".into(),
             };

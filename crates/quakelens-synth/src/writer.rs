@@ -27,6 +27,16 @@ pub struct WrittenDataset {
 
 /// Writes one file per channel (`NET.STA.LOC.CHA.mseed`) and `catalog.csv` into `dir`.
 pub fn write_dataset(dir: &Path, data: &Synthetic) -> Result<WrittenDataset, WriteError> {
+    write_dataset_records(dir, data, 4096)
+}
+
+/// [`write_dataset`] with `record_length`-byte records (a power of two, 256 to 65536): small
+/// records hold about a second of data, as a real-time feed delivers it.
+pub fn write_dataset_records(
+    dir: &Path,
+    data: &Synthetic,
+    record_length: i32,
+) -> Result<WrittenDataset, WriteError> {
     std::fs::create_dir_all(dir).map_err(|error| WriteError::Io {
         path: dir.display().to_string(),
         error,
@@ -47,9 +57,11 @@ pub fn write_dataset(dir: &Path, data: &Synthetic) -> Result<WrittenDataset, Wri
                 k.location,
                 cha.chars().map(String::from).collect::<Vec<_>>().join("_")
             );
-            let bytes = pack(&sid, rec.start_ns, samples).map_err(|reason| WriteError::Pack {
-                path: path.display().to_string(),
-                reason,
+            let bytes = pack(&sid, rec.start_ns, samples, record_length).map_err(|reason| {
+                WriteError::Pack {
+                    path: path.display().to_string(),
+                    reason,
+                }
             })?;
             std::fs::write(&path, bytes).map_err(|error| WriteError::Io {
                 path: path.display().to_string(),
@@ -63,11 +75,11 @@ pub fn write_dataset(dir: &Path, data: &Synthetic) -> Result<WrittenDataset, Wri
     Ok(WrittenDataset { files, catalog })
 }
 
-fn pack(sid: &str, start_ns: i64, samples: &[i32]) -> Result<Vec<u8>, String> {
+fn pack(sid: &str, start_ns: i64, samples: &[i32], rec_len: i32) -> Result<Vec<u8>, String> {
     let mut info = PackInfo::with_sample_rate(sid, 100.0).map_err(|e| e.to_string())?;
     info.format_version = 2;
     info.encoding = MSDataEncoding::Steim2;
-    info.rec_len = 4096;
+    info.rec_len = rec_len;
     let start = time::OffsetDateTime::from_unix_timestamp_nanos(start_ns as i128)
         .map_err(|e| e.to_string())?;
     let mut out = Vec::new();

@@ -209,6 +209,34 @@ fn services_match_the_embedded_run_row_for_row() {
         ),
         vec!["1".to_string()]
     );
+    // The query service answers SQL over the same lake.
+    let query = spawn(
+        dir.path(),
+        "query",
+        &s.brokers,
+        &[
+            "query",
+            "--lake",
+            s.lake.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    wait_for(Duration::from_secs(30), "query listening", || {
+        query.log_text().contains("SQL on http://")
+    });
+    let addr = query
+        .log_text()
+        .split("SQL on http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_string();
+    let answer = http_get(&addr, "/sql?q=SELECT%20count(*)%20AS%20n%20FROM%20windows");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(&format!("| {expected} ")), "{answer}");
+    let bad = http_get(&addr, "/sql?q=SELECT%20nope%20FROM%20windows");
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
     // SIGTERM: both stop cleanly (batch finished, offsets committed).
     for mut p in [lake, windower] {
         let status = p.terminate();
@@ -448,4 +476,91 @@ fn kcat_feeds_the_windower_and_poison_goes_to_dead_letter() {
         "origin header: {dead}"
     );
     assert!(lines[1].contains("truncated"), "{dead}");
+}
+
+#[test]
+fn scorer_and_forest_services_score_like_the_embedded_run() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Broker::start(dir.path(), "memory") else {
+        return;
+    };
+    let syn = synthetic(dir.path(), 2, 2);
+    let catalog = syn.join("catalog.csv");
+    let lake = embedded(dir.path(), &[&syn], Some(&catalog), &[]);
+    let (cnn, forest) = (
+        dir.path().join("cnn.safetensors"),
+        dir.path().join("forest.arrow"),
+    );
+    let l = lake.to_str().unwrap();
+    quakelens(
+        "",
+        &[
+            "train",
+            "cnn",
+            "--lake",
+            l,
+            "--out",
+            cnn.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--quiet",
+        ],
+    );
+    quakelens(
+        "",
+        &[
+            "train",
+            "forest",
+            "--lake",
+            l,
+            "--out",
+            forest.to_str().unwrap(),
+            "--trees",
+            "20",
+            "--quiet",
+        ],
+    );
+    quakelens(
+        "",
+        &[
+            "score",
+            "--lake",
+            l,
+            "--cnn",
+            cnn.to_str().unwrap(),
+            "--forest",
+            forest.to_str().unwrap(),
+        ],
+    );
+    let windows = count(&lake, "windows");
+
+    let s = Services::new(dir.path(), &broker);
+    let sink = s.lake_sink("lake");
+    let windower = s.windower("windower", &["--catalog", catalog.to_str().unwrap()]);
+    let mut scorer_args = vec!["scorer", "--model", cnn.to_str().unwrap()];
+    scorer_args.extend(FAST_GROUPS);
+    let scorer = spawn(dir.path(), "scorer", &s.brokers, &scorer_args);
+    let mut forest_args = vec!["forest", "--model", forest.to_str().unwrap()];
+    forest_args.extend(FAST_GROUPS);
+    let forest_svc = spawn(dir.path(), "forest", &s.brokers, &forest_args);
+    let mut ingest = s.ingest(&[&syn], &[]);
+    assert!(
+        ingest.wait(Duration::from_secs(300)).success(),
+        "{}",
+        ingest.log_text()
+    );
+    s.settle(windows, Duration::from_secs(300), &[&sink, &windower]);
+    wait_for(
+        Duration::from_secs(300),
+        "every window scored and sized",
+        || count(&s.lake, "scores") == windows && count(&s.lake, "magnitudes") == windows,
+    );
+    let q = "SELECT s.window_id, s.model_hash, round(s.p_aftershock, 5), s.predicted_class, \
+             m.model_hash, m.magnitude_pred FROM scores s JOIN magnitudes m USING (window_id) \
+             ORDER BY s.window_id";
+    assert_eq!(sql_rows(&s.lake, q), sql_rows(&lake, q));
+    for p in [&scorer, &forest_svc] {
+        assert!(p.log_text().contains("health on"), "{}", p.log_text());
+    }
 }

@@ -20,8 +20,12 @@ use crate::ingest::collect_inputs;
 pub enum Pace {
     /// As fast as the broker takes it.
     Max,
-    /// Record start times mapped to wall time, sped up by this factor (1 = real time).
+    /// Each record sent when its last sample is due, the first record's end mapped to the
+    /// start of the replay, sped up by this factor (1 = real time).
     RealTime(f64),
+    /// Each record sent when the wall clock reaches its last sample (data stamped "now", as a
+    /// live feed); records already in the past go at once.
+    Wall,
 }
 
 #[derive(Clone, Debug)]
@@ -46,6 +50,8 @@ pub struct IngestReport {
 
 struct Item {
     start_ns: i64,
+    /// When the record's last sample was recorded: a live feed cannot deliver it earlier.
+    end_ns: i64,
     key: String,
     station: String,
     bytes: Vec<u8>,
@@ -81,8 +87,10 @@ pub async fn replay<T: Transport>(
                                 r.id.split_component()
                                     .map(|(k, _)| k.to_string())
                                     .unwrap_or_else(|| r.id.to_string());
+                            let span = r.samples.len() as f64 / r.sample_rate.max(1e-9);
                             items.push(Item {
                                 start_ns: r.start_ns,
+                                end_ns: r.start_ns + (span * 1e9) as i64,
                                 key: r.id.to_string(),
                                 station,
                                 bytes: body.to_vec(),
@@ -114,30 +122,52 @@ pub async fn replay<T: Transport>(
     report.dead_letters = dead.len();
     t.send(dead).await?;
     items.sort_by_key(|i| i.start_ns);
-    let first_ns = items.first().map(|i| i.start_ns).unwrap_or(0);
+    let first_ns = items.iter().map(|i| i.end_ns).min().unwrap_or(0);
     let wall0 = Instant::now();
     let mut last_of_station: std::collections::BTreeMap<String, String> = Default::default();
-    for chunk in items.chunks(cfg.batch.max(1)) {
-        if stopped(&stop) {
-            break;
-        }
-        if let Pace::RealTime(speed) = cfg.pace {
-            let due = (chunk[0].start_ns - first_ns) as f64 / 1e9 / speed.max(1e-9);
-            let now = wall0.elapsed().as_secs_f64();
-            if due > now {
-                tokio::time::sleep(Duration::from_secs_f64(due - now)).await;
+    let batch_size = cfg.batch.max(1);
+    let mut i = 0;
+    while i < items.len() && !stopped(&stop) {
+        let mut j = i;
+        match cfg.pace {
+            Pace::Max => j = (i + batch_size).min(items.len()),
+            Pace::RealTime(speed) => {
+                let speed = speed.max(1e-9);
+                let now_ns = (wall0.elapsed().as_secs_f64() * speed * 1e9) as i64;
+                while j < items.len() && j - i < batch_size && items[j].end_ns - first_ns <= now_ns
+                {
+                    j += 1;
+                }
+                if j == i {
+                    let due = (items[i].end_ns - first_ns) as f64 / 1e9 / speed;
+                    let wait = (due - wall0.elapsed().as_secs_f64()).max(0.0);
+                    tokio::time::sleep(Duration::from_secs_f64(wait.min(0.5))).await;
+                    continue;
+                }
+            }
+            Pace::Wall => {
+                let now_ns = super::now_ns();
+                while j < items.len() && j - i < batch_size && items[j].end_ns <= now_ns {
+                    j += 1;
+                }
+                if j == i {
+                    let wait = (items[i].end_ns - now_ns) as f64 / 1e9;
+                    tokio::time::sleep(Duration::from_secs_f64(wait.clamp(0.0, 0.5))).await;
+                    continue;
+                }
             }
         }
-        let batch: Vec<Outgoing> = chunk
+        let batch: Vec<Outgoing> = items[i..j]
             .iter()
-            .map(|i| {
-                last_of_station.insert(i.station.clone(), i.key.clone());
-                Outgoing::new(WAVEFORMS_RAW, i.key.as_bytes(), i.bytes.clone())
-                    .to_partition(partition_for(i.station.as_bytes(), partitions))
+            .map(|it| {
+                last_of_station.insert(it.station.clone(), it.key.clone());
+                Outgoing::new(WAVEFORMS_RAW, it.key.as_bytes(), it.bytes.clone())
+                    .to_partition(partition_for(it.station.as_bytes(), partitions))
             })
             .collect();
         report.records += batch.len();
         t.send(batch).await?;
+        i = j;
     }
     let stations: BTreeSet<&String> = last_of_station.keys().collect();
     report.stations = stations.len();

@@ -20,6 +20,32 @@ const STAGE: &str = "lake";
 /// Latencies kept for percentiles (most recent).
 const LATENCY_SAMPLES: usize = 100_000;
 
+/// Percentiles of window-end → in-lake latencies (s).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct LatencySummary {
+    pub n: usize,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl LatencySummary {
+    pub fn of(values: &[f64]) -> Self {
+        if values.is_empty() {
+            return Self::default();
+        }
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        Self {
+            n: v.len(),
+            p50: at(0.5),
+            p99: at(0.99),
+            max: v[v.len() - 1],
+        }
+    }
+}
+
 pub struct LakeSinkStage {
     writer: LakeWriter,
     windows: HashSet<String>,

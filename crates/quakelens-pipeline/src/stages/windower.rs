@@ -100,7 +100,7 @@ impl WindowerStage {
             None => None,
         };
         Ok(Self {
-            plan: ChunkPlan::for_mode(&cfg.pipeline.mode),
+            plan: ChunkPlan::for_config(&cfg.pipeline),
             transformer: WindowTransformer::new(
                 cfg.pipeline.spectrogram,
                 cfg.pipeline.scaling.clone(),

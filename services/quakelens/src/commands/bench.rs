@@ -25,6 +25,8 @@ pub enum BenchCommand {
     Signal(SignalBenchArgs),
     /// CNN inference (vs PyTorch eager) and forest training (vs scikit-learn).
     Models(super::bench_models::ModelsBenchArgs),
+    /// Live feeds through the broker and the windower/lake services: latency, memory, capacity.
+    Services(super::bench_services::ServicesBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -50,6 +52,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Signal(args) => signal(args),
         BenchCommand::Models(args) => super::bench_models::run(args),
+        BenchCommand::Services(args) => super::bench_services::run(args),
     }
 }
 

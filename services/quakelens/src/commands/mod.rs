@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_models;
+pub mod bench_services;
 pub mod inspect;
 pub mod run;
 pub mod score;

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use quakelens_pipeline::score::{ModelPaths, Scorer};
 use quakelens_pipeline::stages::ingest::{replay, IngestConfig, Pace};
-use quakelens_pipeline::stages::lake_sink::LakeSinkStage;
+use quakelens_pipeline::stages::lake_sink::{LakeSinkStage, LatencySummary};
 use quakelens_pipeline::stages::scorer::ScorerStage;
 use quakelens_pipeline::stages::windower::{WindowerConfig, WindowerStage};
 use quakelens_pipeline::stages::StageCounters;
@@ -85,6 +85,9 @@ pub struct IngestArgs {
     /// Pace records to their timestamps (1 = real time, 10 = ten times faster); default: max speed.
     #[arg(long)]
     realtime: Option<f64>,
+    /// Send each record when the wall clock reaches its last sample (data stamped now).
+    #[arg(long, conflicts_with = "realtime")]
+    live: bool,
     /// Do not send end-of-stream markers after the last record of each station.
     #[arg(long)]
     no_end_markers: bool,
@@ -158,20 +161,26 @@ fn stop_on_signal() -> watch::Receiver<bool> {
     rx
 }
 
+/// Stage-specific facts for the health answer.
+type Extra = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 /// Serves `/healthz` with the stage counters; prints the bound address (port 0 in tests).
 async fn health(
     service: &'static str,
     addr: &str,
     counters: Arc<StageCounters>,
+    extra: Option<Extra>,
 ) -> anyhow::Result<()> {
     let bound = serve(addr, move |req: Request| {
         let counters = Arc::clone(&counters);
+        let extra = extra.clone();
         async move {
             match req.path.as_str() {
                 "/healthz" | "/readyz" => Response::json(&serde_json::json!({
                     "service": service,
                     "status": "ok",
                     "counters": counters.snapshot(),
+                    "detail": extra.map(|f| f()),
                 })),
                 _ => Response::text(404, "not found\n"),
             }
@@ -210,7 +219,11 @@ pub fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         let t = KafkaTransport::connect(&args.service.kafka("ingest"), &[])?;
         let cfg = IngestConfig {
             inputs: args.input.clone(),
-            pace: args.realtime.map_or(Pace::Max, Pace::RealTime),
+            pace: match (args.live, args.realtime) {
+                (true, _) => Pace::Wall,
+                (false, Some(speed)) => Pace::RealTime(speed),
+                (false, None) => Pace::Max,
+            },
             end_markers: !args.no_end_markers,
             batch: 500,
         };
@@ -229,7 +242,13 @@ pub fn windower(args: WindowerArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let stop = stop_on_signal();
         let counters = Arc::new(StageCounters::default());
-        health("windower", &args.service.health, Arc::clone(&counters)).await?;
+        health(
+            "windower",
+            &args.service.health,
+            Arc::clone(&counters),
+            None,
+        )
+        .await?;
         let t = KafkaTransport::connect(&args.service.kafka("windower"), &[topics::WAVEFORMS_RAW])?;
         let mut stage = WindowerStage::new(cfg)?;
         stage.run(t.as_ref(), stop, counters).await?;
@@ -257,7 +276,7 @@ pub fn model_service(args: ModelServiceArgs, forest: bool) -> anyhow::Result<()>
     runtime()?.block_on(async {
         let stop = stop_on_signal();
         let counters = Arc::new(StageCounters::default());
-        health(name, &args.service.health, Arc::clone(&counters)).await?;
+        health(name, &args.service.health, Arc::clone(&counters), None).await?;
         let t = KafkaTransport::connect(&args.service.kafka(name), &[topics::WINDOWS])?;
         ScorerStage::new(scorer, name)
             .run(t.as_ref(), stop, counters)
@@ -276,8 +295,19 @@ pub fn lake(args: LakeArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let stop = stop_on_signal();
         let counters = Arc::new(StageCounters::default());
-        health("lake", &args.service.health, Arc::clone(&counters)).await?;
         let mut stage = LakeSinkStage::open(&args.lake, shape).await?;
+        let latencies = Arc::clone(&stage.latencies);
+        let extra: Extra = Arc::new(move || {
+            let l = latencies.lock().unwrap_or_else(|p| p.into_inner());
+            serde_json::json!({ "window_end_to_lake_seconds": LatencySummary::of(&l) })
+        });
+        health(
+            "lake",
+            &args.service.health,
+            Arc::clone(&counters),
+            Some(extra),
+        )
+        .await?;
         let t = KafkaTransport::connect(
             &args.service.kafka("lake"),
             &[topics::WINDOWS, topics::SCORES, topics::MAGNITUDES],

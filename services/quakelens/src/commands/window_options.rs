@@ -45,6 +45,10 @@ pub struct WindowOptions {
     /// Event mode: ratio below which it switches off.
     #[arg(long, default_value_t = 1.0)]
     trigger_off: f64,
+    /// Windowing chunk (s): windows are cut this long after their data is complete at most.
+    /// Runs compare row for row only with the same value.
+    #[arg(long, default_value_t = 1.0)]
+    chunk: f64,
     /// Longest gap (samples at 100 Hz, per channel) that is interpolated; longer drops the window.
     #[arg(long, default_value_t = 50)]
     max_gap_fill: usize,
@@ -98,6 +102,10 @@ impl WindowOptions {
                 self.sta
             );
         }
+        if self.chunk.is_nan() || self.chunk <= 0.0 {
+            bail!("--chunk must be positive (got {})", self.chunk);
+        }
+        cfg.chunk_s = self.chunk;
         cfg.gaps = GapPolicy {
             max_fill_samples: self.max_gap_fill,
         };
