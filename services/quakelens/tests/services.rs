@@ -564,3 +564,59 @@ fn scorer_and_forest_services_score_like_the_embedded_run() {
         assert!(p.log_text().contains("health on"), "{}", p.log_text());
     }
 }
+
+#[test]
+fn seedlink_feed_reaches_the_lake() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Broker::start(dir.path(), "memory") else {
+        return;
+    };
+    let rjob = real("BW.RJOB.2009-08-24.steim2.mseed");
+    let sliding = ["--mode", "sliding", "--step", "5"];
+    let expected_lake = embedded(dir.path(), &[&rjob], None, &sliding);
+    let expected = count(&expected_lake, "windows");
+    assert!(expected >= 1);
+
+    // A SeedLink server (seedlink-rs-server) holding the RJOB records, as a network's
+    // ringserver would.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = rt.block_on(async {
+        let server = seedlink_rs_server::SeedLinkServer::bind("127.0.0.1:0")
+            .await
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let bytes = std::fs::read(&rjob).unwrap();
+        for record in bytes.chunks(512) {
+            server.store().push("BW", "RJOB", record).unwrap();
+        }
+        tokio::spawn(server.run());
+        addr
+    });
+
+    let s = Services::new(dir.path(), &broker);
+    let lake = s.lake_sink("lake");
+    let mut w_args = vec!["--idle-flush", "3"];
+    w_args.extend(sliding);
+    let windower = s.windower("windower", &w_args);
+    let server = addr.to_string();
+    let mut ingest = spawn(
+        dir.path(),
+        "ingest-seedlink",
+        &s.brokers,
+        &["ingest", "--seedlink", &server, "--stream", "BW_RJOB:EH?"],
+    );
+    s.settle(
+        expected,
+        Duration::from_secs(120),
+        &[&lake, &windower, &ingest],
+    );
+    assert_same_rows(&expected_lake, &s.lake);
+    let status = ingest.terminate();
+    assert!(status.success(), "{}", ingest.log_text());
+    drop(rt);
+}

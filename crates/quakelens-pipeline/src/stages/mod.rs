@@ -15,6 +15,7 @@ use quakelens_transport::{Incoming, Outgoing, TransportError};
 pub mod ingest;
 pub mod lake_sink;
 pub mod scorer;
+pub mod seedlink;
 pub mod windower;
 
 /// Records in / out / failed, shared with the health endpoint (and, later, metrics).

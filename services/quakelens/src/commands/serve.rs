@@ -14,6 +14,7 @@ use quakelens_pipeline::score::{ModelPaths, Scorer};
 use quakelens_pipeline::stages::ingest::{replay, IngestConfig, Pace};
 use quakelens_pipeline::stages::lake_sink::{LakeSinkStage, LatencySummary};
 use quakelens_pipeline::stages::scorer::ScorerStage;
+use quakelens_pipeline::stages::seedlink::{relay, SeedLinkConfig, Subscription};
 use quakelens_pipeline::stages::windower::{WindowerConfig, WindowerStage};
 use quakelens_pipeline::stages::StageCounters;
 use quakelens_transport::kafka::{create_topics, KafkaConfig, KafkaTransport};
@@ -80,8 +81,14 @@ pub struct IngestArgs {
     #[command(flatten)]
     service: ServiceOptions,
     /// miniSEED files or directories (searched recursively).
-    #[arg(long, required = true, num_args = 1..)]
+    #[arg(long, num_args = 1.., required_unless_present = "seedlink")]
     input: Vec<PathBuf>,
+    /// A SeedLink server (`host:port`) to relay live instead of files; runs until SIGTERM.
+    #[arg(long, conflicts_with = "input", requires = "stream")]
+    seedlink: Option<String>,
+    /// SeedLink subscription `NET_STA` or `NET_STA:SELECTORS` (e.g. `BW_RJOB:EH?`); repeatable.
+    #[arg(long)]
+    stream: Vec<String>,
     /// Pace records to their timestamps (1 = real time, 10 = ten times faster); default: max speed.
     #[arg(long)]
     realtime: Option<f64>,
@@ -214,6 +221,9 @@ pub fn topics(cmd: TopicsCommand) -> anyhow::Result<()> {
 }
 
 pub fn ingest(args: IngestArgs) -> anyhow::Result<()> {
+    if let Some(server) = &args.seedlink {
+        return seedlink(&args, server);
+    }
     runtime()?.block_on(async {
         let stop = stop_on_signal();
         let t = KafkaTransport::connect(&args.service.kafka("ingest"), &[])?;
@@ -230,6 +240,30 @@ pub fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         let report = replay(t.as_ref(), &cfg, stop).await?;
         t.flush(Duration::from_secs(30))?;
         println!("{}", serde_json::to_string(&report)?);
+        Ok(())
+    })
+}
+
+/// Live SeedLink relay: a long-running service with a health endpoint.
+fn seedlink(args: &IngestArgs, server: &str) -> anyhow::Result<()> {
+    let subscriptions = args
+        .stream
+        .iter()
+        .map(|s| s.parse::<Subscription>().map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cfg = SeedLinkConfig {
+        server: server.to_string(),
+        subscriptions,
+        flush: Duration::from_millis(100),
+        batch: 500,
+    };
+    runtime()?.block_on(async {
+        let stop = stop_on_signal();
+        let counters = Arc::new(StageCounters::default());
+        health("ingest", &args.service.health, Arc::clone(&counters), None).await?;
+        let t = KafkaTransport::connect(&args.service.kafka("ingest"), &[])?;
+        relay(t.as_ref(), &cfg, stop, &counters).await?;
+        t.flush(Duration::from_secs(30))?;
         Ok(())
     })
 }

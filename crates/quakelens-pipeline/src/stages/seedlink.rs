@@ -1,0 +1,165 @@
+//! SeedLink (v3/v4) → `waveforms.raw`: a live feed from a network's SeedLink server (ringserver,
+//! SeisComP, IRIS, GEOFON …) through `seedlink-rs-client`, which reconnects with backoff and
+//! resumes each station from its last sequence number. Records are published like ingest's:
+//! key `NET.STA.LOC.CHA`, partition by station; undecodable frames go to `dead-letter`.
+
+use std::time::Duration;
+
+use seedlink_rs_client::{ClientConfig, ReconnectConfig, ReconnectingClient};
+use tokio::sync::mpsc;
+
+use quakelens_signal::miniseed::decode_record;
+use quakelens_transport::topics::{header, DEAD_LETTER, WAVEFORMS_RAW};
+use quakelens_transport::{partition_for, Outgoing, Transport};
+
+use super::{stopped, StageCounters, StageError, Stop};
+
+/// One subscription: `NET_STA` with optional channel selectors (`NET_STA:HH? BH?`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    pub network: String,
+    pub station: String,
+    pub select: Vec<String>,
+}
+
+impl std::str::FromStr for Subscription {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (id, select) = s.split_once(':').unwrap_or((s, ""));
+        let (network, station) = id
+            .split_once('_')
+            .filter(|(n, st)| !n.is_empty() && !st.is_empty())
+            .ok_or_else(|| format!("{s:?} is not NET_STA[:SELECTORS]"))?;
+        Ok(Self {
+            network: network.to_string(),
+            station: station.to_string(),
+            select: select.split_whitespace().map(str::to_string).collect(),
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SeedLinkConfig {
+    /// `host:port` of the SeedLink server.
+    pub server: String,
+    pub subscriptions: Vec<Subscription>,
+    /// Longest wait before a partial batch is sent (latency bound).
+    pub flush: Duration,
+    pub batch: usize,
+}
+
+/// Relays frames until `stop` (or until the server ends the stream).
+pub async fn relay<T: Transport>(
+    t: &T,
+    cfg: &SeedLinkConfig,
+    stop: Stop,
+    counters: &StageCounters,
+) -> Result<(), StageError> {
+    let partitions = t.partitions(WAVEFORMS_RAW)?;
+    let mut client = ReconnectingClient::connect_with_config(
+        &cfg.server,
+        ClientConfig::default(),
+        ReconnectConfig::default(),
+    )
+    .await
+    .map_err(|e| StageError::Input(format!("SeedLink {}: {e}", cfg.server)))?;
+    let fail = |e: seedlink_rs_client::ClientError| {
+        StageError::Input(format!("SeedLink {}: {e}", cfg.server))
+    };
+    for sub in &cfg.subscriptions {
+        client
+            .station(&sub.station, &sub.network)
+            .await
+            .map_err(fail)?;
+        for pattern in &sub.select {
+            client.select(pattern).await.map_err(fail)?;
+        }
+        client.data().await.map_err(fail)?;
+    }
+    client.end_stream().await.map_err(fail)?;
+    tracing::info!(server = %cfg.server, stations = cfg.subscriptions.len(), "SeedLink streaming");
+
+    // Frames are read in their own task: a read cut short by a timeout would lose framing.
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4096);
+    let reader = tokio::spawn(async move {
+        loop {
+            match client.next_frame().await {
+                Ok(Some(frame)) => {
+                    if tx.send(frame.payload().to_vec()).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!("SeedLink: {e}");
+                    break;
+                }
+            }
+        }
+    });
+    let mut pending = Vec::new();
+    let mut open = true;
+    while open && !stopped(&stop) {
+        match tokio::time::timeout(cfg.flush, rx.recv()).await {
+            Ok(Some(payload)) => {
+                StageCounters::add(&counters.records_in, 1);
+                pending.push(to_message(payload, partitions, &cfg.server));
+            }
+            Ok(None) => open = false,
+            Err(_) => {}
+        }
+        while pending.len() < cfg.batch {
+            match rx.try_recv() {
+                Ok(payload) => {
+                    StageCounters::add(&counters.records_in, 1);
+                    pending.push(to_message(payload, partitions, &cfg.server));
+                }
+                Err(_) => break,
+            }
+        }
+        if !pending.is_empty() {
+            let dead = pending.iter().filter(|m| m.topic == DEAD_LETTER).count();
+            StageCounters::add(&counters.dead_letters, dead);
+            StageCounters::add(&counters.records_out, pending.len() - dead);
+            t.send(std::mem::take(&mut pending)).await?;
+            StageCounters::add(&counters.batches, 1);
+        }
+    }
+    reader.abort();
+    Ok(())
+}
+
+fn to_message(payload: Vec<u8>, partitions: i32, server: &str) -> Outgoing {
+    match decode_record(&payload) {
+        Ok(r) => {
+            let station =
+                r.id.split_component()
+                    .map(|(k, _)| k.to_string())
+                    .unwrap_or_else(|| r.id.to_string());
+            Outgoing::new(WAVEFORMS_RAW, r.id.to_string(), payload)
+                .to_partition(partition_for(station.as_bytes(), partitions))
+        }
+        Err(reason) => {
+            tracing::warn!("SeedLink frame from {server}: {reason}");
+            Outgoing::new(DEAD_LETTER, "seedlink", payload)
+                .header(header::ERROR, reason)
+                .header(header::STAGE, "ingest")
+                .header(header::ORIGIN, format!("seedlink://{server}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriptions_parse() {
+        let s: Subscription = "BW_RJOB:EH? HH?".parse().unwrap();
+        assert_eq!((s.network.as_str(), s.station.as_str()), ("BW", "RJOB"));
+        assert_eq!(s.select, vec!["EH?", "HH?"]);
+        assert!("RJOB".parse::<Subscription>().is_err());
+        assert!("_X".parse::<Subscription>().is_err());
+    }
+}
