@@ -15,4 +15,4 @@ mod writer;
 pub use catalog::{read_catalog, write_catalog, CatalogError, CatalogEvent, EventClass};
 pub use generator::{generate, StationRecording, SynthConfig, Synthetic};
 pub use rng::Rng;
-pub use writer::{write_dataset, write_dataset_records, WriteError, WrittenDataset};
+pub use writer::{write_dataset, write_dataset_records, Encoding, WriteError, WrittenDataset};

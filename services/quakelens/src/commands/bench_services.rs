@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 
-use quakelens_synth::{generate, write_dataset_records, SynthConfig};
+use quakelens_synth::{generate, write_dataset_records, Encoding, SynthConfig};
 
 #[derive(Args, Debug)]
 pub struct ServicesBenchArgs {
@@ -22,7 +22,7 @@ pub struct ServicesBenchArgs {
     #[arg(long, default_value_t = 3.0)]
     minutes: f64,
     /// Windowing chunk (s) of the windower.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 0.5)]
     chunk: f64,
     /// Partitions of the data topics.
     #[arg(long, default_value_t = 6)]
@@ -284,11 +284,11 @@ pub fn run(args: ServicesBenchArgs) -> anyhow::Result<()> {
         ..SynthConfig::default()
     };
     let data_dir = work.join("data");
-    write_dataset_records(&data_dir, &generate(&cfg), 256)?;
+    write_dataset_records(&data_dir, &generate(&cfg), 256, Encoding::Int32)?;
     let generated_s = t.elapsed().as_secs_f64();
     let data_s = (events / args.stations) as f64 * slot_s;
     eprintln!(
-        "bench: {} stations × {data_s:.0} s generated in {generated_s:.1} s (256-byte records)",
+        "bench: {} stations × {data_s:.0} s generated in {generated_s:.1} s (256-byte int32 records, 0.5 s each)",
         args.stations
     );
     if generated_s > lead_s as f64 {
