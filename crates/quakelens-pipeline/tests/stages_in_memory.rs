@@ -10,7 +10,7 @@ use quakelens_lake::Lake;
 use quakelens_pipeline::stages::ingest::{replay, IngestConfig, Pace};
 use quakelens_pipeline::stages::lake_sink::LakeSinkStage;
 use quakelens_pipeline::stages::windower::{WindowerConfig, WindowerStage};
-use quakelens_pipeline::stages::StageCounters;
+use quakelens_pipeline::stages::{Stage, StageCounters};
 use quakelens_pipeline::{run, Input, PipelineConfig};
 use quakelens_synth::{generate, write_dataset, SynthConfig};
 use quakelens_transport::memory::MemoryBroker;

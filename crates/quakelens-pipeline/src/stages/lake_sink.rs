@@ -12,7 +12,7 @@ use quakelens_lake::{Lake, LakeWriter, MagnitudeRecord, ScoreRecord, WindowRecor
 use quakelens_transport::topics::{header, MAGNITUDES, SCORES, WINDOWS};
 use quakelens_transport::{Incoming, Transport};
 
-use super::{after_batch, dead_letter, now_ns, stopped, StageCounters, StageError, Stop, POLL};
+use super::{after_batch, dead_letter, now_ns, Stage, StageCounters, StageError};
 use crate::messages::{decode_magnitudes, decode_scores, decode_windows};
 
 const STAGE: &str = "lake";
@@ -113,22 +113,14 @@ impl LakeSinkStage {
         );
         Ok(me)
     }
+}
 
-    pub async fn run<T: Transport>(
-        &mut self,
-        t: &T,
-        stop: Stop,
-        counters: Arc<StageCounters>,
-    ) -> Result<(), StageError> {
-        while !stopped(&stop) {
-            let batch = t.recv(self.batch, POLL).await?;
-            self.step(t, batch, &counters).await?;
-        }
-        t.commit().await?;
-        Ok(())
+impl Stage for LakeSinkStage {
+    fn batch_size(&self) -> usize {
+        self.batch
     }
 
-    pub async fn step<T: Transport>(
+    async fn step<T: Transport>(
         &mut self,
         t: &T,
         batch: Vec<Incoming>,

@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use quakelens_transport::topics::{header, DEAD_LETTER};
-use quakelens_transport::{Incoming, Outgoing, TransportError};
+use quakelens_transport::{Incoming, Outgoing, Transport, TransportError};
 
 pub mod ingest;
 pub mod lake_sink;
@@ -68,6 +68,36 @@ pub enum StageError {
 
 /// Stops a stage between batches (SIGTERM: finish in-flight work, commit, exit).
 pub type Stop = watch::Receiver<bool>;
+
+/// A consuming stage: [`run`] reads batches and hands each to [`Stage::step`].
+pub trait Stage {
+    /// Messages read per batch.
+    fn batch_size(&self) -> usize;
+
+    /// Handles one batch (possibly empty): send what it derives, wait for the acks, then store
+    /// the input positions.
+    fn step<T: Transport>(
+        &mut self,
+        t: &T,
+        batch: Vec<Incoming>,
+        counters: &StageCounters,
+    ) -> impl std::future::Future<Output = Result<(), StageError>>;
+}
+
+/// Drives `stage` until `stop`, then commits: the batch in flight always finishes.
+pub async fn run<S: Stage, T: Transport>(
+    stage: &mut S,
+    t: &T,
+    stop: Stop,
+    counters: &StageCounters,
+) -> Result<(), StageError> {
+    while !stopped(&stop) {
+        let batch = t.recv(stage.batch_size(), POLL).await?;
+        stage.step(t, batch, counters).await?;
+    }
+    t.commit().await?;
+    Ok(())
+}
 
 pub fn stopped(stop: &Stop) -> bool {
     *stop.borrow()

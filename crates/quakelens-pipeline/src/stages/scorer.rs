@@ -1,13 +1,11 @@
 //! `windows` → `scores` (the CNN, service `scorer`) and/or `magnitudes` (the forest, service
 //! `forest`): the same [`Scorer`] the embedded run uses, fed by the transport.
 
-use std::sync::Arc;
-
 use quakelens_lake::WindowRecord;
 use quakelens_transport::topics::{header, MAGNITUDES, SCORES, WINDOWS};
 use quakelens_transport::{Incoming, Outgoing, Transport};
 
-use super::{after_batch, dead_letter, stopped, StageCounters, StageError, Stop, POLL};
+use super::{after_batch, dead_letter, Stage, StageCounters, StageError};
 use crate::messages::{decode_windows, encode_magnitudes, encode_scores};
 use crate::score::{Scored, Scorer};
 
@@ -30,22 +28,14 @@ impl ScorerStage {
             unscored: Vec::new(),
         }
     }
+}
 
-    pub async fn run<T: Transport>(
-        &mut self,
-        t: &T,
-        stop: Stop,
-        counters: Arc<StageCounters>,
-    ) -> Result<(), StageError> {
-        while !stopped(&stop) {
-            let batch = t.recv(self.batch, POLL).await?;
-            self.step(t, batch, &counters).await?;
-        }
-        t.commit().await?;
-        Ok(())
+impl Stage for ScorerStage {
+    fn batch_size(&self) -> usize {
+        self.batch
     }
 
-    pub async fn step<T: Transport>(
+    async fn step<T: Transport>(
         &mut self,
         t: &T,
         batch: Vec<Incoming>,

@@ -8,7 +8,6 @@
 //! knows it) and skips the chunks whose context was not replayed: their windows are already out.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quakelens_lake::WindowRecord;
@@ -19,7 +18,7 @@ use quakelens_synth::read_catalog;
 use quakelens_transport::topics::{header, WAVEFORMS_RAW, WINDOWER_PROGRESS, WINDOWS};
 use quakelens_transport::{Incoming, Outgoing, Position, Transport};
 
-use super::{dead_letter, stopped, StageCounters, StageError, Stop, POLL};
+use super::{dead_letter, Stage, StageCounters, StageError, Stop};
 use crate::config::PipelineConfig;
 use crate::labels::Labeller;
 use crate::messages::encode_windows;
@@ -114,20 +113,15 @@ impl WindowerStage {
         })
     }
 
-    /// Runs until `stop`; returns after committing.
+    /// Learns which stations were cut before, then runs until `stop` and commits.
     pub async fn run<T: Transport>(
         &mut self,
         t: &T,
         stop: Stop,
-        counters: Arc<StageCounters>,
+        counters: &StageCounters,
     ) -> Result<(), StageError> {
         self.reload_progress(t).await?;
-        while !stopped(&stop) {
-            let batch = t.recv(self.cfg.batch, POLL).await?;
-            self.step(t, batch, &counters).await?;
-        }
-        t.commit().await?;
-        Ok(())
+        super::run(self, t, stop, counters).await
     }
 
     async fn reload_progress<T: Transport>(&mut self, t: &T) -> Result<(), StageError> {
@@ -142,9 +136,15 @@ impl WindowerStage {
         );
         Ok(())
     }
+}
 
-    /// Processes one batch (possibly empty: idle flushes still run).
-    pub async fn step<T: Transport>(
+impl Stage for WindowerStage {
+    fn batch_size(&self) -> usize {
+        self.cfg.batch
+    }
+
+    /// Idle flushes run on empty batches too.
+    async fn step<T: Transport>(
         &mut self,
         t: &T,
         batch: Vec<Incoming>,
@@ -247,7 +247,9 @@ impl WindowerStage {
         windowed_merge(&mut self.totals.windowed, windowed);
         Ok(())
     }
+}
 
+impl WindowerStage {
     /// Takes one message (one or more miniSEED records, or an end-of-stream marker) into the
     /// station buffers. Returns the stations touched and, when some bytes were unusable, why.
     fn accept(&mut self, m: &Incoming) -> (Vec<(StationKey, Flush)>, Option<String>) {

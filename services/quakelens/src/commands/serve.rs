@@ -16,7 +16,7 @@ use quakelens_pipeline::stages::lake_sink::{LakeSinkStage, LatencySummary};
 use quakelens_pipeline::stages::scorer::ScorerStage;
 use quakelens_pipeline::stages::seedlink::{relay, SeedLinkConfig, Subscription};
 use quakelens_pipeline::stages::windower::{WindowerConfig, WindowerStage};
-use quakelens_pipeline::stages::StageCounters;
+use quakelens_pipeline::stages::{self, StageCounters};
 use quakelens_transport::kafka::{create_topics, KafkaConfig, KafkaTransport};
 use quakelens_transport::topics;
 
@@ -285,7 +285,7 @@ pub fn windower(args: WindowerArgs) -> anyhow::Result<()> {
         .await?;
         let t = KafkaTransport::connect(&args.service.kafka("windower"), &[topics::WAVEFORMS_RAW])?;
         let mut stage = WindowerStage::new(cfg)?;
-        stage.run(t.as_ref(), stop, counters).await?;
+        stage.run(t.as_ref(), stop, &counters).await?;
         Ok(())
     })
 }
@@ -312,9 +312,13 @@ pub fn model_service(args: ModelServiceArgs, forest: bool) -> anyhow::Result<()>
         let counters = Arc::new(StageCounters::default());
         health(name, &args.service.health, Arc::clone(&counters), None).await?;
         let t = KafkaTransport::connect(&args.service.kafka(name), &[topics::WINDOWS])?;
-        ScorerStage::new(scorer, name)
-            .run(t.as_ref(), stop, counters)
-            .await?;
+        stages::run(
+            &mut ScorerStage::new(scorer, name),
+            t.as_ref(),
+            stop,
+            &counters,
+        )
+        .await?;
         Ok(())
     })
 }
@@ -346,7 +350,7 @@ pub fn lake(args: LakeArgs) -> anyhow::Result<()> {
             &args.service.kafka("lake"),
             &[topics::WINDOWS, topics::SCORES, topics::MAGNITUDES],
         )?;
-        stage.run(t.as_ref(), stop, counters).await?;
+        stages::run(&mut stage, t.as_ref(), stop, &counters).await?;
         Ok(())
     })
 }
