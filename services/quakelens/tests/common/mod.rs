@@ -55,23 +55,10 @@ pub struct Proc {
 impl Proc {
     /// SIGTERM, then wait for a graceful exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        unsafe_kill(child.id(), "TERM");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "{} did not stop on SIGTERM; log:\n{}",
-                    self.name,
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if let Some(child) = &self.child {
+            unsafe_kill(child.id(), "TERM");
         }
+        self.wait(Duration::from_secs(30))
     }
 
     /// SIGINT and wait (at most 20 s, then SIGKILL).
