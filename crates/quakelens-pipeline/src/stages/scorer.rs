@@ -84,15 +84,15 @@ impl Stage for ScorerStage {
                 )
                 .collect(),
         };
+        let end = batch
+            .iter()
+            .filter_map(|m| m.header(header::WINDOW_END_NS))
+            .filter_map(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok())
+            .max()
+            .unwrap_or(0)
+            .to_string();
         for (dead, s) in scored {
             out.extend(dead);
-            let end = batch
-                .iter()
-                .filter_map(|m| m.header(header::WINDOW_END_NS))
-                .filter_map(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok())
-                .max()
-                .unwrap_or(0)
-                .to_string();
             StageCounters::add(&counters.records_out, s.scores.len() + s.magnitudes.len());
             for u in &s.unscored {
                 tracing::warn!("not scored: {u}");

@@ -227,8 +227,8 @@ impl Stage for WindowerStage {
         for u in &windowed.unassembled {
             tracing::warn!("{u}");
         }
-        let records = self.transform(&windowed.windows);
-        let mut out = self.messages(&records);
+        let mut records = self.transform(&windowed.windows);
+        let mut out = self.messages(&mut records);
         StageCounters::add(&counters.records_out, records.len());
         StageCounters::add(&counters.dead_letters, dead.len());
         out.extend(dead);
@@ -330,14 +330,15 @@ impl WindowerStage {
         records
     }
 
-    fn messages(&self, records: &[WindowRecord]) -> Vec<Outgoing> {
-        let mut by_station: BTreeMap<String, Vec<WindowRecord>> = BTreeMap::new();
-        for r in records {
-            let key = format!("{}.{}.{}.{}", r.network, r.station, r.location, r.band);
-            by_station.entry(key).or_default().push(r.clone());
-        }
+    /// Windows grouped by station (stable, so each station's windows keep their order), at most
+    /// `windows_per_message` a message. Sorts `records` in place instead of copying them.
+    fn messages(&self, records: &mut [WindowRecord]) -> Vec<Outgoing> {
+        let station =
+            |r: &WindowRecord| format!("{}.{}.{}.{}", r.network, r.station, r.location, r.band);
+        records.sort_by_cached_key(station);
         let mut out = Vec::new();
-        for (key, rows) in by_station {
+        for rows in records.chunk_by(|a, b| station(a) == station(b)) {
+            let key = station(&rows[0]);
             for chunk in rows.chunks(self.cfg.windows_per_message.max(1)) {
                 let end = chunk.iter().map(|r| r.end_ns).max().unwrap_or(0);
                 out.push(
