@@ -14,7 +14,7 @@ mod scores;
 mod writer;
 
 pub use layout::{LakeError, LakeManifest, TABLES};
-pub use query::{Lake, QueryError};
+pub use query::{Answer, Lake, QueryError, QueryLimits};
 pub use record::{KeyRef, Keyed, SourceAttributes, WindowKey, WindowRecord};
 pub use schema::{features_schema, windows_schema, SCHEMA_VERSION};
 pub use scores::{magnitudes_schema, scores_schema, MagnitudeRecord, ScoreRecord};
