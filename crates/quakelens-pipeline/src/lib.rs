@@ -12,6 +12,7 @@ pub mod embedded;
 pub mod ingest;
 pub mod labels;
 pub mod messages;
+pub mod metrics;
 pub mod score;
 pub mod stages;
 pub mod transform;

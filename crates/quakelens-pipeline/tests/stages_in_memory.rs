@@ -1,16 +1,15 @@
 //! The streaming stages (the code the Kafka services run) on the in-memory transport, in one
 //! process: the same rows as the embedded run, poison in `dead-letter`, nothing twice.
 
-use std::sync::Arc;
-
 use arrow::array::Array;
 use std::time::Duration;
 
 use quakelens_lake::Lake;
+use quakelens_pipeline::metrics::Metrics;
 use quakelens_pipeline::stages::ingest::{replay, IngestConfig, Pace};
 use quakelens_pipeline::stages::lake_sink::LakeSinkStage;
 use quakelens_pipeline::stages::windower::{WindowerConfig, WindowerStage};
-use quakelens_pipeline::stages::{Stage, StageCounters};
+use quakelens_pipeline::stages::Stage;
 use quakelens_pipeline::{run, Input, PipelineConfig};
 use quakelens_synth::{generate, write_dataset, SynthConfig};
 use quakelens_transport::memory::MemoryBroker;
@@ -78,7 +77,8 @@ async fn stages_on_the_memory_transport_give_the_embedded_rows() {
         .await
         .unwrap();
 
-    let counters = Arc::new(StageCounters::default());
+    let metrics = Metrics::new();
+    let counters = metrics.stage("windower");
     let windower_t = broker.transport(&[WAVEFORMS_RAW]);
     let mut windower = WindowerStage::new(WindowerConfig::new(PipelineConfig::new(
         dir.path().join("unused"),
@@ -96,7 +96,29 @@ async fn stages_on_the_memory_transport_give_the_embedded_rows() {
     let shape = embedded.spectrogram_shape();
     let mut sink = LakeSinkStage::open(&services, shape).await.unwrap();
     let batch = sink_t.recv(10_000, Duration::ZERO).await.unwrap();
-    sink.step(&sink_t, batch, &counters).await.unwrap();
+    let sink_counters = metrics.stage("lake");
+    sink.step(&sink_t, batch, &sink_counters).await.unwrap();
+    // Every window counted once per station in the metrics, the poison as a dead letter.
+    let w = counters.snapshot();
+    assert_eq!(
+        (w.records_out, w.dead_letters, w.records_failed),
+        (30, 1, 1)
+    );
+    assert_eq!(sink_counters.snapshot().records_out, 30);
+    let scrape = metrics.encode();
+    let per_station: u64 = scrape
+        .lines()
+        .filter(|l| l.starts_with("quakelens_windows_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(per_station, 30, "{scrape}");
+    assert_eq!(
+        scrape
+            .lines()
+            .filter(|l| l.starts_with("quakelens_station_last_sample_timestamp_seconds{"))
+            .count(),
+        3
+    );
     assert_eq!(
         window_ids(&services).await,
         window_ids(&dir.path().join("embedded")).await
@@ -106,7 +128,7 @@ async fn stages_on_the_memory_transport_give_the_embedded_rows() {
     let again_t = broker.transport(&[topics::WINDOWS]);
     let mut again = LakeSinkStage::open(&services, shape).await.unwrap();
     let batch = again_t.recv(10_000, Duration::ZERO).await.unwrap();
-    again.step(&again_t, batch, &counters).await.unwrap();
+    again.step(&again_t, batch, &sink_counters).await.unwrap();
     assert_eq!(again.duplicates_skipped, 30);
     assert_eq!(window_ids(&services).await.len(), 30);
 

@@ -44,7 +44,8 @@ impl KafkaConfig {
     /// Applies the user's properties; consumer-only ones are kept off the producer (where
     /// librdkafka would warn about them).
     fn apply_overrides(&self, c: &mut ClientConfig, consumer: bool) {
-        const CONSUMER_ONLY: [&str; 7] = [
+        const CONSUMER_ONLY: [&str; 8] = [
+            "statistics.interval.ms",
             "session.timeout.ms",
             "heartbeat.interval.ms",
             "max.poll.interval.ms",
@@ -61,12 +62,40 @@ impl KafkaConfig {
     }
 }
 
-/// Records revocations for the stage and commits stored offsets before partitions leave.
+/// Records revocations for the stage, commits stored offsets before partitions leave, and keeps
+/// the consumer lag librdkafka's statistics report.
 struct GroupContext {
     revoked: Mutex<Revoked>,
+    lag: Mutex<Vec<PartitionLag>>,
 }
 
-impl ClientContext for GroupContext {}
+/// Messages between a partition's committed position and its high watermark.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: i32,
+    pub messages: i64,
+}
+
+impl ClientContext for GroupContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut lag = Vec::new();
+        for (topic, t) in &statistics.topics {
+            for (&partition, p) in &t.partitions {
+                // -1 is librdkafka's internal partition; a lag of -1 means "not known (yet)".
+                if partition >= 0 && p.consumer_lag >= 0 {
+                    lag.push(PartitionLag {
+                        topic: topic.clone(),
+                        partition,
+                        messages: p.consumer_lag,
+                    });
+                }
+            }
+        }
+        lag.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        *self.lag.lock().unwrap_or_else(|p| p.into_inner()) = lag;
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -131,11 +160,14 @@ impl KafkaTransport {
                 .set("max.poll.interval.ms", "60000")
                 // Bounded memory under a slow stage: librdkafka prefetches at most this much.
                 .set("queued.max.messages.kbytes", "32768")
-                .set("fetch.max.bytes", "8388608");
+                .set("fetch.max.bytes", "8388608")
+                // Statistics carry the per-partition consumer lag the metrics export.
+                .set("statistics.interval.ms", "5000");
             cfg.apply_overrides(&mut c, true);
             let consumer: StreamConsumer<GroupContext> = c
                 .create_with_context(GroupContext {
                     revoked: Mutex::new(Vec::new()),
+                    lag: Mutex::new(Vec::new()),
                 })
                 .map_err(TransportError::kafka("consumer"))?;
             consumer
@@ -154,6 +186,20 @@ impl KafkaTransport {
 
     fn consumer(&self) -> Result<&StreamConsumer<GroupContext>, TransportError> {
         self.consumer.as_ref().ok_or(TransportError::Closed)
+    }
+
+    /// The consumer lag of the assigned partitions, as of the last statistics (every 5 s).
+    pub fn consumer_lag(&self) -> Vec<PartitionLag> {
+        self.consumer
+            .as_ref()
+            .map(|c| {
+                c.context()
+                    .lag
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            })
+            .unwrap_or_default()
     }
 
     /// Waits until every queued message is delivered (shutdown of a pure producer).

@@ -12,7 +12,7 @@ use quakelens_lake::{Lake, LakeWriter, MagnitudeRecord, ScoreRecord, WindowRecor
 use quakelens_transport::topics::{header, MAGNITUDES, SCORES, WINDOWS};
 use quakelens_transport::{Incoming, Transport};
 
-use super::{after_batch, dead_letter, now_ns, Stage, StageCounters, StageError};
+use super::{after_batch, dead_letter, now_ns, Stage, StageError, StageMetrics};
 use crate::messages::{decode_magnitudes, decode_scores, decode_windows};
 
 const STAGE: &str = "lake";
@@ -124,12 +124,12 @@ impl Stage for LakeSinkStage {
         &mut self,
         t: &T,
         batch: Vec<Incoming>,
-        counters: &StageCounters,
+        metrics: &StageMetrics,
     ) -> Result<(), StageError> {
         if batch.is_empty() {
             return Ok(());
         }
-        StageCounters::add(&counters.records_in, batch.len());
+        metrics.records_in.inc_by(batch.len() as u64);
         let mut windows: Vec<WindowRecord> = Vec::new();
         let mut scores: Vec<ScoreRecord> = Vec::new();
         let mut magnitudes: Vec<MagnitudeRecord> = Vec::new();
@@ -193,17 +193,20 @@ impl Stage for LakeSinkStage {
         let now = now_ns();
         {
             let mut l = self.latencies.lock().unwrap_or_else(|p| p.into_inner());
-            l.extend(ends.iter().map(|&e| (now - e) as f64 / 1e9));
+            for &e in &ends {
+                let seconds = (now - e) as f64 / 1e9;
+                metrics.window_latency(seconds);
+                l.push(seconds);
+            }
             if l.len() > LATENCY_SAMPLES {
                 let cut = l.len() - LATENCY_SAMPLES;
                 l.drain(..cut);
             }
         }
-        StageCounters::add(&counters.records_out, fresh);
-        StageCounters::add(&counters.dead_letters, dead.len());
+        metrics.records_out.inc_by(fresh as u64);
+        metrics.dead_lettered(dead.len());
         t.send(dead).await?;
         t.store(&after_batch(&batch))?;
-        StageCounters::add(&counters.batches, 1);
         Ok(())
     }
 }

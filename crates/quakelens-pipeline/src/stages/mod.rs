@@ -3,10 +3,8 @@
 //! the acknowledgements, and only then stores its input positions (at-least-once). Messages it
 //! cannot use go to `dead-letter` with the reason; they never stop a partition.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::sync::watch;
 
 use quakelens_transport::topics::{header, DEAD_LETTER};
@@ -18,37 +16,7 @@ pub mod scorer;
 pub mod seedlink;
 pub mod windower;
 
-/// Records in / out / failed, shared with the health endpoint (and, later, metrics).
-#[derive(Debug, Default)]
-pub struct StageCounters {
-    pub records_in: AtomicU64,
-    pub records_out: AtomicU64,
-    pub dead_letters: AtomicU64,
-    pub batches: AtomicU64,
-}
-
-impl StageCounters {
-    pub fn add(counter: &AtomicU64, n: usize) {
-        counter.fetch_add(n as u64, Ordering::Relaxed);
-    }
-
-    pub fn snapshot(&self) -> CountersSnapshot {
-        CountersSnapshot {
-            records_in: self.records_in.load(Ordering::Relaxed),
-            records_out: self.records_out.load(Ordering::Relaxed),
-            dead_letters: self.dead_letters.load(Ordering::Relaxed),
-            batches: self.batches.load(Ordering::Relaxed),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct CountersSnapshot {
-    pub records_in: u64,
-    pub records_out: u64,
-    pub dead_letters: u64,
-    pub batches: u64,
-}
+pub use crate::metrics::StageMetrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
@@ -80,7 +48,7 @@ pub trait Stage {
         &mut self,
         t: &T,
         batch: Vec<Incoming>,
-        counters: &StageCounters,
+        metrics: &StageMetrics,
     ) -> impl std::future::Future<Output = Result<(), StageError>>;
 }
 
@@ -89,11 +57,15 @@ pub async fn run<S: Stage, T: Transport>(
     stage: &mut S,
     t: &T,
     stop: Stop,
-    counters: &StageCounters,
+    metrics: &StageMetrics,
 ) -> Result<(), StageError> {
     while !stopped(&stop) {
         let batch = t.recv(stage.batch_size(), POLL).await?;
-        stage.step(t, batch, counters).await?;
+        let (n, started) = (batch.len(), Instant::now());
+        stage.step(t, batch, metrics).await?;
+        if n > 0 {
+            metrics.batch(n, started.elapsed().as_secs_f64());
+        }
     }
     t.commit().await?;
     Ok(())

@@ -5,7 +5,7 @@ use quakelens_lake::WindowRecord;
 use quakelens_transport::topics::{header, MAGNITUDES, SCORES, WINDOWS};
 use quakelens_transport::{Incoming, Outgoing, Transport};
 
-use super::{after_batch, dead_letter, Stage, StageCounters, StageError};
+use super::{after_batch, dead_letter, Stage, StageError, StageMetrics};
 use crate::messages::{decode_windows, encode_magnitudes, encode_scores};
 use crate::score::{Scored, Scorer};
 
@@ -39,12 +39,12 @@ impl Stage for ScorerStage {
         &mut self,
         t: &T,
         batch: Vec<Incoming>,
-        counters: &StageCounters,
+        metrics: &StageMetrics,
     ) -> Result<(), StageError> {
         if batch.is_empty() {
             return Ok(());
         }
-        StageCounters::add(&counters.records_in, batch.len());
+        metrics.records_in.inc_by(batch.len() as u64);
         let mut out = Vec::new();
         let mut decoded: Vec<(&Incoming, Vec<WindowRecord>)> = Vec::new();
         for m in &batch {
@@ -68,6 +68,12 @@ impl Stage for ScorerStage {
             .iter()
             .flat_map(|(_, r)| r.iter().cloned())
             .collect();
+        let model = if self.name == "forest" {
+            "forest"
+        } else {
+            "cnn"
+        };
+        let started = std::time::Instant::now();
         let scored = match tokio::task::block_in_place(|| self.scorer.score(&all)) {
             Ok(s) => vec![(None, s)],
             // One bad message must not cost the others: score them one by one.
@@ -84,6 +90,7 @@ impl Stage for ScorerStage {
                 )
                 .collect(),
         };
+        metrics.inference(model, started.elapsed().as_secs_f64());
         let end = batch
             .iter()
             .filter_map(|m| m.header(header::WINDOW_END_NS))
@@ -91,13 +98,24 @@ impl Stage for ScorerStage {
             .max()
             .unwrap_or(0)
             .to_string();
-        for (dead, s) in scored {
-            out.extend(dead);
-            StageCounters::add(&counters.records_out, s.scores.len() + s.magnitudes.len());
+        let mut done = std::collections::HashSet::new();
+        for (dead, s) in &scored {
+            out.extend(dead.iter().cloned());
+            metrics
+                .records_out
+                .inc_by((s.scores.len() + s.magnitudes.len()) as u64);
+            metrics.records_failed.inc_by(s.unscored.len() as u64);
             for u in &s.unscored {
                 tracing::warn!("not scored: {u}");
             }
-            self.unscored.extend(s.unscored);
+            for r in &s.scores {
+                let k = &r.key;
+                let station = format!("{}.{}.{}.{}", k.network, k.station, k.location, k.band);
+                metrics.prediction(&station, r.p_aftershock);
+            }
+            done.extend(s.scores.iter().map(|r| r.key.window_id.as_str()));
+            done.extend(s.magnitudes.iter().map(|r| r.key.window_id.as_str()));
+            self.unscored.extend(s.unscored.iter().cloned());
             for chunk in s.scores.chunks(256) {
                 let key = chunk[0].key.station.clone();
                 out.push(
@@ -117,10 +135,13 @@ impl Stage for ScorerStage {
             .iter()
             .filter(|o| o.topic == quakelens_transport::topics::DEAD_LETTER)
             .count();
-        StageCounters::add(&counters.dead_letters, dead);
+        metrics.dead_lettered(dead);
         t.send(out).await?;
         t.store(&after_batch(&batch))?;
-        StageCounters::add(&counters.batches, 1);
+        let now = super::now_ns();
+        for w in all.iter().filter(|w| done.contains(w.window_id.as_str())) {
+            metrics.window_latency((now - w.end_ns) as f64 / 1e9);
+        }
         Ok(())
     }
 }

@@ -12,7 +12,7 @@ use quakelens_signal::miniseed::decode_record;
 use quakelens_transport::topics::{header, DEAD_LETTER, WAVEFORMS_RAW};
 use quakelens_transport::{partition_for, Outgoing, Transport};
 
-use super::{stopped, StageCounters, StageError, Stop};
+use super::{stopped, StageError, StageMetrics, Stop};
 
 /// One subscription: `NET_STA` with optional channel selectors (`NET_STA:HH? BH?`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,7 +54,7 @@ pub async fn relay<T: Transport>(
     t: &T,
     cfg: &SeedLinkConfig,
     stop: Stop,
-    counters: &StageCounters,
+    metrics: &StageMetrics,
 ) -> Result<(), StageError> {
     let partitions = t.partitions(WAVEFORMS_RAW)?;
     let mut client = ReconnectingClient::connect_with_config(
@@ -103,7 +103,7 @@ pub async fn relay<T: Transport>(
     while open && !stopped(&stop) {
         match tokio::time::timeout(cfg.flush, rx.recv()).await {
             Ok(Some(payload)) => {
-                StageCounters::add(&counters.records_in, 1);
+                metrics.records_in.inc();
                 pending.push(to_message(payload, partitions, &cfg.server));
             }
             Ok(None) => open = false,
@@ -112,7 +112,7 @@ pub async fn relay<T: Transport>(
         while pending.len() < cfg.batch {
             match rx.try_recv() {
                 Ok(payload) => {
-                    StageCounters::add(&counters.records_in, 1);
+                    metrics.records_in.inc();
                     pending.push(to_message(payload, partitions, &cfg.server));
                 }
                 Err(_) => break,
@@ -120,10 +120,11 @@ pub async fn relay<T: Transport>(
         }
         if !pending.is_empty() {
             let dead = pending.iter().filter(|m| m.topic == DEAD_LETTER).count();
-            StageCounters::add(&counters.dead_letters, dead);
-            StageCounters::add(&counters.records_out, pending.len() - dead);
+            metrics.dead_lettered(dead);
+            metrics.records_out.inc_by((pending.len() - dead) as u64);
+            let (n, started) = (pending.len(), std::time::Instant::now());
             t.send(std::mem::take(&mut pending)).await?;
-            StageCounters::add(&counters.batches, 1);
+            metrics.batch(n, started.elapsed().as_secs_f64());
         }
     }
     reader.abort();

@@ -18,7 +18,7 @@ use quakelens_synth::read_catalog;
 use quakelens_transport::topics::{header, WAVEFORMS_RAW, WINDOWER_PROGRESS, WINDOWS};
 use quakelens_transport::{Incoming, Outgoing, Position, Transport};
 
-use super::{dead_letter, Stage, StageCounters, StageError, Stop};
+use super::{dead_letter, Stage, StageError, StageMetrics, Stop};
 use crate::config::PipelineConfig;
 use crate::labels::Labeller;
 use crate::messages::encode_windows;
@@ -67,6 +67,9 @@ struct Station {
     records: VecDeque<(i64, i64)>,
     last_data: Instant,
     announced: bool,
+    /// Newest sample time pushed (ns), and late samples not yet reported, for the metrics.
+    data_end_ns: i64,
+    late: usize,
 }
 
 /// Totals of a windower run.
@@ -118,10 +121,10 @@ impl WindowerStage {
         &mut self,
         t: &T,
         stop: Stop,
-        counters: &StageCounters,
+        metrics: &StageMetrics,
     ) -> Result<(), StageError> {
         self.reload_progress(t).await?;
-        super::run(self, t, stop, counters).await
+        super::run(self, t, stop, metrics).await
     }
 
     async fn reload_progress<T: Transport>(&mut self, t: &T) -> Result<(), StageError> {
@@ -148,14 +151,14 @@ impl Stage for WindowerStage {
         &mut self,
         t: &T,
         batch: Vec<Incoming>,
-        counters: &StageCounters,
+        metrics: &StageMetrics,
     ) -> Result<(), StageError> {
         for (topic, partition) in t.take_revoked() {
             self.stations
                 .retain(|_, s| s.partition != (topic.clone(), partition));
             self.consumed.remove(&(topic, partition));
         }
-        StageCounters::add(&counters.records_in, batch.len());
+        metrics.records_in.inc_by(batch.len() as u64);
         if batch
             .iter()
             .filter_map(|m| m.key_str())
@@ -193,6 +196,9 @@ impl Stage for WindowerStage {
             let Some(s) = self.stations.get_mut(&key) else {
                 continue;
             };
+            let station = key.to_string();
+            metrics.station_seen(&station, s.data_end_ns);
+            metrics.late_samples(&station, std::mem::take(&mut s.late));
             let before = s.windower.retained_from(&self.plan);
             let w = s
                 .windower
@@ -214,6 +220,7 @@ impl Stage for WindowerStage {
         for key in finished {
             self.stations.remove(&key);
         }
+        metrics.records_failed.inc_by(windowed.dropped.len() as u64);
         for d in &windowed.dropped {
             tracing::warn!("dropped window: {d}");
         }
@@ -229,8 +236,12 @@ impl Stage for WindowerStage {
         }
         let mut records = self.transform(&windowed.windows);
         let mut out = self.messages(&mut records);
-        StageCounters::add(&counters.records_out, records.len());
-        StageCounters::add(&counters.dead_letters, dead.len());
+        metrics.records_out.inc_by(records.len() as u64);
+        for r in &records {
+            let station = format!("{}.{}.{}.{}", r.network, r.station, r.location, r.band);
+            metrics.window_cut(&station, r.gap_runs, r.filled_samples, r.resampled);
+        }
+        metrics.dead_lettered(dead.len());
         out.extend(dead);
         t.send(out).await?;
         if !announce.is_empty() {
@@ -242,7 +253,6 @@ impl Stage for WindowerStage {
             self.known.extend(announce);
         }
         t.store(&self.safe_positions())?;
-        StageCounters::add(&counters.batches, 1);
         windowed.windows.clear();
         windowed_merge(&mut self.totals.windowed, windowed);
         Ok(())
@@ -311,9 +321,14 @@ impl WindowerStage {
             records: VecDeque::new(),
             last_data: Instant::now(),
             announced: false,
+            data_end_ns: i64::MIN,
+            late: 0,
         });
         s.last_data = Instant::now();
-        self.totals.late_samples += s.windower.push(trace, &self.plan);
+        s.data_end_ns = s.data_end_ns.max(trace.next_ns());
+        let late = s.windower.push(trace, &self.plan);
+        s.late += late;
+        self.totals.late_samples += late;
         s.records.push_back((m.offset, end));
         Ok(key)
     }
