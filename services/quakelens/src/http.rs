@@ -1,42 +1,76 @@
-//! A minimal HTTP/1.1 responder for health and SQL endpoints: one request per connection,
-//! GET only, small bodies. Enough for probes and scrapes without a web framework.
+//! A minimal HTTP/1.1 responder for probes, metrics and SQL: one request per connection, GET and
+//! POST, headers up to 16 KiB, bodies up to 1 MiB. Enough for Prometheus and curl without a web
+//! framework.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
-/// A response: status code, content type, body.
+const MAX_HEAD: usize = 16 * 1024;
+const MAX_BODY: usize = 1 << 20;
+/// A client that sends nothing for this long is dropped.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A response: status code, content type, extra headers, body.
 pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
 }
 
 impl Response {
-    pub fn text(status: u16, body: impl Into<String>) -> Self {
+    pub fn new(status: u16, content_type: &'static str, body: Vec<u8>) -> Self {
         Self {
             status,
-            content_type: "text/plain; charset=utf-8",
-            body: body.into().into_bytes(),
+            content_type,
+            headers: Vec::new(),
+            body,
         }
+    }
+
+    pub fn text(status: u16, body: impl Into<String>) -> Self {
+        Self::new(
+            status,
+            "text/plain; charset=utf-8",
+            body.into().into_bytes(),
+        )
+    }
+
+    /// The Prometheus text exposition format.
+    pub fn prometheus(body: String) -> Self {
+        Self::new(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            body.into_bytes(),
+        )
     }
 
     pub fn json(body: &impl serde::Serialize) -> Self {
-        Self {
-            status: 200,
-            content_type: "application/json",
-            body: serde_json::to_vec(body).unwrap_or_default(),
-        }
+        Self::new(
+            200,
+            "application/json",
+            serde_json::to_vec(body).unwrap_or_default(),
+        )
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
     }
 }
 
-/// The request line's path and decoded query parameters.
+/// Method, path, decoded query parameters, headers (names lower-cased) and body.
 pub struct Request {
+    pub method: String,
     pub path: String,
     pub query: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 impl Request {
@@ -44,6 +78,13 @@ impl Request {
         self.query
             .iter()
             .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 }
@@ -72,13 +113,15 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn parse(head: &str) -> Option<Request> {
-    let line = head.lines().next()?;
+/// Parses the request line and headers (everything before the blank line).
+fn parse_head(head: &str) -> Result<Request, &'static str> {
+    let mut lines = head.split("\r\n");
+    let line = lines.next().unwrap_or_default();
     let mut parts = line.split_whitespace();
-    let (method, target) = (parts.next()?, parts.next()?);
-    if method != "GET" {
-        return None;
-    }
+    let (method, target) = match (parts.next(), parts.next()) {
+        (Some(m), Some(t)) => (m, t),
+        _ => return Err("malformed request line"),
+    };
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let query = query
         .split('&')
@@ -88,10 +131,103 @@ fn parse(head: &str) -> Option<Request> {
             (percent_decode(k), percent_decode(v))
         })
         .collect();
-    Some(Request {
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(Request {
+        method: method.to_string(),
         path: path.to_string(),
         query,
+        headers,
+        body: Vec::new(),
     })
+}
+
+/// Reads one request; `Err` is the response to send instead.
+async fn read_request(stream: &mut TcpStream) -> Result<Request, Response> {
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(Response::text(431, "request head over 16 KiB\n"));
+        }
+        match tokio::time::timeout(READ_TIMEOUT, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => {
+                return Err(Response::text(400, "incomplete request\n"))
+            }
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut req = parse_head(&head).map_err(|e| Response::text(400, format!("{e}\n")))?;
+    if !matches!(req.method.as_str(), "GET" | "POST") {
+        return Err(
+            Response::text(405, "only GET and POST are served\n").header("Allow", "GET, POST")
+        );
+    }
+    let length = match req.header("content-length") {
+        Some(v) => v
+            .parse::<usize>()
+            .map_err(|_| Response::text(400, "bad Content-Length\n"))?,
+        None => 0,
+    };
+    if length > MAX_BODY {
+        return Err(Response::text(413, "request body over 1 MiB\n"));
+    }
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < length {
+        match tokio::time::timeout(READ_TIMEOUT, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => {
+                return Err(Response::text(
+                    400,
+                    "request body shorter than Content-Length\n",
+                ))
+            }
+            Ok(Ok(n)) => body.extend_from_slice(&chunk[..n]),
+        }
+    }
+    body.truncate(length);
+    req.body = body;
+    Ok(req)
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        413 => "Content Too Large",
+        422 => "Unprocessable Content",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}
+
+async fn write_response(stream: &mut TcpStream, response: Response) {
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        response.status,
+        reason(response.status),
+        response.content_type,
+        response.body.len()
+    );
+    for (k, v) in &response.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(&response.body).await;
+    let _ = stream.shutdown().await;
 }
 
 /// Binds `addr` and serves `handler` until the process ends; returns the bound address.
@@ -112,39 +248,11 @@ where
             };
             let handler = Arc::clone(&handler);
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 16 * 1024];
-                let mut len = 0;
-                while len < buf.len() {
-                    match stream.read(&mut buf[len..]).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => len += n,
-                    }
-                    if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf[..len]);
-                let response = match parse(&head) {
-                    Some(req) => handler(req).await,
-                    None => Response::text(405, "only GET is served\n"),
+                let response = match read_request(&mut stream).await {
+                    Ok(req) => handler(req).await,
+                    Err(refusal) => refusal,
                 };
-                let reason = match response.status {
-                    200 => "OK",
-                    400 => "Bad Request",
-                    404 => "Not Found",
-                    405 => "Method Not Allowed",
-                    503 => "Service Unavailable",
-                    _ => "Error",
-                };
-                let header = format!(
-                    "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    response.status,
-                    response.content_type,
-                    response.body.len()
-                );
-                let _ = stream.write_all(header.as_bytes()).await;
-                let _ = stream.write_all(&response.body).await;
-                let _ = stream.shutdown().await;
+                write_response(&mut stream, response).await;
             });
         }
     });
@@ -156,12 +264,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_path_and_query() {
-        let r = parse("GET /sql?q=SELECT+count%28%2A%29+FROM+windows&x HTTP/1.1\r\n\r\n").unwrap();
+    fn parses_path_query_and_headers() {
+        let r = parse_head(
+            "GET /sql?q=SELECT+count%28%2A%29+FROM+windows&x HTTP/1.1\r\nAuthorization: Bearer abc\r\nAccept: text/csv",
+        )
+        .unwrap();
         assert_eq!(r.path, "/sql");
         assert_eq!(r.param("q"), Some("SELECT count(*) FROM windows"));
         assert_eq!(r.param("x"), Some(""));
-        assert!(parse("POST / HTTP/1.1").is_none());
+        assert_eq!(r.header("authorization"), Some("Bearer abc"));
+        assert_eq!(r.header("ACCEPT"), Some("text/csv"));
+        assert!(parse_head("").is_err());
         assert_eq!(percent_decode("100%"), "100%");
+    }
+
+    #[tokio::test]
+    async fn serves_post_bodies_and_refuses_other_methods() {
+        let addr = serve("127.0.0.1:0", |req: Request| async move {
+            Response::text(
+                200,
+                format!("{} {}", req.method, String::from_utf8_lossy(&req.body)),
+            )
+        })
+        .await
+        .unwrap();
+        let ask = |raw: &'static str| async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(raw.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        let post = ask("POST /sql HTTP/1.1\r\nContent-Length: 8\r\n\r\nSELECT 1").await;
+        assert!(
+            post.starts_with("HTTP/1.1 200") && post.ends_with("POST SELECT 1"),
+            "{post}"
+        );
+        let put = ask("PUT / HTTP/1.1\r\n\r\n").await;
+        assert!(
+            put.starts_with("HTTP/1.1 405") && put.contains("Allow: GET, POST"),
+            "{put}"
+        );
+        let big = ask("POST / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n").await;
+        assert!(big.starts_with("HTTP/1.1 413"), "{big}");
     }
 }

@@ -47,7 +47,7 @@ enum Command {
     /// Service: windows, scores and magnitudes → the Parquet lake (each row once).
     Lake(commands::serve::LakeArgs),
     /// Service: SQL over the lake on HTTP.
-    Query(commands::serve::QueryArgs),
+    Query(commands::query::QueryArgs),
     /// Benchmarks against the reference tools, printed as tables.
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -75,7 +75,7 @@ fn main() -> std::process::ExitCode {
         Command::Scorer(args) => commands::serve::model_service(args, false),
         Command::Forest(args) => commands::serve::model_service(args, true),
         Command::Lake(args) => commands::serve::lake(args),
-        Command::Query(args) => commands::serve::query(args),
+        Command::Query(args) => commands::query::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_models;
 pub mod bench_services;
 pub mod inspect;
+pub mod query;
 pub mod run;
 pub mod score;
 pub mod serve;

@@ -1,4 +1,4 @@
-//! The Kafka services: `ingest`, `windower`, `scorer`, `forest`, `lake`, `query`, plus `topics`.
+//! The Kafka services: `ingest`, `windower`, `scorer`, `forest`, `lake`, plus `topics`.
 //! Each is one process: flags or environment for settings (12-factor), a health endpoint,
 //! SIGTERM finishes the batch in flight, commits and exits.
 
@@ -10,13 +10,14 @@ use anyhow::Context;
 use clap::Args;
 use tokio::sync::watch;
 
+use quakelens_pipeline::metrics::{Metrics, StageMetrics};
 use quakelens_pipeline::score::{ModelPaths, Scorer};
+use quakelens_pipeline::stages;
 use quakelens_pipeline::stages::ingest::{replay, IngestConfig, Pace};
 use quakelens_pipeline::stages::lake_sink::{LakeSinkStage, LatencySummary};
 use quakelens_pipeline::stages::scorer::ScorerStage;
 use quakelens_pipeline::stages::seedlink::{relay, SeedLinkConfig, Subscription};
 use quakelens_pipeline::stages::windower::{WindowerConfig, WindowerStage};
-use quakelens_pipeline::stages::{self, StageCounters};
 use quakelens_transport::kafka::{create_topics, KafkaConfig, KafkaTransport};
 use quakelens_transport::topics;
 
@@ -33,8 +34,13 @@ pub struct ServiceOptions {
     /// Consumer group (default: the service name; members of one group share partitions).
     #[arg(long, env = "QUAKELENS_GROUP")]
     pub group: Option<String>,
-    /// Extra librdkafka property, `key=value` (repeatable).
-    #[arg(long = "kafka-property", value_parser = parse_property)]
+    /// Extra librdkafka property, `key=value` (repeatable; in the environment, comma-separated).
+    #[arg(
+        long = "kafka-property",
+        env = "QUAKELENS_KAFKA_PROPERTIES",
+        value_delimiter = ',',
+        value_parser = parse_property
+    )]
     pub properties: Vec<(String, String)>,
     /// Health endpoint address (`/healthz`); port 0 picks a free one (printed at start).
     #[arg(long, env = "QUAKELENS_HEALTH", default_value = "0.0.0.0:8080")]
@@ -137,17 +143,8 @@ pub struct LakeArgs {
     window_length: f64,
 }
 
-#[derive(Args, Debug)]
-pub struct QueryArgs {
-    #[arg(long, env = "QUAKELENS_LAKE", default_value = DEFAULT_LAKE)]
-    lake: PathBuf,
-    /// Address to serve `GET /sql?q=…` and `/healthz` on.
-    #[arg(long, env = "QUAKELENS_LISTEN", default_value = "0.0.0.0:8081")]
-    listen: String,
-}
-
 /// SIGTERM or Ctrl-C flips the stop flag; stages finish their batch and commit.
-fn stop_on_signal() -> watch::Receiver<bool> {
+pub(super) fn stop_on_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         let mut term =
@@ -171,31 +168,55 @@ fn stop_on_signal() -> watch::Receiver<bool> {
 /// Stage-specific facts for the health answer.
 type Extra = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
-/// Serves `/healthz` with the stage counters; prints the bound address (port 0 in tests).
-async fn health(
+/// What a service's `/healthz` and `/metrics` report.
+struct Probe {
     service: &'static str,
-    addr: &str,
-    counters: Arc<StageCounters>,
+    metrics: Arc<StageMetrics>,
+    /// The consumer whose lag `/metrics` exports (pure producers have none).
+    transport: Option<Arc<KafkaTransport>>,
     extra: Option<Extra>,
-) -> anyhow::Result<()> {
-    let bound = serve(addr, move |req: Request| {
-        let counters = Arc::clone(&counters);
-        let extra = extra.clone();
-        async move {
-            match req.path.as_str() {
-                "/healthz" | "/readyz" => Response::json(&serde_json::json!({
-                    "service": service,
-                    "status": "ok",
-                    "counters": counters.snapshot(),
-                    "detail": extra.map(|f| f()),
-                })),
-                _ => Response::text(404, "not found\n"),
-            }
+}
+
+impl Probe {
+    fn new(service: &'static str) -> Self {
+        Self {
+            service,
+            metrics: Arc::new(Metrics::new().stage(service)),
+            transport: None,
+            extra: None,
         }
-    })
-    .await?;
-    eprintln!("{service}: health on http://{bound}/healthz");
-    Ok(())
+    }
+
+    fn respond(&self, req: &Request) -> Response {
+        match req.path.as_str() {
+            "/healthz" | "/readyz" => Response::json(&serde_json::json!({
+                "service": self.service,
+                "status": "ok",
+                "counters": self.metrics.snapshot(),
+                "detail": self.extra.as_ref().map(|f| f()),
+            })),
+            "/metrics" => {
+                if let Some(t) = &self.transport {
+                    self.metrics.metrics().set_consumer_lag(&t.consumer_lag());
+                }
+                Response::prometheus(self.metrics.metrics().encode())
+            }
+            _ => Response::text(404, "not found\n"),
+        }
+    }
+
+    /// Serves `/healthz` and `/metrics` on `addr`; prints the bound address (port 0 in tests).
+    async fn serve(self, addr: &str) -> anyhow::Result<()> {
+        let service = self.service;
+        let probe = Arc::new(self);
+        let bound = serve(addr, move |req: Request| {
+            let probe = Arc::clone(&probe);
+            async move { probe.respond(&req) }
+        })
+        .await?;
+        eprintln!("{service}: health on http://{bound}/healthz, metrics on http://{bound}/metrics");
+        Ok(())
+    }
 }
 
 pub fn topics(cmd: TopicsCommand) -> anyhow::Result<()> {
@@ -259,10 +280,11 @@ fn seedlink(args: &IngestArgs, server: &str) -> anyhow::Result<()> {
     };
     runtime()?.block_on(async {
         let stop = stop_on_signal();
-        let counters = Arc::new(StageCounters::default());
-        health("ingest", &args.service.health, Arc::clone(&counters), None).await?;
+        let probe = Probe::new("ingest");
+        let metrics = Arc::clone(&probe.metrics);
+        probe.serve(&args.service.health).await?;
         let t = KafkaTransport::connect(&args.service.kafka("ingest"), &[])?;
-        relay(t.as_ref(), &cfg, stop, &counters).await?;
+        relay(t.as_ref(), &cfg, stop, &metrics).await?;
         t.flush(Duration::from_secs(30))?;
         Ok(())
     })
@@ -275,17 +297,13 @@ pub fn windower(args: WindowerArgs) -> anyhow::Result<()> {
     cfg.idle_flush = Duration::from_secs_f64(args.idle_flush.max(0.0));
     runtime()?.block_on(async {
         let stop = stop_on_signal();
-        let counters = Arc::new(StageCounters::default());
-        health(
-            "windower",
-            &args.service.health,
-            Arc::clone(&counters),
-            None,
-        )
-        .await?;
         let t = KafkaTransport::connect(&args.service.kafka("windower"), &[topics::WAVEFORMS_RAW])?;
+        let mut probe = Probe::new("windower");
+        probe.transport = Some(Arc::clone(&t));
+        let metrics = Arc::clone(&probe.metrics);
+        probe.serve(&args.service.health).await?;
         let mut stage = WindowerStage::new(cfg)?;
-        stage.run(t.as_ref(), stop, &counters).await?;
+        stage.run(t.as_ref(), stop, &metrics).await?;
         Ok(())
     })
 }
@@ -309,14 +327,16 @@ pub fn model_service(args: ModelServiceArgs, forest: bool) -> anyhow::Result<()>
         .with_context(|| format!("loading {}", args.model.display()))?;
     runtime()?.block_on(async {
         let stop = stop_on_signal();
-        let counters = Arc::new(StageCounters::default());
-        health(name, &args.service.health, Arc::clone(&counters), None).await?;
         let t = KafkaTransport::connect(&args.service.kafka(name), &[topics::WINDOWS])?;
+        let mut probe = Probe::new(name);
+        probe.transport = Some(Arc::clone(&t));
+        let metrics = Arc::clone(&probe.metrics);
+        probe.serve(&args.service.health).await?;
         stages::run(
             &mut ScorerStage::new(scorer, name),
             t.as_ref(),
             stop,
-            &counters,
+            &metrics,
         )
         .await?;
         Ok(())
@@ -332,57 +352,21 @@ pub fn lake(args: LakeArgs) -> anyhow::Result<()> {
     let shape = cfg.spectrogram_shape();
     runtime()?.block_on(async {
         let stop = stop_on_signal();
-        let counters = Arc::new(StageCounters::default());
         let mut stage = LakeSinkStage::open(&args.lake, shape).await?;
         let latencies = Arc::clone(&stage.latencies);
-        let extra: Extra = Arc::new(move || {
-            let l = latencies.lock().unwrap_or_else(|p| p.into_inner());
-            serde_json::json!({ "window_end_to_lake_seconds": LatencySummary::of(&l) })
-        });
-        health(
-            "lake",
-            &args.service.health,
-            Arc::clone(&counters),
-            Some(extra),
-        )
-        .await?;
         let t = KafkaTransport::connect(
             &args.service.kafka("lake"),
             &[topics::WINDOWS, topics::SCORES, topics::MAGNITUDES],
         )?;
-        stages::run(&mut stage, t.as_ref(), stop, &counters).await?;
-        Ok(())
-    })
-}
-
-pub fn query(args: QueryArgs) -> anyhow::Result<()> {
-    runtime()?.block_on(async {
-        let mut stop = stop_on_signal();
-        let lake = args.lake.clone();
-        let bound = serve(&args.listen, move |req: Request| {
-            let lake = lake.clone();
-            async move {
-                match (req.path.as_str(), req.param("q")) {
-                    ("/healthz", _) => Response::text(200, "ok\n"),
-                    ("/sql", Some(q)) => match quakelens_lake::Lake::open(&lake).await {
-                        Ok(l) => match l.sql_table(q).await {
-                            Ok(table) => Response::text(200, table + "\n"),
-                            Err(e) => Response::text(400, format!("{e}\n")),
-                        },
-                        Err(e) => Response::text(503, format!("{e}\n")),
-                    },
-                    ("/sql", None) => Response::text(400, "give the query as ?q=...\n"),
-                    _ => Response::text(404, "not found\n"),
-                }
-            }
-        })
-        .await?;
-        eprintln!("query: SQL on http://{bound}/sql?q=...");
-        while !*stop.borrow() {
-            if stop.changed().await.is_err() {
-                break;
-            }
-        }
+        let mut probe = Probe::new("lake");
+        probe.transport = Some(Arc::clone(&t));
+        probe.extra = Some(Arc::new(move || {
+            let l = latencies.lock().unwrap_or_else(|p| p.into_inner());
+            serde_json::json!({ "window_end_to_lake_seconds": LatencySummary::of(&l) })
+        }));
+        let metrics = Arc::clone(&probe.metrics);
+        probe.serve(&args.service.health).await?;
+        stages::run(&mut stage, t.as_ref(), stop, &metrics).await?;
         Ok(())
     })
 }
