@@ -210,33 +210,7 @@ fn services_match_the_embedded_run_row_for_row() {
         vec!["1".to_string()]
     );
     // The query service answers SQL over the same lake.
-    let query = spawn(
-        dir.path(),
-        "query",
-        &s.brokers,
-        &[
-            "query",
-            "--lake",
-            s.lake.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    );
-    wait_for(Duration::from_secs(30), "query listening", || {
-        query.log_text().contains("SQL on http://")
-    });
-    let addr = query
-        .log_text()
-        .split("SQL on http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap()
-        .to_string();
-    let answer = http_get(&addr, "/sql?q=SELECT%20count(*)%20AS%20n%20FROM%20windows");
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(answer.contains(&format!("| {expected} ")), "{answer}");
-    let bad = http_get(&addr, "/sql?q=SELECT%20nope%20FROM%20windows");
-    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+    query_service_is_hardened(dir.path(), &s, expected);
     // SIGTERM: both stop cleanly (batch finished, offsets committed).
     for mut p in [lake, windower] {
         let status = p.terminate();
@@ -362,30 +336,150 @@ fn assigned(p: &Proc) -> usize {
 
 /// Records a service read, from its health endpoint.
 fn records_in(p: &Proc) -> u64 {
-    let log = p.log_text();
-    let url = log
-        .lines()
-        .find_map(|l| l.split("health on ").nth(1))
-        .expect("health address logged")
-        .trim()
-        .to_string();
-    let addr = url
-        .trim_start_matches("http://")
-        .trim_end_matches("/healthz")
-        .to_string();
-    let body = http_get(&addr, "/healthz");
-    let v: serde_json::Value = serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap_or(""))
-        .unwrap_or_else(|e| panic!("health JSON from {addr}: {e}: {body}"));
+    let addr = logged_addr(p, "health on http://");
+    let (_, _, body) = http(&addr, "GET", "/healthz", &[], b"");
+    let v: serde_json::Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("health JSON from {addr}: {e}: {body:?}"));
     v["counters"]["records_in"].as_u64().expect("records_in")
 }
 
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connects");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+/// The query service with a token and tight limits: each answer format, each refusal, a slow
+/// query, and its own metrics.
+fn query_service_is_hardened(dir: &Path, s: &Services, windows: usize) {
+    let token = "t0ken-for-tests";
+    let query = spawn_with_env(
+        dir,
+        "query",
+        &s.brokers,
+        &[
+            "query",
+            "--lake",
+            s.lake.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--timeout",
+            "1",
+            "--max-rows",
+            "5",
+            "--memory-mib",
+            "16",
+        ],
+        &[("QUAKELENS_QUERY_TOKEN", token)],
+    );
+    wait_for(Duration::from_secs(30), "query listening", || {
+        query.log_text().contains("SQL on http://")
+    });
+    let addr = logged_addr(&query, "SQL on http://");
+    let bearer = format!("Bearer {token}");
+    let auth = [("Authorization", bearer.as_str())];
+    let get = |q: &str, headers: &[(&str, &str)]| {
+        let path = format!(
+            "/sql?q={}",
+            q.replace('%', "%25").replace(' ', "+").replace('*', "%2A")
+        );
+        http(&addr, "GET", &path, headers, b"")
+    };
+
+    // Without the token, or with a wrong one: 401, no data.
+    let (status, head, _) = get("SELECT count(*) FROM windows", &[]);
+    assert_eq!(status, 401, "{head}");
+    assert!(head.contains("WWW-Authenticate: Bearer"), "{head}");
+    let (status, ..) = get(
+        "SELECT count(*) FROM windows",
+        &[("Authorization", "Bearer nope")],
+    );
+    assert_eq!(status, 401);
+
+    // Text table (default), JSON, CSV and Arrow IPC answers.
+    let (status, _, body) = get("SELECT count(*) AS n FROM windows", &auth);
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains(&format!("| {windows} ")));
+    let (_, head, body) = get(
+        "SELECT count(*) AS n FROM windows",
+        &[auth[0], ("Accept", "application/json")],
+    );
+    assert!(head.contains("application/json"), "{head}");
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json[0]["n"].as_u64(), Some(windows as u64), "{json}");
+    let (_, _, body) = get(
+        "SELECT station, count(*) AS n FROM windows GROUP BY station ORDER BY station&format=csv",
+        &auth,
+    );
+    let csv = String::from_utf8(body).unwrap();
+    assert!(csv.starts_with("station,n\n"), "{csv}");
+    assert!(csv.contains("\nRJOB,1\n"), "{csv}");
+    // The query as a POST body, answered as an Arrow IPC stream.
+    let (status, head, body) = http(
+        &addr,
+        "POST",
+        "/sql?format=arrow",
+        &auth,
+        b"SELECT window_id, start_time FROM windows ORDER BY window_id",
+    );
+    assert_eq!(status, 200, "{head}\n{}", String::from_utf8_lossy(&body));
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
+        .expect("an Arrow IPC stream");
+    let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    // The row limit cut it, and the answer says so.
+    assert_eq!(rows, 5);
+    assert!(head.contains("X-Quakelens-Truncated: true"), "{head}");
+    // Spectrograms are lists: CSV cannot hold them, which is a clear 406, not a crash.
+    let (status, _, body) = get("SELECT spectrogram FROM windows LIMIT 1&format=csv", &auth);
+    assert_eq!(status, 406, "{}", String::from_utf8_lossy(&body));
+
+    // Read-only: every way to write or to reach a path is refused by name.
+    for (sql, status, says) in [
+        ("DROP TABLE windows", 403, "DROP TABLE"),
+        (
+            "INSERT INTO windows (window_id) VALUES ('x')",
+            403,
+            "INSERT",
+        ),
+        ("COPY windows TO '/tmp/quakelens-stolen.csv'", 403, "COPY"),
+        (
+            "CREATE EXTERNAL TABLE p STORED AS CSV LOCATION '/etc/passwd'",
+            403,
+            "CREATE EXTERNAL TABLE",
+        ),
+        ("SELECT * FROM '/etc/passwd'", 400, "not found"),
+    ] {
+        let (got, _, body) = get(sql, &auth);
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(got, status, "{sql}: {text}");
+        assert!(text.contains(says), "{sql}: {text}");
+    }
+    // A slow query stops at the 1 s limit; the service keeps answering.
+    let started = std::time::Instant::now();
+    let (status, _, body) = get("SELECT count(*) FROM range(100000000000)", &auth);
+    assert_eq!(status, 504, "{}", String::from_utf8_lossy(&body));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // So does one past the 16 MiB memory limit.
+    let (status, _, body) = get(
+        "SELECT count(*) FROM (SELECT (value * 7919) % 20000003 AS k, count(*) FROM range(20000000) GROUP BY k)",
+        &auth,
+    );
+    assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
+    let (status, ..) = get("SELECT 1", &auth);
+    assert_eq!(status, 200);
+
+    // Its metrics count each outcome and pass promtool.
+    let (status, _, scrape) = http(&addr, "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200);
+    let scrape = String::from_utf8(scrape).unwrap();
+    for outcome in [
+        "ok",
+        "unauthorized",
+        "refused",
+        "timeout",
+        "memory",
+        "error",
+    ] {
+        assert!(
+            scrape.contains(&format!("quakelens_queries_total{{outcome=\"{outcome}\"}}")),
+            "{outcome} missing:\n{scrape}"
+        );
+    }
+    assert_promtool_accepts(&scrape, "the query service");
 }
 
 #[test]
@@ -560,8 +654,88 @@ fn scorer_and_forest_services_score_like_the_embedded_run() {
              m.model_hash, m.magnitude_pred FROM scores s JOIN magnitudes m USING (window_id) \
              ORDER BY s.window_id";
     assert_eq!(sql_rows(&s.lake, q), sql_rows(&lake, q));
-    for p in [&scorer, &forest_svc] {
-        assert!(p.log_text().contains("health on"), "{}", p.log_text());
+    services_export_their_metrics(&[&windower, &scorer, &forest_svc, &sink], windows);
+}
+
+/// The Prometheus scrape of a running service.
+fn scrape(p: &Proc) -> String {
+    let addr = logged_addr(p, "metrics on http://");
+    let (status, head, body) = http(&addr, "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    String::from_utf8(body).unwrap()
+}
+
+/// Sum of the samples whose line starts with `prefix` (name plus, optionally, labels).
+fn total(scrape: &str, prefix: &str) -> f64 {
+    scrape
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Windower, scorer, forest and lake after scoring `windows` windows: the families an operator
+/// alerts on are there with consistent values, and promtool accepts every scrape.
+fn services_export_their_metrics(procs: &[&Proc; 4], windows: usize) {
+    let [windower, scorer, forest, lake] = procs;
+    let n = windows as f64;
+    // Consumer lag comes from librdkafka statistics, every 5 s.
+    wait_for(
+        Duration::from_secs(30),
+        "consumer lag in the scrape",
+        || {
+            procs
+                .iter()
+                .all(|p| scrape(p).contains("quakelens_consumer_lag_messages{"))
+        },
+    );
+    let w = scrape(windower);
+    assert_eq!(total(&w, "quakelens_windows_total{"), n);
+    assert!(total(&w, "quakelens_records_in_total{stage=\"windower\"}") > 0.0);
+    assert!(
+        total(
+            &w,
+            "quakelens_batch_duration_seconds_count{stage=\"windower\"}"
+        ) > 0.0
+    );
+    assert!(w.contains("quakelens_station_last_sample_timestamp_seconds{station="));
+    assert!(w.contains("quakelens_consumer_lag_messages{partition=\"0\",topic=\"waveforms.raw\"}"));
+    let s = scrape(scorer);
+    assert_eq!(total(&s, "quakelens_predictions_total{"), n);
+    assert_eq!(total(&s, "quakelens_aftershock_probability_count"), n);
+    assert_eq!(
+        total(
+            &s,
+            "quakelens_window_latency_seconds_count{stage=\"scorer\"}"
+        ),
+        n
+    );
+    assert!(total(&s, "quakelens_model_inference_seconds_count{model=\"cnn\"}") > 0.0);
+    let f = scrape(forest);
+    assert!(
+        total(
+            &f,
+            "quakelens_model_inference_seconds_count{model=\"forest\"}"
+        ) > 0.0
+    );
+    assert!(
+        !f.contains("quakelens_predictions_total"),
+        "the forest predicts no classes"
+    );
+    let l = scrape(lake);
+    // The lake times each windows message by its newest window.
+    assert!(total(&l, "quakelens_window_latency_seconds_count{stage=\"lake\"}") > 0.0);
+    assert!(total(&l, "quakelens_records_out_total{stage=\"lake\"}") >= 3.0 * n);
+    for (p, text) in [(windower, &w), (scorer, &s), (forest, &f), (lake, &l)] {
+        assert!(text.contains("process_resident_memory_bytes"), "{}", p.name);
+        assert_eq!(
+            total(text, "quakelens_dead_letters_total"),
+            0.0,
+            "{}",
+            p.name
+        );
+        assert_promtool_accepts(text, &p.name);
     }
 }
 

@@ -221,9 +221,21 @@ pub const FAST_GROUPS: [&str; 6] = [
 
 /// Runs `quakelens` in the background with its stderr in `dir/<name>.log`.
 pub fn spawn(dir: &Path, name: &str, brokers: &str, args: &[&str]) -> Proc {
+    spawn_with_env(dir, name, brokers, args, &[])
+}
+
+/// As [`spawn`], with extra environment variables.
+pub fn spawn_with_env(
+    dir: &Path,
+    name: &str,
+    brokers: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Proc {
     let log = dir.join(format!("{name}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_quakelens"))
         .args(args)
+        .envs(env.iter().copied())
         .env("KAFKA_BROKERS", brokers)
         .env("QUAKELENS_HEALTH", "127.0.0.1:0")
         .env("QUAKELENS_THREADS", "1")
@@ -325,4 +337,96 @@ pub fn kcat() -> Option<Command> {
     let mut c = Command::new("kcat");
     c.env("LD_LIBRARY_PATH", lib);
     Some(c)
+}
+
+/// `promtool` (Debian package `prometheus`); `None` skips, unless `QUAKELENS_REQUIRE_OPS_TOOLS`
+/// says the run must have it (CI).
+pub fn promtool() -> Option<PathBuf> {
+    let found = Command::new("promtool")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| PathBuf::from("promtool"));
+    if found.is_none() && std::env::var_os("QUAKELENS_REQUIRE_OPS_TOOLS").is_some() {
+        panic!("promtool is required (apt-get install prometheus; .ci/setup does)");
+    }
+    found
+}
+
+/// Runs `promtool check metrics` on a scrape; panics with promtool's complaints.
+pub fn assert_promtool_accepts(scrape: &str, what: &str) {
+    use std::io::Write;
+    let Some(promtool) = promtool() else {
+        return;
+    };
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool starts");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let complaints = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && complaints.trim().is_empty(),
+        "promtool check metrics on {what}:\n{complaints}"
+    );
+}
+
+/// One HTTP/1.1 exchange; returns (status, headers, body).
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connects");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&out[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    (status, head, out[split + 4..].to_vec())
+}
+
+/// The address a service printed for `marker` (e.g. "health on http://").
+pub fn logged_addr(p: &Proc, marker: &str) -> String {
+    let log = p.log_text();
+    log.split(marker)
+        .nth(1)
+        .and_then(|r| r.split(['/', ',', '\n']).next())
+        .unwrap_or_else(|| panic!("{} did not log {marker:?}:\n{log}", p.name))
+        .trim()
+        .to_string()
 }
