@@ -25,6 +25,8 @@ pub enum BenchCommand {
     Signal(SignalBenchArgs),
     /// CNN inference (vs PyTorch eager) and forest training (vs scikit-learn).
     Models(super::bench_models::ModelsBenchArgs),
+    /// TreeSHAP (vs shap.TreeExplainer on the same forest and rows).
+    Explain(super::bench_explain::ExplainBenchArgs),
     /// Live feeds through the broker and the windower/lake services: latency, memory, capacity.
     Services(super::bench_services::ServicesBenchArgs),
 }
@@ -53,6 +55,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Signal(args) => signal(args),
         BenchCommand::Models(args) => super::bench_models::run(args),
         BenchCommand::Services(args) => super::bench_services::run(args),
+        BenchCommand::Explain(args) => super::bench_explain::run(args),
     }
 }
 

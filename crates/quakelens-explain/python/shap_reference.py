@@ -1,0 +1,83 @@
+"""The shap reference for quakelens' explanations (parity tests and benchmarks).
+
+Commands (raw little-endian f64 files):
+  tree-shap OUT.arrow X SHAP BASE ROWS FEATURES TREES SEED MAX_DEPTH
+      fit a scikit-learn RandomForestRegressor (MAX_DEPTH 0 = unlimited), export it with
+      export_sklearn_forest.py, and write test rows X, shap.TreeExplainer's values and
+      expected_value for them.
+  bench-tree FOREST_X FOREST_Y ROWS FEATURES TREES EXPLAIN_ROWS OUT.arrow X SHAP
+      fit on the given data, export, time shap.TreeExplainer on EXPLAIN_ROWS rows (JSON on
+      stdout), write those rows to X and shap's values to SHAP.
+"""
+import json
+import sys
+import time
+
+import numpy as np
+
+
+def read(path):
+    return np.fromfile(path, dtype="<f8")
+
+
+def write(path, values):
+    np.asarray(values, dtype="<f8").tofile(path)
+
+
+def fit(X, y, trees, seed, max_depth):
+    from sklearn.ensemble import RandomForestRegressor
+
+    depth = None if int(max_depth) == 0 else int(max_depth)
+    return RandomForestRegressor(n_estimators=int(trees), max_depth=depth, random_state=int(seed), n_jobs=1).fit(X, y)
+
+
+def cmd_tree_shap(out, x_path, shap_path, base_path, rows, features, trees, seed, max_depth):
+    import shap
+
+    from export_sklearn_forest import export_forest
+
+    rng = np.random.default_rng(int(seed))
+    rows, features = int(rows), int(features)
+    X = rng.normal(size=(rows, features))
+    X[:, 0] = np.round(X[:, 0], 1)  # ties, as real features have
+    y = X[:, 0] * 2 + np.sin(3 * X[:, 1]) + X[:, 2] * X[:, 3] + 0.3 * rng.normal(size=rows)
+    model = fit(X, y, trees, seed, max_depth)
+    export_forest(model, out, [f"x{i}" for i in range(features)])
+    Xt = rng.normal(size=(rows // 4, features))
+    Xt[:, 0] = np.round(Xt[:, 0], 1)
+    # Rows exactly at (float32-rounded) thresholds, where `<=` decides the path.
+    th = model.estimators_[0].tree_.threshold[model.estimators_[0].tree_.children_left != -1][:20]
+    probe = np.repeat(Xt[:1], len(th), axis=0)
+    probe[:, 0] = th.astype(np.float32)
+    Xt = np.vstack([Xt, probe]).astype(np.float32).astype(np.float64)
+    explainer = shap.TreeExplainer(model)
+    values = explainer.shap_values(Xt, check_additivity=True)
+    write(x_path, Xt.ravel())
+    write(shap_path, np.asarray(values).ravel())
+    write(base_path, np.atleast_1d(explainer.expected_value))
+
+
+def cmd_bench_tree(x_path, y_path, rows, features, trees, explain_rows, out, xe_path, shap_path):
+    import shap
+
+    from export_sklearn_forest import export_forest
+
+    rows, features, explain_rows = int(rows), int(features), int(explain_rows)
+    X = read(x_path).reshape(rows, features)
+    y = read(y_path)
+    model = fit(X, y, trees, 0, 0)
+    export_forest(model, out, [f"f{i}" for i in range(features)])
+    Xe = X[:explain_rows].astype(np.float32).astype(np.float64)
+    write(xe_path, Xe.ravel())
+    explainer = shap.TreeExplainer(model)
+    t0 = time.perf_counter()
+    values = explainer.shap_values(Xe, check_additivity=False)
+    seconds = time.perf_counter() - t0
+    write(shap_path, np.asarray(values).ravel())
+    depth = max(e.tree_.max_depth for e in model.estimators_)
+    print(json.dumps({"seconds": seconds, "rows": explain_rows, "max_depth": int(depth), "shap": shap.__version__}))
+
+
+if __name__ == "__main__":
+    cmd, *args = sys.argv[1:]
+    {"tree-shap": cmd_tree_shap, "bench-tree": cmd_bench_tree}[cmd](*args)

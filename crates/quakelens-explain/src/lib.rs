@@ -1,0 +1,35 @@
+//! SHAP explanations for the project's models. [`tree`]: exact path-dependent TreeSHAP for the
+//! magnitude forest, with shap's `TreeExplainer` conventions.
+
+pub mod tree;
+
+pub use tree::{ForestShap, Method, TreeShapError};
+
+/// The shap reference script for parity tests and benchmarks (ships inside the binary).
+pub mod reference {
+    use std::path::Path;
+
+    pub const SCRIPT: &str = include_str!("../python/shap_reference.py");
+
+    /// Runs `shap_reference.py COMMAND ARGS…` in `work_dir`; returns its stdout.
+    pub fn run(
+        python: &Path,
+        work_dir: &Path,
+        command: &str,
+        args: &[String],
+    ) -> Result<String, String> {
+        quakelens_signal::reference::run_script(
+            python,
+            work_dir,
+            &[
+                ("shap_reference.py", SCRIPT),
+                (
+                    "export_sklearn_forest.py",
+                    quakelens_models::reference::EXPORTER,
+                ),
+            ],
+            command,
+            args,
+        )
+    }
+}
