@@ -6,6 +6,7 @@
 //! ids they hold, so writing the same windows again replaces a file instead of duplicating rows.
 //! DuckDB and pyarrow read the same files (`hive_partitioning`).
 
+mod explanations;
 mod layout;
 mod query;
 mod record;
@@ -13,6 +14,7 @@ mod schema;
 mod scores;
 mod writer;
 
+pub use explanations::{forest_shap_schema, ForestShapRecord};
 pub use layout::{LakeError, LakeManifest, TABLES};
 pub use query::{Answer, Lake, QueryError, QueryLimits};
 pub use record::{KeyRef, Keyed, SourceAttributes, WindowKey, WindowRecord};

@@ -133,7 +133,7 @@ impl LakeWriter {
 
     /// Groups rows by model hash first, so each model's rows get their own files (and the same
     /// model rerun replaces exactly its own).
-    fn write_per_model<'r, T: Keyed>(
+    pub(crate) fn write_per_model<'r, T: Keyed>(
         &self,
         rows: &'r [T],
         model: impl Fn(&T) -> &str,

@@ -72,6 +72,8 @@ pub struct RunReport {
     /// CNN scores and forest magnitudes written (0 without models).
     pub scored: usize,
     pub magnitudes: usize,
+    /// Windows whose magnitude was explained (TreeSHAP rows in `forest_shap`).
+    pub explained: usize,
     /// Windows the forest could not score, with the reason.
     pub unscored: Vec<String>,
     /// Content hashes of the models used.
@@ -180,7 +182,8 @@ struct Sink {
 impl Sink {
     fn open(cfg: &PipelineConfig, report: &mut RunReport) -> Result<Self, RunError> {
         let writer = LakeWriter::open(&cfg.lake, cfg.spectrogram_shape())?;
-        let scorer = Scorer::load(&cfg.models, cfg.score_batch)?;
+        let mut scorer = Scorer::load(&cfg.models, cfg.score_batch)?;
+        scorer.explain = true;
         report.cnn_model = scorer.cnn.as_ref().map(|m| m.hash.0.clone());
         report.forest_model = scorer
             .forest
@@ -204,6 +207,14 @@ impl Sink {
                 .files
                 .len();
             report.unscored.extend(scored.unscored);
+            if let Some((forest, _)) = &self.scorer.forest {
+                report.explained += scored.forest_shap.len();
+                report.lake_files += self
+                    .writer
+                    .write_forest_shap(&scored.forest_shap, &forest.spec.features)?
+                    .files
+                    .len();
+            }
         }
         Ok(())
     }

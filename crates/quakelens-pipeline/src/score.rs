@@ -4,7 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use quakelens_lake::{MagnitudeRecord, ScoreRecord, SourceAttributes, WindowKey, WindowRecord};
+use quakelens_explain::ForestShap;
+use quakelens_lake::{
+    ForestShapRecord, MagnitudeRecord, ScoreRecord, SourceAttributes, WindowKey, WindowRecord,
+};
 use quakelens_models::cnn::{CnnError, CnnModel};
 use quakelens_models::forest::{Forest, ForestFileError};
 
@@ -18,6 +21,8 @@ pub enum ScoreError {
         "forest {path}: input {name:?} is neither a waveform feature nor a catalogue attribute"
     )]
     UnknownInput { path: String, name: String },
+    #[error("explaining the forest: {0}")]
+    Explain(String),
 }
 
 /// Model files to score with.
@@ -41,6 +46,8 @@ pub struct Scorer {
     pub cnn: Option<CnnModel>,
     pub forest: Option<(Forest, Vec<InputSource>)>,
     pub batch: usize,
+    /// Also explain the forest's magnitudes (exact TreeSHAP).
+    pub explain: bool,
 }
 
 /// What one scoring pass produced.
@@ -50,6 +57,8 @@ pub struct Scored {
     pub magnitudes: Vec<MagnitudeRecord>,
     /// Windows the forest could not score, with the reason (e.g. a missing catalogue column).
     pub unscored: Vec<String>,
+    /// TreeSHAP values of the magnitudes (when [`Scorer::explain`] is set).
+    pub forest_shap: Vec<ForestShapRecord>,
 }
 
 fn now_ns() -> i64 {
@@ -75,6 +84,7 @@ impl Scorer {
             cnn,
             forest,
             batch: batch.max(1),
+            explain: false,
         })
     }
 
@@ -90,8 +100,25 @@ impl Scorer {
             let inputs: Vec<&[f32]> = records.iter().map(|r| r.spectrogram.as_slice()).collect();
             out.scores = cnn_scores(model, &keys, &inputs, self.batch)?;
         }
-        if let Some((forest, map)) = &self.forest {
-            let rows: Vec<Vec<f64>> = records
+        if let (Some((forest, _)), Some(rows)) = (&self.forest, self.forest_rows(records)) {
+            let (m, unscored) = forest_magnitudes(forest, &keys, &rows);
+            out.magnitudes = m;
+            out.unscored = unscored;
+            if self.explain {
+                out.forest_shap = forest_explanations(forest, &keys, &rows)?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Scorer {
+    /// Each record's forest inputs in the forest's order (NaN where missing); `None` without
+    /// a forest.
+    pub fn forest_rows(&self, records: &[WindowRecord]) -> Option<Vec<Vec<f64>>> {
+        let (_, map) = self.forest.as_ref()?;
+        Some(
+            records
                 .iter()
                 .map(|r| {
                     map.iter()
@@ -103,12 +130,8 @@ impl Scorer {
                         })
                         .collect()
                 })
-                .collect();
-            let (m, unscored) = forest_magnitudes(forest, &keys, &rows);
-            out.magnitudes = m;
-            out.unscored = unscored;
-        }
-        Ok(out)
+                .collect(),
+        )
     }
 }
 
@@ -191,4 +214,40 @@ pub fn forest_magnitudes(
         });
     }
     (out, unscored)
+}
+
+/// TreeSHAP explanations of the forest's magnitudes for the rows it can score (rows with a
+/// missing input are skipped, as [`forest_magnitudes`] skips them); rows in parallel.
+pub fn forest_explanations(
+    forest: &Forest,
+    keys: &[WindowKey],
+    rows: &[Vec<f64>],
+) -> Result<Vec<ForestShapRecord>, ScoreError> {
+    let shap = ForestShap::new(forest).map_err(|e| ScoreError::Explain(e.to_string()))?;
+    let hash = forest
+        .hash
+        .as_ref()
+        .map(|h| h.0.clone())
+        .unwrap_or_default();
+    let complete: Vec<(&WindowKey, Vec<f32>)> = keys
+        .iter()
+        .zip(rows)
+        .filter(|(_, row)| row.iter().all(|v| v.is_finite()))
+        .map(|(k, row)| (k, row.iter().map(|&v| v as f32).collect()))
+        .collect();
+    use rayon::prelude::*;
+    complete
+        .par_iter()
+        .map(|(k, x)| {
+            let values = shap
+                .explain_row(x)
+                .map_err(|e| ScoreError::Explain(format!("{}: {e}", k.window_id)))?;
+            Ok(ForestShapRecord {
+                key: (*k).clone(),
+                model_hash: hash.clone(),
+                base_value: shap.base_value(),
+                values,
+            })
+        })
+        .collect()
 }

@@ -90,6 +90,20 @@ fn cnn_and_forest_train_to_target_and_score_every_window() {
         windows
     );
     assert_eq!(sql_count(&lake, "SELECT count(*) FROM magnitudes"), windows);
+    // Every magnitude is explained: 69 TreeSHAP values per window that add up to it.
+    assert_eq!(
+        sql_count(&lake, "SELECT count(*) FROM forest_shap"),
+        69 * windows
+    );
+    assert_eq!(
+        sql_count(
+            &lake,
+            "SELECT count(*) FROM (SELECT f.window_id, sum(f.value) + max(f.base_value) AS total, \
+             max(m.magnitude_pred) AS pred FROM forest_shap f JOIN magnitudes m USING (window_id) \
+             GROUP BY f.window_id) WHERE abs(total - pred) < 1e-9"
+        ),
+        windows
+    );
     // Scoring again with the same model replaces rows instead of adding them.
     quakelens(&["score", "--lake", &lake, "--cnn", &cnn]);
     assert_eq!(sql_count(&lake, "SELECT count(*) FROM scores"), windows);
@@ -126,6 +140,11 @@ fn cnn_and_forest_train_to_target_and_score_every_window() {
     assert!(text.contains("20 magnitudes estimated"), "{text}");
     assert_eq!(sql_count(&lake2, "SELECT count(*) FROM scores"), 20);
     assert_eq!(sql_count(&lake2, "SELECT count(*) FROM magnitudes"), 20);
+    assert!(text.contains("20 magnitudes explained"), "{text}");
+    assert_eq!(
+        sql_count(&lake2, "SELECT count(DISTINCT window_id) FROM forest_shap"),
+        20
+    );
 }
 
 #[test]

@@ -146,6 +146,10 @@ fn print_report(r: &RunReport) {
             r.magnitudes,
             r.unscored.len()
         );
+        println!(
+            "shap       {} magnitudes explained (exact TreeSHAP, table forest_shap)",
+            r.explained
+        );
     }
     println!(
         "lake       {} rows in {} files under {}",

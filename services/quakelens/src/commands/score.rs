@@ -8,7 +8,7 @@ use clap::Args;
 
 use quakelens_lake::{Lake, LakeManifest, LakeWriter, WindowKey};
 use quakelens_models::dataset::{load_examples, Selection};
-use quakelens_pipeline::score::{cnn_scores, forest_magnitudes, Scorer};
+use quakelens_pipeline::score::{cnn_scores, forest_explanations, forest_magnitudes, Scorer};
 
 use super::{runtime, set_threads, ModelOptions, DEFAULT_LAKE};
 
@@ -77,6 +77,15 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         for u in unscored.iter().take(5) {
             eprintln!("  unscored: {u}");
         }
+        let t = std::time::Instant::now();
+        let explained = forest_explanations(forest, &keys, &rows)?;
+        writer.write_forest_shap(&explained, &forest.spec.features)?;
+        println!(
+            "shap    {} windows explained (exact TreeSHAP, {} features each) in {:.2} s",
+            explained.len(),
+            forest.n_features(),
+            t.elapsed().as_secs_f64()
+        );
     }
     println!("{:.2} s", started.elapsed().as_secs_f64());
     Ok(())
