@@ -14,7 +14,9 @@ use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow::ipc::CompressionType;
 
-use quakelens_lake::{MagnitudeRecord, ScoreRecord, SourceAttributes, WindowKey, WindowRecord};
+use quakelens_lake::{
+    ForestShapRecord, MagnitudeRecord, ScoreRecord, SourceAttributes, WindowKey, WindowRecord,
+};
 
 /// Schema metadata key naming the message kind and version.
 pub const KIND: &str = "quakelens.message";
@@ -35,7 +37,20 @@ pub enum MessageError {
 }
 
 fn encode(kind: &str, fields: Vec<Field>, columns: Vec<ArrayRef>) -> Vec<u8> {
-    let schema = Arc::new(Schema::new(fields).with_metadata([(KIND.into(), kind.into())].into()));
+    encode_with(kind, &[], fields, columns)
+}
+
+/// As [`encode`], with more schema metadata.
+fn encode_with(
+    kind: &str,
+    metadata: &[(&str, String)],
+    fields: Vec<Field>,
+    columns: Vec<ArrayRef>,
+) -> Vec<u8> {
+    let mut meta: std::collections::HashMap<String, String> =
+        [(KIND.to_string(), kind.to_string())].into();
+    meta.extend(metadata.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    let schema = Arc::new(Schema::new(fields).with_metadata(meta));
     let batch = RecordBatch::try_new(schema.clone(), columns)
         .expect("columns are built from the schema they are paired with");
     let options = IpcWriteOptions::default()
@@ -428,6 +443,126 @@ pub fn decode_magnitudes(bytes: &[u8]) -> Result<Vec<MagnitudeRecord>, MessageEr
     Ok(out)
 }
 
+const FOREST_SHAP_TASKS_KIND: &str = "shap-tasks/forest/v1";
+const FOREST_SHAP_KIND: &str = "forest-shap/v1";
+/// Schema metadata key of the feature names a forest-shap message's values follow (JSON list).
+const FEATURES: &str = "quakelens.features";
+
+/// One window's forest inputs to explain, for the model that estimated its magnitude.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ForestShapTask {
+    pub key: WindowKey,
+    pub model_hash: String,
+    /// The window's last sample (ns), for the window-end → explained latency.
+    pub end_ns: i64,
+    /// The forest's inputs, in its feature order.
+    pub inputs: Vec<f64>,
+}
+
+/// Encodes forest explanation tasks (`shap.tasks`).
+pub fn encode_forest_shap_tasks(tasks: &[ForestShapTask]) -> Vec<u8> {
+    let mut fields = key_fields();
+    let mut columns = key_columns(tasks.iter().map(|t| &t.key));
+    fields.extend([
+        Field::new("model_hash", DataType::Utf8, false),
+        Field::new("end_ns", DataType::Int64, false),
+        Field::new(
+            "inputs",
+            DataType::List(Arc::new(Field::new("item", DataType::Float64, false))),
+            false,
+        ),
+    ]);
+    columns.extend([
+        utf8(tasks.iter().map(|t| t.model_hash.as_str())),
+        Arc::new(Int64Array::from_iter_values(tasks.iter().map(|t| t.end_ns))) as ArrayRef,
+        list::<arrow::datatypes::Float64Type>(
+            tasks
+                .iter()
+                .flat_map(|t| t.inputs.iter().copied())
+                .collect(),
+            tasks.iter().map(|t| t.inputs.len()),
+        ),
+    ]);
+    encode(FOREST_SHAP_TASKS_KIND, fields, columns)
+}
+
+pub fn decode_forest_shap_tasks(bytes: &[u8]) -> Result<Vec<ForestShapTask>, MessageError> {
+    let mut out = Vec::new();
+    for batch in decode(bytes, FOREST_SHAP_TASKS_KIND)? {
+        let c = Columns(&batch);
+        for row in 0..batch.num_rows() {
+            out.push(ForestShapTask {
+                key: key_at(&c, row)?,
+                model_hash: c.text("model_hash", row)?,
+                end_ns: required(c.i64("end_ns", row)?, row, "end_ns")?,
+                inputs: list_values::<arrow::datatypes::Float64Type>(&c, "inputs", row)?,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Encodes forest explanations (`shap.results`); `features` names the values.
+pub fn encode_forest_shap(rows: &[ForestShapRecord], features: &[String]) -> Vec<u8> {
+    let mut fields = key_fields();
+    let mut columns = key_columns(rows.iter().map(|r| &r.key));
+    fields.extend([
+        Field::new("model_hash", DataType::Utf8, false),
+        Field::new("base_value", DataType::Float64, false),
+        Field::new(
+            "values",
+            DataType::List(Arc::new(Field::new("item", DataType::Float64, false))),
+            false,
+        ),
+    ]);
+    columns.extend([
+        utf8(rows.iter().map(|r| r.model_hash.as_str())),
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|r| r.base_value),
+        )) as ArrayRef,
+        list::<arrow::datatypes::Float64Type>(
+            rows.iter().flat_map(|r| r.values.iter().copied()).collect(),
+            rows.iter().map(|r| r.values.len()),
+        ),
+    ]);
+    let names = serde_json::to_string(features).expect("strings serialise");
+    encode_with(FOREST_SHAP_KIND, &[(FEATURES, names)], fields, columns)
+}
+
+/// Decodes forest explanations and the feature names their values follow.
+pub fn decode_forest_shap(
+    bytes: &[u8],
+) -> Result<(Vec<ForestShapRecord>, Vec<String>), MessageError> {
+    let reader = StreamReader::try_new(Cursor::new(bytes), None)?;
+    let names = reader
+        .schema()
+        .metadata()
+        .get(FEATURES)
+        .and_then(|j| serde_json::from_str::<Vec<String>>(j).ok())
+        .ok_or_else(|| MessageError::Column(FEATURES.to_string()))?;
+    let mut out = Vec::new();
+    for batch in decode(bytes, FOREST_SHAP_KIND)? {
+        let c = Columns(&batch);
+        for row in 0..batch.num_rows() {
+            let values = list_values::<arrow::datatypes::Float64Type>(&c, "values", row)?;
+            if values.len() != names.len() {
+                return Err(MessageError::Column(format!(
+                    "values (row {row} has {}, the message names {} features)",
+                    values.len(),
+                    names.len()
+                )));
+            }
+            out.push(ForestShapRecord {
+                key: key_at(&c, row)?,
+                model_hash: c.text("model_hash", row)?,
+                base_value: required(c.f64("base_value", row)?, row, "base_value")?,
+                values,
+            });
+        }
+    }
+    Ok((out, names))
+}
+
 /// Schema of a windows message (documentation and tests).
 pub fn windows_message_schema() -> SchemaRef {
     let empty = encode_windows(&[]);
@@ -439,6 +574,47 @@ pub fn windows_message_schema() -> SchemaRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forest_shap_tasks_and_results_round_trip() {
+        let key = WindowKey {
+            window_id: "w1".into(),
+            network: "XX".into(),
+            station: "A".into(),
+            location: "00".into(),
+            band: "HH".into(),
+            start_ns: 5,
+        };
+        let tasks = vec![ForestShapTask {
+            key: key.clone(),
+            model_hash: "sha256:f".into(),
+            end_ns: 25,
+            inputs: vec![1.0, -2.5, 3.25],
+        }];
+        assert_eq!(
+            decode_forest_shap_tasks(&encode_forest_shap_tasks(&tasks)).unwrap(),
+            tasks
+        );
+        let rows = vec![ForestShapRecord {
+            key,
+            model_hash: "sha256:f".into(),
+            base_value: 2.0,
+            values: vec![0.5, -0.25, 0.125],
+        }];
+        let names: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let bytes = encode_forest_shap(&rows, &names);
+        assert_eq!(
+            decode_forest_shap(&bytes).unwrap(),
+            (rows.clone(), names.clone())
+        );
+        // A results message is not a task message, and values must match the names.
+        assert!(decode_forest_shap_tasks(&bytes).is_err());
+        let short = encode_forest_shap(&rows, &names[..2]);
+        assert!(decode_forest_shap(&short)
+            .unwrap_err()
+            .to_string()
+            .contains("3, the message names 2"));
+    }
 
     fn window(i: usize) -> WindowRecord {
         WindowRecord {

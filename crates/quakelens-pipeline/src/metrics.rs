@@ -28,7 +28,7 @@ const BATCH_BUCKETS: [f64; 11] = [
 
 /// The name of every family [`Metrics`] registers (dashboards and alert rules may use only these,
 /// the process collector's `process_*` and Prometheus's own series).
-pub const FAMILIES: [&str; 19] = [
+pub const FAMILIES: [&str; 20] = [
     "quakelens_records_in_total",
     "quakelens_records_out_total",
     "quakelens_records_failed_total",
@@ -48,6 +48,7 @@ pub const FAMILIES: [&str; 19] = [
     "quakelens_aftershock_probability",
     "quakelens_queries_total",
     "quakelens_query_duration_seconds",
+    "quakelens_shap_task_duration_seconds",
 ];
 
 /// Every family a quakelens process can export.
@@ -72,6 +73,7 @@ pub struct Metrics {
     aftershock_probability: Histogram,
     queries: IntCounterVec,
     query_seconds: Histogram,
+    shap_task_seconds: Histogram,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -121,6 +123,16 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(query_seconds.clone()))
+            .expect("registered once");
+        let shap_task_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "quakelens_shap_task_duration_seconds",
+                "Time to explain one task message (a few windows)",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        r.register(Box::new(shap_task_seconds.clone()))
             .expect("registered once");
         Arc::new(Self {
             records_in: counter(&r, "quakelens_records_in_total", "Messages a stage consumed", &s),
@@ -221,6 +233,7 @@ impl Metrics {
                 &["outcome"],
             ),
             query_seconds,
+            shap_task_seconds,
             registry: r,
         })
     }
@@ -352,6 +365,11 @@ impl StageMetrics {
         }
     }
 
+    /// One SHAP task message explained in `seconds`.
+    pub fn shap_task(&self, seconds: f64) {
+        self.all.shap_task_seconds.observe(seconds);
+    }
+
     /// One CNN prediction for `station`.
     pub fn prediction(&self, station: &str, p_aftershock: f32) {
         let class = if p_aftershock >= 0.5 {
@@ -431,6 +449,7 @@ mod tests {
         w.window_latency(1.0);
         w.late_samples("XX.A.00.HH", 1);
         m.query("ok", 0.01);
+        w.shap_task(0.01);
         let text = m.encode();
         let names: std::collections::BTreeSet<&str> = text
             .lines()

@@ -27,7 +27,7 @@ enum Command {
     Train(commands::train::TrainCommand),
     /// Score the lake's windows with the CNN and/or the forest.
     Score(commands::score::ScoreArgs),
-    /// Answer SQL over the lake (tables: windows, features, scores, magnitudes).
+    /// Answer SQL over the lake (tables: windows, features, scores, magnitudes, forest_shap).
     Sql(commands::sql::SqlArgs),
     /// Write a labelled synthetic dataset as miniSEED plus catalog.csv.
     Synth(commands::synth::SynthArgs),
@@ -42,9 +42,11 @@ enum Command {
     Windower(Box<commands::serve::WindowerArgs>),
     /// Service: windows → scores with the CNN.
     Scorer(commands::serve::ModelServiceArgs),
-    /// Service: windows → magnitudes with the random forest.
+    /// Service: windows → magnitudes with the random forest (+ shap.tasks with --explain).
     Forest(commands::serve::ModelServiceArgs),
-    /// Service: windows, scores and magnitudes → the Parquet lake (each row once).
+    /// Service: shap.tasks → shap.results (exact TreeSHAP); run several to share the work.
+    Explainer(commands::serve::ExplainerArgs),
+    /// Service: windows, scores, magnitudes and explanations → the Parquet lake (each row once).
     Lake(commands::serve::LakeArgs),
     /// Service: SQL over the lake on HTTP.
     Query(commands::query::QueryArgs),
@@ -74,6 +76,7 @@ fn main() -> std::process::ExitCode {
         Command::Windower(args) => commands::serve::windower(*args),
         Command::Scorer(args) => commands::serve::model_service(args, false),
         Command::Forest(args) => commands::serve::model_service(args, true),
+        Command::Explainer(args) => commands::serve::explainer(args),
         Command::Lake(args) => commands::serve::lake(args),
         Command::Query(args) => commands::query::run(args),
     };

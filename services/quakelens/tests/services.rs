@@ -794,3 +794,88 @@ fn seedlink_feed_reaches_the_lake() {
     assert!(status.success(), "{}", ingest.log_text());
     drop(rt);
 }
+
+/// The forest service cuts explanation tasks; explainer workers in one group share them; one
+/// killed mid-work has its tasks redone. The lake ends with exactly the explanations `quakelens
+/// score` computes in one process, each once.
+#[test]
+fn explainer_workers_share_the_tasks_and_lose_none() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Broker::start(dir.path(), "memory") else {
+        return;
+    };
+    let syn = synthetic(dir.path(), 3, 3);
+    let catalog = syn.join("catalog.csv");
+    let lake = embedded(dir.path(), &[&syn], Some(&catalog), &[]);
+    let forest = dir.path().join("forest.arrow");
+    let l = lake.to_str().unwrap();
+    let f = forest.to_str().unwrap();
+    quakelens(
+        "",
+        &[
+            "train", "forest", "--lake", l, "--out", f, "--trees", "60", "--quiet",
+        ],
+    );
+    quakelens("", &["score", "--lake", l, "--forest", f]);
+    let windows = count(&lake, "windows");
+    assert!(windows > 200, "{windows} windows");
+
+    let s = Services::new(dir.path(), &broker);
+    let sink = s.lake_sink("lake");
+    let windower = s.windower("windower", &["--catalog", catalog.to_str().unwrap()]);
+    let mut forest_args = vec!["forest", "--model", f, "--explain"];
+    forest_args.extend(FAST_GROUPS);
+    let forest_svc = spawn(dir.path(), "forest", &s.brokers, &forest_args);
+    let mut explainer_args = vec!["explainer", "--model", f];
+    explainer_args.extend(FAST_GROUPS);
+    let mut first = spawn(dir.path(), "explainer-1", &s.brokers, &explainer_args);
+    let mut ingest = s.ingest(&[&syn], &[]);
+    assert!(
+        ingest.wait(Duration::from_secs(300)).success(),
+        "{}",
+        ingest.log_text()
+    );
+    // Kill the first worker once it has taken tasks, then run two.
+    wait_for(
+        Duration::from_secs(300),
+        "the first explainer at work",
+        || records_in(&first) > 0,
+    );
+    first.kill9();
+    let second = spawn(dir.path(), "explainer-2", &s.brokers, &explainer_args);
+    let first = spawn(dir.path(), "explainer-1b", &s.brokers, &explainer_args);
+    let rows = 69 * windows;
+    wait_for(
+        Duration::from_secs(600),
+        "every magnitude explained",
+        || count(&s.lake, "forest_shap") >= rows,
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        count(&s.lake, "forest_shap"),
+        rows,
+        "duplicated explanation rows"
+    );
+    let q = "SELECT window_id, model_hash, feature, value, base_value FROM forest_shap \
+             ORDER BY window_id, feature";
+    assert_eq!(sql_rows(&s.lake, q), sql_rows(&lake, q));
+    // Both workers of the second round did work (tasks spread over the partitions).
+    assert!(records_in(&second) > 0, "{}", second.log_text());
+    let _ = first;
+    let text = scrape(&second);
+    assert!(
+        total(&text, "quakelens_shap_task_duration_seconds_count") > 0.0,
+        "{text}"
+    );
+    assert!(
+        total(
+            &text,
+            "quakelens_window_latency_seconds_count{stage=\"explainer\"}"
+        ) > 0.0
+    );
+    assert_promtool_accepts(&text, "explainer");
+    for p in [&sink, &windower, &forest_svc] {
+        assert!(p.log_text().contains("health on"), "{}", p.name);
+    }
+}

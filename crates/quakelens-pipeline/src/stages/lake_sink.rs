@@ -1,4 +1,4 @@
-//! `windows`, `scores`, `magnitudes` → Parquet. At-least-once delivery becomes exactly-once rows:
+//! `windows`, `scores`, `magnitudes`, `shap.results` → Parquet. At-least-once delivery becomes exactly-once rows:
 //! the sink remembers which (table, window_id[, model]) it holds, loading them from the lake at
 //! start, and skips what it already wrote, so a replay after a crash adds nothing twice.
 
@@ -8,12 +8,14 @@ use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, StringArray, StringViewArray};
 
-use quakelens_lake::{Lake, LakeWriter, MagnitudeRecord, ScoreRecord, WindowRecord};
-use quakelens_transport::topics::{header, MAGNITUDES, SCORES, WINDOWS};
+use quakelens_lake::{
+    ForestShapRecord, Lake, LakeWriter, MagnitudeRecord, ScoreRecord, WindowRecord,
+};
+use quakelens_transport::topics::{header, MAGNITUDES, SCORES, SHAP_RESULTS, WINDOWS};
 use quakelens_transport::{Incoming, Transport};
 
 use super::{after_batch, dead_letter, now_ns, Stage, StageError, StageMetrics};
-use crate::messages::{decode_magnitudes, decode_scores, decode_windows};
+use crate::messages::{decode_forest_shap, decode_magnitudes, decode_scores, decode_windows};
 
 const STAGE: &str = "lake";
 
@@ -51,6 +53,7 @@ pub struct LakeSinkStage {
     windows: HashSet<String>,
     scores: HashSet<(String, String)>,
     magnitudes: HashSet<(String, String)>,
+    forest_shap: HashSet<(String, String)>,
     batch: usize,
     /// Seconds from window end to its row being in the lake, per message.
     pub latencies: Arc<Mutex<Vec<f64>>>,
@@ -84,6 +87,7 @@ impl LakeSinkStage {
             windows: HashSet::new(),
             scores: HashSet::new(),
             magnitudes: HashSet::new(),
+            forest_shap: HashSet::new(),
             batch: 500,
             latencies: Arc::new(Mutex::new(Vec::new())),
             duplicates_skipped: 0,
@@ -95,9 +99,10 @@ impl LakeSinkStage {
         for (table, set) in [
             ("scores", &mut me.scores),
             ("magnitudes", &mut me.magnitudes),
+            ("forest_shap", &mut me.forest_shap),
         ] {
             if has_table(root, table) {
-                let sql = format!("SELECT window_id || '|' || model_hash FROM {table}");
+                let sql = format!("SELECT DISTINCT window_id || '|' || model_hash FROM {table}");
                 for pair in column_strings(&lake, &sql).await? {
                     if let Some((id, model)) = pair.split_once('|') {
                         set.insert((id.to_string(), model.to_string()));
@@ -133,6 +138,8 @@ impl Stage for LakeSinkStage {
         let mut windows: Vec<WindowRecord> = Vec::new();
         let mut scores: Vec<ScoreRecord> = Vec::new();
         let mut magnitudes: Vec<MagnitudeRecord> = Vec::new();
+        // Explanations with the feature names their values follow.
+        let mut explained: Vec<(Vec<String>, Vec<ForestShapRecord>)> = Vec::new();
         let mut dead = Vec::new();
         let mut ends = Vec::new();
         for m in &batch {
@@ -144,6 +151,12 @@ impl Stage for LakeSinkStage {
                 WINDOWS => decode_windows(payload).map(|r| windows.extend(r)),
                 SCORES => decode_scores(payload).map(|r| scores.extend(r)),
                 MAGNITUDES => decode_magnitudes(payload).map(|r| magnitudes.extend(r)),
+                SHAP_RESULTS => decode_forest_shap(payload).map(|(rows, names)| {
+                    match explained.iter_mut().find(|(n, _)| *n == names) {
+                        Some((_, all)) => all.extend(rows),
+                        None => explained.push((names, rows)),
+                    }
+                }),
                 other => {
                     dead.push(dead_letter(STAGE, m, &format!("unexpected topic {other}")));
                     continue;
@@ -161,7 +174,10 @@ impl Stage for LakeSinkStage {
                 Err(e) => dead.push(dead_letter(STAGE, m, &format!("{} message: {e}", m.topic))),
             }
         }
-        let before = windows.len() + scores.len() + magnitudes.len();
+        let explained_rows = |e: &[(Vec<String>, Vec<ForestShapRecord>)]| -> usize {
+            e.iter().map(|(_, r)| r.len()).sum()
+        };
+        let before = windows.len() + scores.len() + magnitudes.len() + explained_rows(&explained);
         windows.retain(|r| !self.windows.contains(&r.window_id));
         scores.retain(|r| {
             !self
@@ -173,12 +189,22 @@ impl Stage for LakeSinkStage {
                 .magnitudes
                 .contains(&(r.key.window_id.clone(), r.model_hash.clone()))
         });
-        let fresh = windows.len() + scores.len() + magnitudes.len();
+        let mut seen_now = HashSet::new();
+        for (_, rows) in &mut explained {
+            rows.retain(|r| {
+                let k = (r.key.window_id.clone(), r.model_hash.clone());
+                !self.forest_shap.contains(&k) && seen_now.insert(k)
+            });
+        }
+        let fresh = windows.len() + scores.len() + magnitudes.len() + explained_rows(&explained);
         self.duplicates_skipped += (before - fresh) as u64;
         tokio::task::block_in_place(|| -> Result<(), StageError> {
             self.writer.write(&windows)?;
             self.writer.write_scores(&scores)?;
             self.writer.write_magnitudes(&magnitudes)?;
+            for (names, rows) in &explained {
+                self.writer.write_forest_shap(rows, names)?;
+            }
             Ok(())
         })?;
         self.windows
@@ -189,6 +215,11 @@ impl Stage for LakeSinkStage {
             magnitudes
                 .into_iter()
                 .map(|r| (r.key.window_id, r.model_hash)),
+        );
+        self.forest_shap.extend(
+            explained
+                .into_iter()
+                .flat_map(|(_, rows)| rows.into_iter().map(|r| (r.key.window_id, r.model_hash))),
         );
         let now = now_ns();
         {

@@ -1,12 +1,16 @@
 //! `windows` → `scores` (the CNN, service `scorer`) and/or `magnitudes` (the forest, service
 //! `forest`): the same [`Scorer`] the embedded run uses, fed by the transport.
 
-use quakelens_lake::WindowRecord;
-use quakelens_transport::topics::{header, MAGNITUDES, SCORES, WINDOWS};
+use std::collections::HashSet;
+
+use quakelens_lake::{WindowKey, WindowRecord};
+use quakelens_transport::topics::{header, MAGNITUDES, SCORES, SHAP_TASKS, WINDOWS};
 use quakelens_transport::{Incoming, Outgoing, Transport};
 
 use super::{after_batch, dead_letter, Stage, StageError, StageMetrics};
-use crate::messages::{decode_windows, encode_magnitudes, encode_scores};
+use crate::messages::{
+    decode_windows, encode_forest_shap_tasks, encode_magnitudes, encode_scores, ForestShapTask,
+};
 use crate::score::{Scored, Scorer};
 
 /// Scores every window message; a message that cannot be decoded or scored is a dead letter.
@@ -16,7 +20,12 @@ pub struct ScorerStage {
     batch: usize,
     /// Windows the forest could not score (missing inputs), with the reason.
     pub unscored: Vec<String>,
+    /// Send each magnitude's inputs to `shap.tasks` for the explainer workers.
+    pub explain: bool,
 }
+
+/// Windows per `shap.tasks` message: small, so tasks spread over partitions and workers.
+const WINDOWS_PER_TASK: usize = 8;
 
 impl ScorerStage {
     /// `name` is the service (`scorer` or `forest`), used in dead letters and logs.
@@ -26,7 +35,49 @@ impl ScorerStage {
             name,
             batch: 64,
             unscored: Vec::new(),
+            explain: false,
         }
+    }
+}
+
+impl ScorerStage {
+    /// Explanation tasks for the windows whose magnitude was estimated (`done`).
+    fn tasks(&self, records: &[WindowRecord], done: &HashSet<&str>) -> Vec<Outgoing> {
+        let (Some((forest, _)), Some(rows)) =
+            (&self.scorer.forest, self.scorer.forest_rows(records))
+        else {
+            return Vec::new();
+        };
+        let hash = forest
+            .hash
+            .as_ref()
+            .map(|h| h.0.clone())
+            .unwrap_or_default();
+        let tasks: Vec<ForestShapTask> = records
+            .iter()
+            .zip(rows)
+            .filter(|(r, row)| {
+                done.contains(r.window_id.as_str()) && row.iter().all(|v| v.is_finite())
+            })
+            .map(|(r, inputs)| ForestShapTask {
+                key: WindowKey::of(r),
+                model_hash: hash.clone(),
+                end_ns: r.end_ns,
+                inputs,
+            })
+            .collect();
+        tasks
+            .chunks(WINDOWS_PER_TASK)
+            .map(|chunk| {
+                let end = chunk.iter().map(|t| t.end_ns).max().unwrap_or(0);
+                Outgoing::new(
+                    SHAP_TASKS,
+                    chunk[0].key.window_id.clone(),
+                    encode_forest_shap_tasks(chunk),
+                )
+                .header(header::WINDOW_END_NS, end.to_string())
+            })
+            .collect()
     }
 }
 
@@ -98,7 +149,7 @@ impl Stage for ScorerStage {
             .max()
             .unwrap_or(0)
             .to_string();
-        let mut done = std::collections::HashSet::new();
+        let mut done = HashSet::new();
         for (dead, s) in &scored {
             out.extend(dead.iter().cloned());
             metrics
@@ -130,6 +181,9 @@ impl Stage for ScorerStage {
                         .header(header::WINDOW_END_NS, end.clone()),
                 );
             }
+        }
+        if self.explain {
+            out.extend(self.tasks(&all, &done));
         }
         let dead = out
             .iter()

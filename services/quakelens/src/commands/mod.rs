@@ -1,6 +1,7 @@
 //! One module per subcommand: its arguments and what it does.
 
 pub mod bench;
+pub mod bench_explain;
 pub mod bench_models;
 pub mod bench_services;
 pub mod inspect;

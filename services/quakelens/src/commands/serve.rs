@@ -1,4 +1,5 @@
-//! The Kafka services: `ingest`, `windower`, `scorer`, `forest`, `lake`, plus `topics`.
+//! The Kafka services: `ingest`, `windower`, `scorer`, `forest`, `explainer`, `lake`, plus
+//! `topics`.
 //! Each is one process: flags or environment for settings (12-factor), a health endpoint,
 //! SIGTERM finishes the batch in flight, commits and exits.
 
@@ -13,6 +14,7 @@ use tokio::sync::watch;
 use quakelens_pipeline::metrics::{Metrics, StageMetrics};
 use quakelens_pipeline::score::{ModelPaths, Scorer};
 use quakelens_pipeline::stages;
+use quakelens_pipeline::stages::explainer::ExplainerStage;
 use quakelens_pipeline::stages::ingest::{replay, IngestConfig, Pace};
 use quakelens_pipeline::stages::lake_sink::{LakeSinkStage, LatencySummary};
 use quakelens_pipeline::stages::scorer::ScorerStage;
@@ -130,6 +132,19 @@ pub struct ModelServiceArgs {
     /// Windows per CNN forward pass.
     #[arg(long, default_value_t = 64)]
     score_batch: usize,
+    /// (forest) Send each magnitude's inputs to `shap.tasks` for the `explainer` workers.
+    #[arg(long, env = "QUAKELENS_EXPLAIN")]
+    explain: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExplainerArgs {
+    #[command(flatten)]
+    service: ServiceOptions,
+    /// The forest file the tasks were scored with (`.arrow`); tasks for another model are
+    /// dead letters.
+    #[arg(long, env = "QUAKELENS_MODEL")]
+    model: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -332,13 +347,27 @@ pub fn model_service(args: ModelServiceArgs, forest: bool) -> anyhow::Result<()>
         probe.transport = Some(Arc::clone(&t));
         let metrics = Arc::clone(&probe.metrics);
         probe.serve(&args.service.health).await?;
-        stages::run(
-            &mut ScorerStage::new(scorer, name),
-            t.as_ref(),
-            stop,
-            &metrics,
-        )
-        .await?;
+        let mut stage = ScorerStage::new(scorer, name);
+        stage.explain = forest && args.explain;
+        stages::run(&mut stage, t.as_ref(), stop, &metrics).await?;
+        Ok(())
+    })
+}
+
+/// `explainer`: TreeSHAP workers on `shap.tasks`; start several in one group to share the work.
+pub fn explainer(args: ExplainerArgs) -> anyhow::Result<()> {
+    set_threads(args.service.threads)?;
+    let forest = quakelens_models::forest::Forest::load(&args.model)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let mut stage = ExplainerStage::new(forest)?;
+    runtime()?.block_on(async {
+        let stop = stop_on_signal();
+        let t = KafkaTransport::connect(&args.service.kafka("explainer"), &[topics::SHAP_TASKS])?;
+        let mut probe = Probe::new("explainer");
+        probe.transport = Some(Arc::clone(&t));
+        let metrics = Arc::clone(&probe.metrics);
+        probe.serve(&args.service.health).await?;
+        stages::run(&mut stage, t.as_ref(), stop, &metrics).await?;
         Ok(())
     })
 }
@@ -356,7 +385,12 @@ pub fn lake(args: LakeArgs) -> anyhow::Result<()> {
         let latencies = Arc::clone(&stage.latencies);
         let t = KafkaTransport::connect(
             &args.service.kafka("lake"),
-            &[topics::WINDOWS, topics::SCORES, topics::MAGNITUDES],
+            &[
+                topics::WINDOWS,
+                topics::SCORES,
+                topics::MAGNITUDES,
+                topics::SHAP_RESULTS,
+            ],
         )?;
         let mut probe = Probe::new("lake");
         probe.transport = Some(Arc::clone(&t));
