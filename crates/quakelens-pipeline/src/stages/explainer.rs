@@ -85,7 +85,6 @@ impl Stage for ExplainerStage {
         if batch.is_empty() {
             return Ok(());
         }
-        metrics.records_in.inc_by(batch.len() as u64);
         let shap = ForestShap::new(&self.forest).map_err(|e| StageError::Input(e.to_string()))?;
         let mut out = Vec::new();
         let mut dead = 0;

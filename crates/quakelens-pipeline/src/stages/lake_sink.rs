@@ -134,7 +134,6 @@ impl Stage for LakeSinkStage {
         if batch.is_empty() {
             return Ok(());
         }
-        metrics.records_in.inc_by(batch.len() as u64);
         let mut windows: Vec<WindowRecord> = Vec::new();
         let mut scores: Vec<ScoreRecord> = Vec::new();
         let mut magnitudes: Vec<MagnitudeRecord> = Vec::new();

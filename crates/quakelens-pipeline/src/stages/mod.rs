@@ -63,6 +63,7 @@ pub async fn run<S: Stage, T: Transport>(
     while !stopped(&stop) {
         let batch = t.recv(stage.batch_size(), POLL).await?;
         let (n, started) = (batch.len(), Instant::now());
+        metrics.records_in.inc_by(n as u64);
         stage.step(t, batch, metrics).await?;
         if n > 0 {
             metrics.batch(n, started.elapsed().as_secs_f64());

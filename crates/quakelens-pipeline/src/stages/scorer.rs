@@ -95,7 +95,6 @@ impl Stage for ScorerStage {
         if batch.is_empty() {
             return Ok(());
         }
-        metrics.records_in.inc_by(batch.len() as u64);
         let mut out = Vec::new();
         let mut decoded: Vec<(&Incoming, Vec<WindowRecord>)> = Vec::new();
         for m in &batch {

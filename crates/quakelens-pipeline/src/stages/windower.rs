@@ -158,7 +158,6 @@ impl Stage for WindowerStage {
                 .retain(|_, s| s.partition != (topic.clone(), partition));
             self.consumed.remove(&(topic, partition));
         }
-        metrics.records_in.inc_by(batch.len() as u64);
         if batch
             .iter()
             .filter_map(|m| m.key_str())

@@ -104,11 +104,7 @@ fn best_of(repeat: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn signal(args: SignalBenchArgs) -> anyhow::Result<()> {
-    let python = args
-        .python
-        .clone()
-        .or_else(reference::find_python)
-        .context("no reference Python: pass --python or run `bash .ci/setup-python`")?;
+    let python = super::reference_python(&args.python)?;
     let windows = bench_windows(args.events);
     if windows.is_empty() {
         bail!("no benchmark windows were cut");

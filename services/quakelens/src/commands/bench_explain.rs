@@ -10,7 +10,7 @@ use clap::Args;
 
 use quakelens_explain::{reference, ForestShap, Method};
 use quakelens_models::forest::Forest;
-use quakelens_signal::reference::{find_python, read_f64, write_f64};
+use quakelens_signal::reference::{read_f64, write_f64};
 use quakelens_synth::Rng;
 
 #[derive(Args, Debug)]
@@ -38,11 +38,7 @@ pub struct ExplainBenchArgs {
 
 pub fn run(args: ExplainBenchArgs) -> anyhow::Result<()> {
     super::set_threads(Some(args.threads))?;
-    let python = args
-        .python
-        .clone()
-        .or_else(find_python)
-        .context("no reference Python: pass --python or run `bash .ci/setup-python`")?;
+    let python = super::reference_python(&args.python)?;
     anyhow::ensure!(args.features >= 4, "--features must be at least 4");
     anyhow::ensure!(
         args.explain_rows > 0 && args.explain_rows <= args.rows,

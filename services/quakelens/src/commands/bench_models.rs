@@ -10,7 +10,7 @@ use clap::Args;
 use quakelens_models::cnn::{save_cnn, Cnn2d, CnnModel, INPUT_SHAPE};
 use quakelens_models::forest::{train_forest, Columns, ForestParams};
 use quakelens_models::reference;
-use quakelens_signal::reference::{find_python, write_f64};
+use quakelens_signal::reference::write_f64;
 use quakelens_synth::Rng;
 
 #[derive(Args, Debug)]
@@ -41,11 +41,7 @@ pub struct ModelsBenchArgs {
 
 pub fn run(args: ModelsBenchArgs) -> anyhow::Result<()> {
     super::set_threads(Some(args.threads))?;
-    let python = args
-        .python
-        .clone()
-        .or_else(find_python)
-        .context("no reference Python: pass --python or run `bash .ci/setup-python`")?;
+    let python = super::reference_python(&args.python)?;
     let dir = tempfile::tempdir()?;
     let d = |n: &str| dir.path().join(n);
 

@@ -26,6 +26,17 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// The reference Python a benchmark compares against: `--python`, else `$QUAKELENS_PYTHON` or
+/// `.cache/pyref`.
+pub fn reference_python(given: &Option<std::path::PathBuf>) -> anyhow::Result<std::path::PathBuf> {
+    given
+        .clone()
+        .or_else(quakelens_signal::reference::find_python)
+        .ok_or_else(|| {
+            anyhow::anyhow!("no reference Python: pass --python or run `bash .ci/setup-python`")
+        })
+}
+
 /// Sizes rayon's pool and LibTorch's intra-op pool alike, so they do not oversubscribe cores.
 pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
     let n = threads.unwrap_or_else(|| {
