@@ -1,6 +1,8 @@
 //! SHAP explanations for the project's models. [`tree`]: exact path-dependent TreeSHAP for the
-//! magnitude forest, with shap's `TreeExplainer` conventions.
+//! magnitude forest, with shap's `TreeExplainer` conventions. [`image`]: model-agnostic image
+//! SHAP (partition/Owen values under a budget, exact Shapley values of small games).
 
+pub mod image;
 pub mod tree;
 
 pub use tree::{ForestShap, Method, TreeShapError};
@@ -27,6 +29,7 @@ pub mod reference {
                     "export_sklearn_forest.py",
                     quakelens_models::reference::EXPORTER,
                 ),
+                ("models_reference.py", quakelens_models::reference::SCRIPT),
             ],
             command,
             args,

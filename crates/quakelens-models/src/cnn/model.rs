@@ -122,12 +122,30 @@ impl CnnModel {
             )));
         }
         let _guard = tch::no_grad_guard();
+        let out = self.forward(&self.batch_tensor(inputs, n), n)?;
+        let flat: Vec<f32> = Vec::try_from(
+            out.to_device(Device::Cpu)
+                .to_kind(Kind::Float)
+                .flatten(0, -1),
+        )
+        .map_err(|e: tch::TchError| CnnError::Torch {
+            context: "reading logits".into(),
+            error: e.to_string(),
+        })?;
+        Ok(flat.chunks_exact(2).map(|p| [p[0], p[1]]).collect())
+    }
+
+    fn batch_tensor(&self, inputs: &[f32], n: usize) -> Tensor {
         let [c, h, w] = self.input;
-        let xs = Tensor::from_slice(inputs)
+        Tensor::from_slice(inputs)
             .view([n as i64, c, h, w])
-            .to_device(self.device);
+            .to_device(self.device)
+    }
+
+    /// Logits `[n, 2]` of a batch already on the device.
+    fn forward(&self, xs: &Tensor, n: usize) -> Result<Tensor, CnnError> {
         let out = match &self.backend {
-            Backend::Native(net) => net.forward(&xs),
+            Backend::Native(net) => net.forward(xs),
             Backend::TorchScript(m) => m.forward_ts(&[xs]).map_err(|e| CnnError::Torch {
                 context: "TorchScript forward".into(),
                 error: e.to_string(),
@@ -139,16 +157,46 @@ impl CnnModel {
                 error: format!("shape {:?}, expected [{n}, 2]", out.size()),
             });
         }
-        let flat: Vec<f32> = Vec::try_from(
-            out.to_device(Device::Cpu)
+        Ok(out)
+    }
+
+    /// The aftershock-minus-foreshock logit of `n` windows and its gradient with respect to
+    /// every input value (back to back like `inputs`), for gradient-based explanations.
+    pub fn margin_gradients(
+        &self,
+        inputs: &[f32],
+        n: usize,
+    ) -> Result<(Vec<f64>, Vec<f32>), CnnError> {
+        let len = self.input_len();
+        if inputs.len() != n * len {
+            return Err(CnnError::Input(format!(
+                "{} values for {n} windows of {:?}",
+                inputs.len(),
+                self.input
+            )));
+        }
+        let torch = |context: &str| {
+            let context = context.to_string();
+            move |e: tch::TchError| CnnError::Torch {
+                context: context.clone(),
+                error: e.to_string(),
+            }
+        };
+        let xs = self.batch_tensor(inputs, n).set_requires_grad(true);
+        let out = self.forward(&xs, n)?;
+        let margin = out.select(1, 1) - out.select(1, 0);
+        margin.sum(Kind::Float).backward();
+        let grad = xs.grad();
+        let margins: Vec<f32> =
+            Vec::try_from(margin.detach().to_device(Device::Cpu).to_kind(Kind::Float))
+                .map_err(torch("reading margins"))?;
+        let grads: Vec<f32> = Vec::try_from(
+            grad.to_device(Device::Cpu)
                 .to_kind(Kind::Float)
                 .flatten(0, -1),
         )
-        .map_err(|e: tch::TchError| CnnError::Torch {
-            context: "reading logits".into(),
-            error: e.to_string(),
-        })?;
-        Ok(flat.chunks_exact(2).map(|p| [p[0], p[1]]).collect())
+        .map_err(torch("reading gradients"))?;
+        Ok((margins.into_iter().map(f64::from).collect(), grads))
     }
 
     /// Scores windows in batches of `batch`.
