@@ -8,6 +8,10 @@ Commands (raw little-endian f64 files):
   bench-tree FOREST_X FOREST_Y ROWS FEATURES TREES EXPLAIN_ROWS OUT.arrow X SHAP
       fit on the given data, export, time shap.TreeExplainer on EXPLAIN_ROWS rows (JSON on
       stdout), write those rows to X and shap's values to SHAP.
+  bench-image MODEL.safetensors X N MAX_EVALS THREADS
+      time shap.Explainer(f, shap.maskers.Image("inpaint_telea", (33, 153, 3))) (the Partition
+      explainer) at MAX_EVALS on N images (f = the aftershock-minus-foreshock logit of our CNN
+      file loaded into PyTorch); JSON on stdout.
 """
 import json
 import sys
@@ -78,6 +82,33 @@ def cmd_bench_tree(x_path, y_path, rows, features, trees, explain_rows, out, xe_
     print(json.dumps({"seconds": seconds, "rows": explain_rows, "max_depth": int(depth), "shap": shap.__version__}))
 
 
+def cmd_bench_image(model_path, x_path, n, max_evals, threads):
+    import shap
+    import torch
+
+    from models_reference import load_native
+
+    torch.set_num_threads(int(threads))
+    model, _ = load_native(model_path)
+    n = int(n)
+    X = read(x_path).reshape(n, 3, 33, 153).transpose(0, 2, 3, 1).astype(np.float32)
+
+    def f(images):
+        with torch.inference_mode():
+            t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).permute(0, 3, 1, 2)
+            logits = model(t)
+            return (logits[:, 1] - logits[:, 0]).numpy().astype(np.float64)
+
+    masker = shap.maskers.Image("inpaint_telea", (33, 153, 3))
+    explainer = shap.Explainer(f, masker)
+    t0 = time.perf_counter()
+    values = explainer(X, max_evals=int(max_evals), batch_size=100, silent=True)
+    seconds = time.perf_counter() - t0
+    full = f(X)
+    additivity = float(np.max(np.abs(values.values.reshape(n, -1).sum(1) + values.base_values.reshape(n, -1)[:, 0] - full)))
+    print(json.dumps({"seconds_per_image": seconds / n, "additivity": additivity, "shap": shap.__version__}))
+
+
 if __name__ == "__main__":
     cmd, *args = sys.argv[1:]
-    {"tree-shap": cmd_tree_shap, "bench-tree": cmd_bench_tree}[cmd](*args)
+    {"tree-shap": cmd_tree_shap, "bench-tree": cmd_bench_tree, "bench-image": cmd_bench_image}[cmd](*args)

@@ -7,7 +7,14 @@ use serde::{Deserialize, Serialize};
 use crate::schema::SCHEMA_VERSION;
 
 /// The tables of a lake, in the order they are registered.
-pub const TABLES: [&str; 5] = ["windows", "features", "scores", "magnitudes", "forest_shap"];
+pub const TABLES: [&str; 6] = [
+    "windows",
+    "features",
+    "scores",
+    "magnitudes",
+    "forest_shap",
+    "cnn_shap",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {

@@ -14,7 +14,9 @@ mod schema;
 mod scores;
 mod writer;
 
-pub use explanations::{forest_shap_schema, ForestShapRecord};
+pub use explanations::{
+    cnn_shap_schema, forest_shap_schema, CnnShapRecord, ForestShapRecord, SpectrogramAxes,
+};
 pub use layout::{LakeError, LakeManifest, TABLES};
 pub use query::{Answer, Lake, QueryError, QueryLimits};
 pub use record::{KeyRef, Keyed, SourceAttributes, WindowKey, WindowRecord};

@@ -27,7 +27,9 @@ enum Command {
     Train(commands::train::TrainCommand),
     /// Score the lake's windows with the CNN and/or the forest.
     Score(commands::score::ScoreArgs),
-    /// Answer SQL over the lake (tables: windows, features, scores, magnitudes, forest_shap).
+    /// Explain the CNN's predictions for windows in the lake (image SHAP → cnn_shap).
+    Explain(commands::explain::ExplainArgs),
+    /// Answer SQL over the lake (tables: windows, features, scores, magnitudes, forest_shap, cnn_shap).
     Sql(commands::sql::SqlArgs),
     /// Write a labelled synthetic dataset as miniSEED plus catalog.csv.
     Synth(commands::synth::SynthArgs),
@@ -67,6 +69,7 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => commands::run::run(*args),
         Command::Train(cmd) => commands::train::run(cmd),
         Command::Score(args) => commands::score::run(args),
+        Command::Explain(args) => commands::explain::run(args),
         Command::Sql(args) => commands::sql::run(args),
         Command::Synth(args) => commands::synth::run(args),
         Command::Inspect(args) => commands::inspect::run(args),

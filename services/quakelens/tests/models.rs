@@ -104,6 +104,44 @@ fn cnn_and_forest_train_to_target_and_score_every_window() {
         ),
         windows
     );
+    // Image SHAP of the CNN for three windows: a row per spectrogram cell, adding up to
+    // f(window) − f(masked window) for each.
+    let out = quakelens(&[
+        "explain",
+        "--lake",
+        &lake,
+        "--cnn",
+        &cnn,
+        "--limit",
+        "3",
+        "--max-evals",
+        "200",
+    ]);
+    assert!(
+        stdout(&out).contains("3 windows explained"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        sql_count(&lake, "SELECT count(*) FROM cnn_shap"),
+        3 * 3 * 33 * 153
+    );
+    assert_eq!(
+        sql_count(
+            &lake,
+            "SELECT count(*) FROM (SELECT window_id, sum(value) AS total, max(output) - max(base_value) AS gap \
+             FROM cnn_shap GROUP BY window_id) WHERE abs(total - gap) <= 1e-3 * greatest(abs(gap), 1.0)"
+        ),
+        3
+    );
+    assert_eq!(
+        sql_count(
+            &lake,
+            "SELECT count(DISTINCT freq_hz) * 1000 + count(DISTINCT time_s) FROM cnn_shap \
+             WHERE freq_hz BETWEEN 0 AND 50 AND time_s > 0.3 AND time_s < 25"
+        ),
+        33 * 1000 + 153
+    );
     // Scoring again with the same model replaces rows instead of adding them.
     quakelens(&["score", "--lake", &lake, "--cnn", &cnn]);
     assert_eq!(sql_count(&lake, "SELECT count(*) FROM scores"), windows);

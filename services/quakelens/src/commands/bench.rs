@@ -27,6 +27,8 @@ pub enum BenchCommand {
     Models(super::bench_models::ModelsBenchArgs),
     /// TreeSHAP (vs shap.TreeExplainer on the same forest and rows).
     Explain(super::bench_explain::ExplainBenchArgs),
+    /// Image SHAP on the CNN (vs shap's Partition explainer), with fidelity figures.
+    Image(super::bench_explain::ImageBenchArgs),
     /// Live feeds through the broker and the windower/lake services: latency, memory, capacity.
     Services(super::bench_services::ServicesBenchArgs),
 }
@@ -56,6 +58,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Models(args) => super::bench_models::run(args),
         BenchCommand::Services(args) => super::bench_services::run(args),
         BenchCommand::Explain(args) => super::bench_explain::run(args),
+        BenchCommand::Image(args) => super::bench_explain::run_image(args),
     }
 }
 

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_explain;
 pub mod bench_models;
 pub mod bench_services;
+pub mod explain;
 pub mod inspect;
 pub mod query;
 pub mod run;
