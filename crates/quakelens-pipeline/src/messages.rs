@@ -15,7 +15,8 @@ use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow::ipc::CompressionType;
 
 use quakelens_lake::{
-    ForestShapRecord, MagnitudeRecord, ScoreRecord, SourceAttributes, WindowKey, WindowRecord,
+    CnnShapRecord, ForestShapRecord, MagnitudeRecord, ScoreRecord, SourceAttributes, WindowKey,
+    WindowRecord,
 };
 
 /// Schema metadata key naming the message kind and version.
@@ -563,6 +564,135 @@ pub fn decode_forest_shap(
     Ok((out, names))
 }
 
+const CNN_SHAP_TASKS_KIND: &str = "shap-tasks/cnn/v1";
+const CNN_SHAP_KIND: &str = "cnn-shap/v1";
+
+/// The kind a message names in its schema metadata (`None` when it is not Arrow IPC).
+pub fn message_kind(bytes: &[u8]) -> Option<String> {
+    StreamReader::try_new(Cursor::new(bytes), None)
+        .ok()?
+        .schema()
+        .metadata()
+        .get(KIND)
+        .cloned()
+}
+
+/// Whether a `shap.tasks` message holds CNN tasks (else forest tasks are expected).
+pub fn is_cnn_task(bytes: &[u8]) -> bool {
+    message_kind(bytes).as_deref() == Some(CNN_SHAP_TASKS_KIND)
+}
+
+/// Whether a `shap.results` message holds CNN explanations.
+pub fn is_cnn_result(bytes: &[u8]) -> bool {
+    message_kind(bytes).as_deref() == Some(CNN_SHAP_KIND)
+}
+
+/// One window's spectrogram to explain, for the CNN that scored it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CnnShapTask {
+    pub key: WindowKey,
+    pub model_hash: String,
+    pub end_ns: i64,
+    pub spectrogram: Vec<f32>,
+}
+
+pub fn encode_cnn_shap_tasks(tasks: &[CnnShapTask]) -> Vec<u8> {
+    let mut fields = key_fields();
+    let mut columns = key_columns(tasks.iter().map(|t| &t.key));
+    fields.extend([
+        Field::new("model_hash", DataType::Utf8, false),
+        Field::new("end_ns", DataType::Int64, false),
+        Field::new(
+            "spectrogram",
+            DataType::List(Arc::new(Field::new("item", DataType::Float32, false))),
+            false,
+        ),
+    ]);
+    columns.extend([
+        utf8(tasks.iter().map(|t| t.model_hash.as_str())),
+        Arc::new(Int64Array::from_iter_values(tasks.iter().map(|t| t.end_ns))) as ArrayRef,
+        list::<arrow::datatypes::Float32Type>(
+            tasks
+                .iter()
+                .flat_map(|t| t.spectrogram.iter().copied())
+                .collect(),
+            tasks.iter().map(|t| t.spectrogram.len()),
+        ),
+    ]);
+    encode(CNN_SHAP_TASKS_KIND, fields, columns)
+}
+
+pub fn decode_cnn_shap_tasks(bytes: &[u8]) -> Result<Vec<CnnShapTask>, MessageError> {
+    let mut out = Vec::new();
+    for batch in decode(bytes, CNN_SHAP_TASKS_KIND)? {
+        let c = Columns(&batch);
+        for row in 0..batch.num_rows() {
+            out.push(CnnShapTask {
+                key: key_at(&c, row)?,
+                model_hash: c.text("model_hash", row)?,
+                end_ns: required(c.i64("end_ns", row)?, row, "end_ns")?,
+                spectrogram: list_values::<arrow::datatypes::Float32Type>(&c, "spectrogram", row)?,
+            });
+        }
+    }
+    Ok(out)
+}
+
+pub fn encode_cnn_shap(rows: &[CnnShapRecord]) -> Vec<u8> {
+    let mut fields = key_fields();
+    let mut columns = key_columns(rows.iter().map(|r| &r.key));
+    fields.extend([
+        Field::new("model_hash", DataType::Utf8, false),
+        Field::new("method", DataType::Utf8, false),
+        Field::new("budget", DataType::Int32, false),
+        Field::new("seed", DataType::Int64, false),
+        Field::new("output", DataType::Float64, false),
+        Field::new("base_value", DataType::Float64, false),
+        Field::new(
+            "values",
+            DataType::List(Arc::new(Field::new("item", DataType::Float32, false))),
+            false,
+        ),
+    ]);
+    columns.extend([
+        utf8(rows.iter().map(|r| r.model_hash.as_str())),
+        utf8(rows.iter().map(|r| r.method.as_str())),
+        Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.budget))) as ArrayRef,
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.seed))),
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|r| r.output),
+        )),
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|r| r.base_value),
+        )),
+        list::<arrow::datatypes::Float32Type>(
+            rows.iter().flat_map(|r| r.values.iter().copied()).collect(),
+            rows.iter().map(|r| r.values.len()),
+        ),
+    ]);
+    encode(CNN_SHAP_KIND, fields, columns)
+}
+
+pub fn decode_cnn_shap(bytes: &[u8]) -> Result<Vec<CnnShapRecord>, MessageError> {
+    let mut out = Vec::new();
+    for batch in decode(bytes, CNN_SHAP_KIND)? {
+        let c = Columns(&batch);
+        for row in 0..batch.num_rows() {
+            out.push(CnnShapRecord {
+                key: key_at(&c, row)?,
+                model_hash: c.text("model_hash", row)?,
+                method: c.text("method", row)?,
+                budget: required(c.i32("budget", row)?, row, "budget")?,
+                seed: required(c.i64("seed", row)?, row, "seed")?,
+                output: required(c.f64("output", row)?, row, "output")?,
+                base_value: required(c.f64("base_value", row)?, row, "base_value")?,
+                values: list_values::<arrow::datatypes::Float32Type>(&c, "values", row)?,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Schema of a windows message (documentation and tests).
 pub fn windows_message_schema() -> SchemaRef {
     let empty = encode_windows(&[]);
@@ -574,6 +704,40 @@ pub fn windows_message_schema() -> SchemaRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cnn_shap_tasks_and_results_round_trip() {
+        let key = WindowKey {
+            window_id: "w2".into(),
+            network: "XX".into(),
+            station: "B".into(),
+            location: "".into(),
+            band: "HH".into(),
+            start_ns: 7,
+        };
+        let tasks = vec![CnnShapTask {
+            key: key.clone(),
+            model_hash: "sha256:c".into(),
+            end_ns: 9,
+            spectrogram: vec![0.5; 12],
+        }];
+        let bytes = encode_cnn_shap_tasks(&tasks);
+        assert!(is_cnn_task(&bytes) && !is_cnn_result(&bytes));
+        assert_eq!(decode_cnn_shap_tasks(&bytes).unwrap(), tasks);
+        let rows = vec![CnnShapRecord {
+            key,
+            model_hash: "sha256:c".into(),
+            method: "partition".into(),
+            budget: 1000,
+            seed: 0,
+            output: 1.5,
+            base_value: -0.5,
+            values: vec![0.25; 12],
+        }];
+        let bytes = encode_cnn_shap(&rows);
+        assert!(is_cnn_result(&bytes) && message_kind(b"junk").is_none());
+        assert_eq!(decode_cnn_shap(&bytes).unwrap(), rows);
+    }
 
     #[test]
     fn forest_shap_tasks_and_results_round_trip() {

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use quakelens_transport::kafka::PartitionLag;
@@ -28,7 +28,7 @@ const BATCH_BUCKETS: [f64; 11] = [
 
 /// The name of every family [`Metrics`] registers (dashboards and alert rules may use only these,
 /// the process collector's `process_*` and Prometheus's own series).
-pub const FAMILIES: [&str; 20] = [
+pub const FAMILIES: [&str; 21] = [
     "quakelens_records_in_total",
     "quakelens_records_out_total",
     "quakelens_records_failed_total",
@@ -49,6 +49,7 @@ pub const FAMILIES: [&str; 20] = [
     "quakelens_queries_total",
     "quakelens_query_duration_seconds",
     "quakelens_shap_task_duration_seconds",
+    "quakelens_shap_band_mass_ratio",
 ];
 
 /// Every family a quakelens process can export.
@@ -74,6 +75,7 @@ pub struct Metrics {
     queries: IntCounterVec,
     query_seconds: Histogram,
     shap_task_seconds: Histogram,
+    band_mass: GaugeVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -234,6 +236,18 @@ impl Metrics {
             ),
             query_seconds,
             shap_task_seconds,
+            band_mass: {
+                let g = GaugeVec::new(
+                    Opts::new(
+                        "quakelens_shap_band_mass_ratio",
+                        "Share of the CNN's |SHAP| mass per frequency band, latest explained window per station",
+                    ),
+                    &["station", "band"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("registered once");
+                g
+            },
             registry: r,
         })
     }
@@ -370,6 +384,14 @@ impl StageMetrics {
         self.all.shap_task_seconds.observe(seconds);
     }
 
+    /// The latest explained window's share of |SHAP| mass in `band` at `station`.
+    pub fn band_mass(&self, station: &str, band: &str, ratio: f64) {
+        self.all
+            .band_mass
+            .with_label_values(&[station, band])
+            .set(ratio);
+    }
+
     /// One CNN prediction for `station`.
     pub fn prediction(&self, station: &str, p_aftershock: f32) {
         let class = if p_aftershock >= 0.5 {
@@ -450,6 +472,7 @@ mod tests {
         w.late_samples("XX.A.00.HH", 1);
         m.query("ok", 0.01);
         w.shap_task(0.01);
+        w.band_mass("XX.A.00.HH", "0-5Hz", 0.5);
         let text = m.encode();
         let names: std::collections::BTreeSet<&str> = text
             .lines()

@@ -79,3 +79,26 @@ fn record(w: &Window, spectrogram: Vec<f32>, features: Vec<f64>) -> WindowRecord
         features,
     }
 }
+
+/// The frequency and time axes of spectrograms of `shape` (`[channels, freqs, frames]`) made
+/// with the study's parameters (fs 100 Hz, nperseg 64, noverlap 48), or why `shape` does not
+/// come from them.
+pub fn spectrogram_axes(shape: [usize; 3]) -> Result<quakelens_lake::SpectrogramAxes, String> {
+    let params = quakelens_signal::spectrogram::SpectrogramParams::default();
+    let [channels, height, width] = shape;
+    if width == 0 {
+        return Err("spectrograms without frames".into());
+    }
+    let samples = (width - 1) * params.step() + params.nperseg;
+    let axes = quakelens_lake::SpectrogramAxes {
+        channels,
+        freqs_hz: params.freqs(),
+        times_s: params.times(samples),
+    };
+    if axes.freqs_hz.len() != height || axes.times_s.len() != width {
+        return Err(format!(
+            "spectrograms of {height} × {width} do not come from the study's parameters"
+        ));
+    }
+    Ok(axes)
+}

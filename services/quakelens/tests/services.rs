@@ -632,8 +632,17 @@ fn scorer_and_forest_services_score_like_the_embedded_run() {
     let s = Services::new(dir.path(), &broker);
     let sink = s.lake_sink("lake");
     let windower = s.windower("windower", &["--catalog", catalog.to_str().unwrap()]);
-    let mut scorer_args = vec!["scorer", "--model", cnn.to_str().unwrap()];
+    let mut scorer_args = vec!["scorer", "--model", cnn.to_str().unwrap(), "--explain"];
     scorer_args.extend(FAST_GROUPS);
+    let mut explainer_args = vec![
+        "explainer",
+        "--cnn",
+        cnn.to_str().unwrap(),
+        "--max-evals",
+        "40",
+    ];
+    explainer_args.extend(FAST_GROUPS);
+    let explainer = spawn(dir.path(), "explainer", &s.brokers, &explainer_args);
     let scorer = spawn(dir.path(), "scorer", &s.brokers, &scorer_args);
     let mut forest_args = vec!["forest", "--model", forest.to_str().unwrap()];
     forest_args.extend(FAST_GROUPS);
@@ -655,6 +664,38 @@ fn scorer_and_forest_services_score_like_the_embedded_run() {
              ORDER BY s.window_id";
     assert_eq!(sql_rows(&s.lake, q), sql_rows(&lake, q));
     services_export_their_metrics(&[&windower, &scorer, &forest_svc, &sink], windows);
+
+    // The scorer's explanation tasks: every window explained once by the explainer worker,
+    // adding up to the CNN's logit margin (as scored) minus the blurred window's.
+    let cells = 3 * 33 * 153;
+    wait_for(
+        Duration::from_secs(300),
+        "every window's CNN explained",
+        || count(&s.lake, "cnn_shap") >= windows * cells,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(count(&s.lake, "cnn_shap"), windows * cells);
+    let consistent = "SELECT count(*) FROM (SELECT c.window_id, sum(c.value) AS total, \
+         max(c.output) AS output, max(c.base_value) AS base, \
+         max(s.logit_aftershock - s.logit_foreshock) AS margin \
+         FROM cnn_shap c JOIN scores s USING (window_id, model_hash) GROUP BY c.window_id) \
+         WHERE abs(total - (output - base)) <= 1e-3 * greatest(abs(output - base), 1.0) \
+         AND abs(output - margin) <= 1e-3 * greatest(abs(margin), 1.0)";
+    assert_eq!(sql_rows(&s.lake, consistent), vec![windows.to_string()]);
+    let text = scrape(&explainer);
+    let mass = total(&text, "quakelens_shap_band_mass_ratio{");
+    let stations = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("quakelens_shap_band_mass_ratio{") && l.contains("band=\"0-5Hz\"")
+        })
+        .count();
+    assert!(stations >= 2, "{text}");
+    assert!(
+        (mass - stations as f64).abs() < 1e-6,
+        "shares per station add up to 1: {mass}"
+    );
+    assert_promtool_accepts(&text, "explainer (CNN)");
 }
 
 /// The Prometheus scrape of a running service.

@@ -1,59 +1,173 @@
-//! `shap.tasks` → `shap.results`: the explainer workers. The forest service cuts one task
-//! message per few windows, keyed by window so they spread over every partition; the members
-//! of the `explainer` group share the partitions, and a worker that dies leaves its stored-but-
-//! uncommitted tasks to be redone by the others (the lake sink drops the duplicates).
+//! `shap.tasks` → `shap.results`: the explainer workers. The forest and scorer services cut
+//! task messages of a few windows each, keyed by window so they spread over every partition;
+//! the members of the `explainer` group share the partitions, and a worker that dies leaves its
+//! stored-but-uncommitted tasks to be redone by the others (the lake sink drops duplicates).
+//! Forest tasks get exact TreeSHAP; CNN tasks get the partition explainer, and each explained
+//! window updates its station's share of |SHAP| mass per frequency band (the drift metric).
 
 use std::time::Instant;
 
 use rayon::prelude::*;
 
+use quakelens_explain::image::{partition, Masker, Shape};
 use quakelens_explain::ForestShap;
-use quakelens_lake::ForestShapRecord;
+use quakelens_lake::{CnnShapRecord, ForestShapRecord};
+use quakelens_models::cnn::CnnModel;
 use quakelens_models::forest::Forest;
 use quakelens_transport::topics::{header, SHAP_RESULTS, SHAP_TASKS};
 use quakelens_transport::{Incoming, Outgoing, Transport};
 
 use super::{after_batch, dead_letter, now_ns, Stage, StageError, StageMetrics};
-use crate::messages::{decode_forest_shap_tasks, encode_forest_shap, ForestShapTask};
+use crate::messages::{
+    decode_cnn_shap_tasks, decode_forest_shap_tasks, encode_cnn_shap, encode_forest_shap,
+    is_cnn_task, CnnShapTask, ForestShapTask,
+};
 
 const STAGE: &str = "explainer";
 
-/// Explains forest tasks with the forest they were scored with.
+/// Frequency bands of the drift metric (Hz, upper bound exclusive; the last takes the rest).
+pub const BANDS: [(&str, f64); 3] = [("0-5Hz", 5.0), ("5-15Hz", 15.0), ("15-50Hz", f64::INFINITY)];
+
+/// How CNN tasks are explained.
+pub struct CnnExplainer {
+    pub model: CnnModel,
+    pub max_evals: usize,
+    pub masker: Masker,
+    /// Frequency (Hz) of each spectrogram row.
+    pub freqs_hz: Vec<f64>,
+}
+
+impl CnnExplainer {
+    fn shape(&self) -> Shape {
+        let [c, h, w] = self.model.input_shape();
+        Shape {
+            channels: c as usize,
+            height: h as usize,
+            width: w as usize,
+        }
+    }
+
+    fn explain(&self, tasks: &[CnnShapTask]) -> Result<Vec<CnnShapRecord>, String> {
+        let shape = self.shape();
+        let mut margin = |images: &[f32], n: usize| -> Result<Vec<f64>, String> {
+            self.model
+                .logits(images, n)
+                .map(|l| l.iter().map(|v| (v[1] - v[0]) as f64).collect())
+                .map_err(|e| e.to_string())
+        };
+        tasks
+            .iter()
+            .map(|t| {
+                if t.model_hash != self.model.hash.0 {
+                    return Err(format!(
+                        "task for window {} names CNN {}, this worker explains {}",
+                        t.key.window_id, t.model_hash, self.model.hash.0
+                    ));
+                }
+                if t.spectrogram.len() != shape.len() {
+                    return Err(format!(
+                        "window {}: {} spectrogram values, the CNN takes {}",
+                        t.key.window_id,
+                        t.spectrogram.len(),
+                        shape.len()
+                    ));
+                }
+                let a = partition(
+                    &mut margin,
+                    &t.spectrogram,
+                    shape,
+                    self.masker,
+                    self.max_evals,
+                    100,
+                )
+                .map_err(|e| format!("window {}: {e}", t.key.window_id))?;
+                Ok(CnnShapRecord {
+                    key: t.key.clone(),
+                    model_hash: t.model_hash.clone(),
+                    method: "partition".into(),
+                    budget: self.max_evals as i32,
+                    seed: 0,
+                    output: a.f_image,
+                    base_value: a.f_background,
+                    values: a.values.iter().map(|&v| v as f32).collect(),
+                })
+            })
+            .collect()
+    }
+
+    /// Share of |SHAP| mass per band of one explained window.
+    fn band_mass(&self, values: &[f32]) -> [f64; BANDS.len()] {
+        let shape = self.shape();
+        let mut mass = [0.0; BANDS.len()];
+        for (i, v) in values.iter().enumerate() {
+            let f = self.freqs_hz[(i / shape.width) % shape.height];
+            let b = BANDS
+                .iter()
+                .position(|&(_, top)| f < top)
+                .unwrap_or(BANDS.len() - 1);
+            mass[b] += v.abs() as f64;
+        }
+        let total: f64 = mass.iter().sum();
+        if total > 0.0 {
+            for m in &mut mass {
+                *m /= total;
+            }
+        }
+        mass
+    }
+}
+
+/// Explains forest and/or CNN tasks with the models they were scored with.
 pub struct ExplainerStage {
-    forest: Forest,
-    hash: String,
+    forest: Option<(Forest, String)>,
+    cnn: Option<CnnExplainer>,
     batch: usize,
 }
 
 impl ExplainerStage {
-    pub fn new(forest: Forest) -> Result<Self, StageError> {
-        // Refuse a forest TreeSHAP cannot explain now, not at the first task.
-        ForestShap::new(&forest).map_err(|e| StageError::Input(e.to_string()))?;
-        let hash = forest
-            .hash
-            .as_ref()
-            .map(|h| h.0.clone())
-            .unwrap_or_default();
+    pub fn new(forest: Option<Forest>, cnn: Option<CnnExplainer>) -> Result<Self, StageError> {
+        if forest.is_none() && cnn.is_none() {
+            return Err(StageError::Input(
+                "an explainer needs a forest and/or a CNN to explain".into(),
+            ));
+        }
+        if let Some(c) = &cnn {
+            if c.freqs_hz.len() != c.shape().height {
+                return Err(StageError::Input(format!(
+                    "{} frequencies for a CNN input of {} rows",
+                    c.freqs_hz.len(),
+                    c.shape().height
+                )));
+            }
+        }
+        let forest = match forest {
+            Some(f) => {
+                // Refuse a forest TreeSHAP cannot explain now, not at the first task.
+                ForestShap::new(&f).map_err(|e| StageError::Input(e.to_string()))?;
+                let hash = f.hash.as_ref().map(|h| h.0.clone()).unwrap_or_default();
+                Some((f, hash))
+            }
+            None => None,
+        };
         Ok(Self {
             forest,
-            hash,
+            cnn,
             batch: 32,
         })
     }
 
-    /// The explanations of one message's tasks, or why they cannot be made.
-    fn explain(
-        &self,
-        shap: &ForestShap<'_>,
-        tasks: &[ForestShapTask],
-    ) -> Result<Vec<ForestShapRecord>, String> {
-        if let Some(t) = tasks.iter().find(|t| t.model_hash != self.hash) {
+    fn explain_forest(&self, tasks: &[ForestShapTask]) -> Result<Outgoing, String> {
+        let Some((forest, hash)) = &self.forest else {
+            return Err("forest task, but this worker has no forest (--model)".into());
+        };
+        let shap = ForestShap::new(forest).map_err(|e| e.to_string())?;
+        if let Some(t) = tasks.iter().find(|t| &t.model_hash != hash) {
             return Err(format!(
-                "task for window {} names forest {}, this worker explains {}",
-                t.key.window_id, t.model_hash, self.hash
+                "task for window {} names forest {}, this worker explains {hash}",
+                t.key.window_id, t.model_hash
             ));
         }
-        tasks
+        let rows = tasks
             .par_iter()
             .map(|t| {
                 let x: Vec<f32> = t.inputs.iter().map(|&v| v as f32).collect();
@@ -67,7 +181,68 @@ impl ExplainerStage {
                     values,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Outgoing::new(
+            SHAP_RESULTS,
+            rows[0].key.window_id.clone(),
+            encode_forest_shap(&rows, &forest.spec.features),
+        ))
+    }
+
+    fn explain_cnn(
+        &self,
+        tasks: &[CnnShapTask],
+        metrics: &StageMetrics,
+    ) -> Result<Outgoing, String> {
+        let Some(cnn) = &self.cnn else {
+            return Err("CNN task, but this worker has no CNN (--cnn)".into());
+        };
+        let rows = cnn.explain(tasks)?;
+        for r in &rows {
+            let k = &r.key;
+            let station = format!("{}.{}.{}.{}", k.network, k.station, k.location, k.band);
+            for ((band, _), share) in BANDS.iter().zip(cnn.band_mass(&r.values)) {
+                metrics.band_mass(&station, band, share);
+            }
+        }
+        Ok(Outgoing::new(
+            SHAP_RESULTS,
+            rows[0].key.window_id.clone(),
+            encode_cnn_shap(&rows),
+        ))
+    }
+
+    /// The results message for one task message, its windows' ends, and how many windows.
+    fn handle(
+        &self,
+        payload: &[u8],
+        metrics: &StageMetrics,
+    ) -> Result<Option<(Outgoing, Vec<i64>, usize)>, String> {
+        if is_cnn_task(payload) {
+            let tasks =
+                decode_cnn_shap_tasks(payload).map_err(|e| format!("CNN task message: {e}"))?;
+            if tasks.is_empty() {
+                return Ok(None);
+            }
+            let out = tokio::task::block_in_place(|| self.explain_cnn(&tasks, metrics))?;
+            Ok(Some((
+                out,
+                tasks.iter().map(|t| t.end_ns).collect(),
+                tasks.len(),
+            )))
+        } else {
+            let tasks =
+                decode_forest_shap_tasks(payload).map_err(|e| format!("shap task message: {e}"))?;
+            if tasks.is_empty() {
+                return Ok(None);
+            }
+            let out = tokio::task::block_in_place(|| self.explain_forest(&tasks))?;
+            Ok(Some((
+                out,
+                tasks.iter().map(|t| t.end_ns).collect(),
+                tasks.len(),
+            )))
+        }
     }
 }
 
@@ -85,55 +260,32 @@ impl Stage for ExplainerStage {
         if batch.is_empty() {
             return Ok(());
         }
-        let shap = ForestShap::new(&self.forest).map_err(|e| StageError::Input(e.to_string()))?;
         let mut out = Vec::new();
         let mut dead = 0;
         let mut ends = Vec::new();
         for m in &batch {
-            if m.topic != SHAP_TASKS {
-                out.push(dead_letter(
-                    STAGE,
-                    m,
-                    &format!("unexpected topic {}", m.topic),
-                ));
-                dead += 1;
-                continue;
-            }
-            let tasks = match m.payload.as_deref().map(decode_forest_shap_tasks) {
-                Some(Ok(tasks)) if !tasks.is_empty() => tasks,
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => {
-                    out.push(dead_letter(STAGE, m, &format!("shap task message: {e}")));
-                    dead += 1;
-                    continue;
+            let problem = if m.topic != SHAP_TASKS {
+                Some(format!("unexpected topic {}", m.topic))
+            } else if let Some(payload) = m.payload.as_deref() {
+                let started = Instant::now();
+                match self.handle(payload, metrics) {
+                    Ok(Some((result, task_ends, windows))) => {
+                        metrics.shap_task(started.elapsed().as_secs_f64());
+                        metrics.records_out.inc_by(windows as u64);
+                        let end = task_ends.iter().copied().max().unwrap_or(0);
+                        ends.extend(task_ends);
+                        out.push(result.header(header::WINDOW_END_NS, end.to_string()));
+                        None
+                    }
+                    Ok(None) => None,
+                    Err(why) => Some(why),
                 }
-                None => {
-                    out.push(dead_letter(STAGE, m, "empty message (no payload)"));
-                    dead += 1;
-                    continue;
-                }
+            } else {
+                Some("empty message (no payload)".into())
             };
-            let started = Instant::now();
-            match tokio::task::block_in_place(|| self.explain(&shap, &tasks)) {
-                Ok(rows) => {
-                    metrics.shap_task(started.elapsed().as_secs_f64());
-                    metrics.records_out.inc_by(rows.len() as u64);
-                    let end = tasks.iter().map(|t| t.end_ns).max().unwrap_or(0);
-                    ends.extend(tasks.iter().map(|t| t.end_ns));
-                    let key = rows[0].key.window_id.clone();
-                    out.push(
-                        Outgoing::new(
-                            SHAP_RESULTS,
-                            key,
-                            encode_forest_shap(&rows, &self.forest.spec.features),
-                        )
-                        .header(header::WINDOW_END_NS, end.to_string()),
-                    );
-                }
-                Err(why) => {
-                    out.push(dead_letter(STAGE, m, &why));
-                    dead += 1;
-                }
+            if let Some(why) = problem {
+                out.push(dead_letter(STAGE, m, &why));
+                dead += 1;
             }
         }
         metrics.dead_lettered(dead);

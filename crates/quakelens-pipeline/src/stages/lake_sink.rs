@@ -9,13 +9,17 @@ use std::sync::{Arc, Mutex};
 use arrow::array::{Array, StringArray, StringViewArray};
 
 use quakelens_lake::{
-    ForestShapRecord, Lake, LakeWriter, MagnitudeRecord, ScoreRecord, WindowRecord,
+    CnnShapRecord, ForestShapRecord, Lake, LakeWriter, MagnitudeRecord, ScoreRecord,
+    SpectrogramAxes, WindowRecord,
 };
 use quakelens_transport::topics::{header, MAGNITUDES, SCORES, SHAP_RESULTS, WINDOWS};
 use quakelens_transport::{Incoming, Transport};
 
 use super::{after_batch, dead_letter, now_ns, Stage, StageError, StageMetrics};
-use crate::messages::{decode_forest_shap, decode_magnitudes, decode_scores, decode_windows};
+use crate::messages::{
+    decode_cnn_shap, decode_forest_shap, decode_magnitudes, decode_scores, decode_windows,
+    is_cnn_result,
+};
 
 const STAGE: &str = "lake";
 
@@ -54,6 +58,9 @@ pub struct LakeSinkStage {
     scores: HashSet<(String, String)>,
     magnitudes: HashSet<(String, String)>,
     forest_shap: HashSet<(String, String)>,
+    cnn_shap: HashSet<(String, String)>,
+    /// Where CNN explanation values sit (None: the lake's spectrograms are not the study's).
+    axes: Option<SpectrogramAxes>,
     batch: usize,
     /// Seconds from window end to its row being in the lake, per message.
     pub latencies: Arc<Mutex<Vec<f64>>>,
@@ -88,6 +95,8 @@ impl LakeSinkStage {
             scores: HashSet::new(),
             magnitudes: HashSet::new(),
             forest_shap: HashSet::new(),
+            cnn_shap: HashSet::new(),
+            axes: crate::transform::spectrogram_axes(shape).ok(),
             batch: 500,
             latencies: Arc::new(Mutex::new(Vec::new())),
             duplicates_skipped: 0,
@@ -100,6 +109,7 @@ impl LakeSinkStage {
             ("scores", &mut me.scores),
             ("magnitudes", &mut me.magnitudes),
             ("forest_shap", &mut me.forest_shap),
+            ("cnn_shap", &mut me.cnn_shap),
         ] {
             if has_table(root, table) {
                 let sql = format!("SELECT DISTINCT window_id || '|' || model_hash FROM {table}");
@@ -139,6 +149,7 @@ impl Stage for LakeSinkStage {
         let mut magnitudes: Vec<MagnitudeRecord> = Vec::new();
         // Explanations with the feature names their values follow.
         let mut explained: Vec<(Vec<String>, Vec<ForestShapRecord>)> = Vec::new();
+        let mut cnn_explained: Vec<CnnShapRecord> = Vec::new();
         let mut dead = Vec::new();
         let mut ends = Vec::new();
         for m in &batch {
@@ -150,6 +161,17 @@ impl Stage for LakeSinkStage {
                 WINDOWS => decode_windows(payload).map(|r| windows.extend(r)),
                 SCORES => decode_scores(payload).map(|r| scores.extend(r)),
                 MAGNITUDES => decode_magnitudes(payload).map(|r| magnitudes.extend(r)),
+                SHAP_RESULTS if is_cnn_result(payload) => match &self.axes {
+                    Some(_) => decode_cnn_shap(payload).map(|r| cnn_explained.extend(r)),
+                    None => {
+                        dead.push(dead_letter(
+                            STAGE,
+                            m,
+                            "CNN explanations for a lake whose spectrograms are not the study's",
+                        ));
+                        continue;
+                    }
+                },
                 SHAP_RESULTS => decode_forest_shap(payload).map(|(rows, names)| {
                     match explained.iter_mut().find(|(n, _)| *n == names) {
                         Some((_, all)) => all.extend(rows),
@@ -176,7 +198,11 @@ impl Stage for LakeSinkStage {
         let explained_rows = |e: &[(Vec<String>, Vec<ForestShapRecord>)]| -> usize {
             e.iter().map(|(_, r)| r.len()).sum()
         };
-        let before = windows.len() + scores.len() + magnitudes.len() + explained_rows(&explained);
+        let before = windows.len()
+            + scores.len()
+            + magnitudes.len()
+            + explained_rows(&explained)
+            + cnn_explained.len();
         windows.retain(|r| !self.windows.contains(&r.window_id));
         scores.retain(|r| {
             !self
@@ -195,7 +221,16 @@ impl Stage for LakeSinkStage {
                 !self.forest_shap.contains(&k) && seen_now.insert(k)
             });
         }
-        let fresh = windows.len() + scores.len() + magnitudes.len() + explained_rows(&explained);
+        let mut cnn_seen_now = HashSet::new();
+        cnn_explained.retain(|r| {
+            let k = (r.key.window_id.clone(), r.model_hash.clone());
+            !self.cnn_shap.contains(&k) && cnn_seen_now.insert(k)
+        });
+        let fresh = windows.len()
+            + scores.len()
+            + magnitudes.len()
+            + explained_rows(&explained)
+            + cnn_explained.len();
         self.duplicates_skipped += (before - fresh) as u64;
         tokio::task::block_in_place(|| -> Result<(), StageError> {
             self.writer.write(&windows)?;
@@ -203,6 +238,9 @@ impl Stage for LakeSinkStage {
             self.writer.write_magnitudes(&magnitudes)?;
             for (names, rows) in &explained {
                 self.writer.write_forest_shap(rows, names)?;
+            }
+            if let Some(axes) = &self.axes {
+                self.writer.write_cnn_shap(&cnn_explained, axes)?;
             }
             Ok(())
         })?;
@@ -212,6 +250,11 @@ impl Stage for LakeSinkStage {
             .extend(scores.into_iter().map(|r| (r.key.window_id, r.model_hash)));
         self.magnitudes.extend(
             magnitudes
+                .into_iter()
+                .map(|r| (r.key.window_id, r.model_hash)),
+        );
+        self.cnn_shap.extend(
+            cnn_explained
                 .into_iter()
                 .map(|r| (r.key.window_id, r.model_hash)),
         );

@@ -9,7 +9,8 @@ use quakelens_transport::{Incoming, Outgoing, Transport};
 
 use super::{after_batch, dead_letter, Stage, StageError, StageMetrics};
 use crate::messages::{
-    decode_windows, encode_forest_shap_tasks, encode_magnitudes, encode_scores, ForestShapTask,
+    decode_windows, encode_cnn_shap_tasks, encode_forest_shap_tasks, encode_magnitudes,
+    encode_scores, CnnShapTask, ForestShapTask,
 };
 use crate::score::{Scored, Scorer};
 
@@ -20,7 +21,8 @@ pub struct ScorerStage {
     batch: usize,
     /// Windows the forest could not score (missing inputs), with the reason.
     pub unscored: Vec<String>,
-    /// Send each magnitude's inputs to `shap.tasks` for the explainer workers.
+    /// Send what was scored to `shap.tasks` for the explainer workers (forest inputs, or
+    /// spectrograms for the CNN).
     pub explain: bool,
 }
 
@@ -41,44 +43,70 @@ impl ScorerStage {
 }
 
 impl ScorerStage {
-    /// Explanation tasks for the windows whose magnitude was estimated (`done`).
+    /// Explanation tasks for the windows scored in this batch (`done`): forest inputs for
+    /// the forest, spectrograms for the CNN.
     fn tasks(&self, records: &[WindowRecord], done: &HashSet<&str>) -> Vec<Outgoing> {
-        let (Some((forest, _)), Some(rows)) =
-            (&self.scorer.forest, self.scorer.forest_rows(records))
-        else {
-            return Vec::new();
-        };
-        let hash = forest
-            .hash
-            .as_ref()
-            .map(|h| h.0.clone())
-            .unwrap_or_default();
-        let tasks: Vec<ForestShapTask> = records
+        let mut out = Vec::new();
+        let scored: Vec<&WindowRecord> = records
             .iter()
-            .zip(rows)
-            .filter(|(r, row)| {
-                done.contains(r.window_id.as_str()) && row.iter().all(|v| v.is_finite())
-            })
-            .map(|(r, inputs)| ForestShapTask {
-                key: WindowKey::of(r),
-                model_hash: hash.clone(),
-                end_ns: r.end_ns,
-                inputs,
-            })
+            .filter(|r| done.contains(r.window_id.as_str()))
             .collect();
-        tasks
-            .chunks(WINDOWS_PER_TASK)
-            .map(|chunk| {
-                let end = chunk.iter().map(|t| t.end_ns).max().unwrap_or(0);
-                Outgoing::new(
-                    SHAP_TASKS,
-                    chunk[0].key.window_id.clone(),
+        if let (Some((forest, _)), Some(rows)) =
+            (&self.scorer.forest, self.scorer.forest_rows(records))
+        {
+            let hash = forest
+                .hash
+                .as_ref()
+                .map(|h| h.0.clone())
+                .unwrap_or_default();
+            let tasks: Vec<ForestShapTask> = records
+                .iter()
+                .zip(rows)
+                .filter(|(r, row)| {
+                    done.contains(r.window_id.as_str()) && row.iter().all(|v| v.is_finite())
+                })
+                .map(|(r, inputs)| ForestShapTask {
+                    key: WindowKey::of(r),
+                    model_hash: hash.clone(),
+                    end_ns: r.end_ns,
+                    inputs,
+                })
+                .collect();
+            out.extend(tasks.chunks(WINDOWS_PER_TASK).map(|chunk| {
+                task_message(
+                    &chunk[0].key.window_id,
+                    chunk.iter().map(|t| t.end_ns),
                     encode_forest_shap_tasks(chunk),
                 )
-                .header(header::WINDOW_END_NS, end.to_string())
-            })
-            .collect()
+            }));
+        }
+        if let Some(model) = &self.scorer.cnn {
+            let tasks: Vec<CnnShapTask> = scored
+                .iter()
+                .map(|r| CnnShapTask {
+                    key: WindowKey::of(*r),
+                    model_hash: model.hash.0.clone(),
+                    end_ns: r.end_ns,
+                    spectrogram: r.spectrogram.clone(),
+                })
+                .collect();
+            // One window per message: a CNN task is ~1,000 model evaluations.
+            out.extend(tasks.chunks(1).map(|chunk| {
+                task_message(
+                    &chunk[0].key.window_id,
+                    chunk.iter().map(|t| t.end_ns),
+                    encode_cnn_shap_tasks(chunk),
+                )
+            }));
+        }
+        out
     }
+}
+
+/// A `shap.tasks` message keyed by its first window, with the newest window end.
+fn task_message(key: &str, ends: impl Iterator<Item = i64>, payload: Vec<u8>) -> Outgoing {
+    let end = ends.max().unwrap_or(0);
+    Outgoing::new(SHAP_TASKS, key, payload).header(header::WINDOW_END_NS, end.to_string())
 }
 
 impl Stage for ScorerStage {

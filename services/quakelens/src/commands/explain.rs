@@ -9,10 +9,10 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 
 use quakelens_explain::image::{partition, Masker, Shape};
-use quakelens_lake::{CnnShapRecord, Lake, LakeManifest, LakeWriter, SpectrogramAxes, WindowKey};
+use quakelens_lake::{CnnShapRecord, Lake, LakeManifest, LakeWriter, WindowKey};
 use quakelens_models::cnn::{default_device, CnnModel};
 use quakelens_models::dataset::{load_examples, Selection};
-use quakelens_signal::spectrogram::SpectrogramParams;
+use quakelens_pipeline::transform::spectrogram_axes;
 
 use super::{runtime, set_threads, DEFAULT_LAKE};
 
@@ -75,17 +75,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
             manifest.spectrogram_shape
         );
     }
-    // The study's spectrogram (the only one the lake writes): fs 100, nperseg 64, noverlap 48.
-    let params = SpectrogramParams::default();
-    let samples = (width - 1) * params.step() + params.nperseg;
-    let axes = SpectrogramAxes {
-        channels,
-        freqs_hz: params.freqs(),
-        times_s: params.times(samples),
-    };
-    if axes.freqs_hz.len() != height || axes.times_s.len() != width {
-        bail!("spectrograms of {height} × {width} do not come from the study's parameters");
-    }
+    let axes = spectrogram_axes(manifest.spectrogram_shape).map_err(anyhow::Error::msg)?;
     let masker = match args.masker {
         MaskerChoice::Blur => Masker::Blur { sigma: args.blur },
         MaskerChoice::Mean => Masker::ChannelMean,

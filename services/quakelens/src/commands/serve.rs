@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use quakelens_pipeline::metrics::{Metrics, StageMetrics};
 use quakelens_pipeline::score::{ModelPaths, Scorer};
 use quakelens_pipeline::stages;
-use quakelens_pipeline::stages::explainer::ExplainerStage;
+use quakelens_pipeline::stages::explainer::{CnnExplainer, ExplainerStage};
 use quakelens_pipeline::stages::ingest::{replay, IngestConfig, Pace};
 use quakelens_pipeline::stages::lake_sink::{LakeSinkStage, LatencySummary};
 use quakelens_pipeline::stages::scorer::ScorerStage;
@@ -132,7 +132,8 @@ pub struct ModelServiceArgs {
     /// Windows per CNN forward pass.
     #[arg(long, default_value_t = 64)]
     score_batch: usize,
-    /// (forest) Send each magnitude's inputs to `shap.tasks` for the `explainer` workers.
+    /// Send what is scored to `shap.tasks` for the `explainer` workers (forest inputs, or
+    /// spectrograms for the CNN).
     #[arg(long, env = "QUAKELENS_EXPLAIN")]
     explain: bool,
 }
@@ -141,10 +142,22 @@ pub struct ModelServiceArgs {
 pub struct ExplainerArgs {
     #[command(flatten)]
     service: ServiceOptions,
-    /// The forest file the tasks were scored with (`.arrow`); tasks for another model are
+    /// The forest file forest tasks were scored with (`.arrow`); tasks for another model are
     /// dead letters.
-    #[arg(long, env = "QUAKELENS_MODEL")]
-    model: PathBuf,
+    #[arg(long, env = "QUAKELENS_MODEL", required_unless_present = "cnn")]
+    model: Option<PathBuf>,
+    /// The CNN file CNN tasks were scored with (`.safetensors` or TorchScript `.pt`).
+    #[arg(long, env = "QUAKELENS_CNN")]
+    cnn: Option<PathBuf>,
+    /// Model evaluations per CNN window (the partition explainer's budget).
+    #[arg(long, env = "QUAKELENS_MAX_EVALS", default_value_t = 1000)]
+    max_evals: usize,
+    /// σ in pixels of the blur masker for CNN windows.
+    #[arg(long, default_value_t = 2.0)]
+    blur: f32,
+    /// Shape of the CNN's spectrograms for the band metric (channels, freqs, frames).
+    #[arg(long, default_value = "3,33,153", value_delimiter = ',')]
+    spectrogram_shape: Vec<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -348,7 +361,7 @@ pub fn model_service(args: ModelServiceArgs, forest: bool) -> anyhow::Result<()>
         let metrics = Arc::clone(&probe.metrics);
         probe.serve(&args.service.health).await?;
         let mut stage = ScorerStage::new(scorer, name);
-        stage.explain = forest && args.explain;
+        stage.explain = args.explain;
         stages::run(&mut stage, t.as_ref(), stop, &metrics).await?;
         Ok(())
     })
@@ -357,9 +370,36 @@ pub fn model_service(args: ModelServiceArgs, forest: bool) -> anyhow::Result<()>
 /// `explainer`: TreeSHAP workers on `shap.tasks`; start several in one group to share the work.
 pub fn explainer(args: ExplainerArgs) -> anyhow::Result<()> {
     set_threads(args.service.threads)?;
-    let forest = quakelens_models::forest::Forest::load(&args.model)
-        .with_context(|| format!("loading {}", args.model.display()))?;
-    let mut stage = ExplainerStage::new(forest)?;
+    let forest = match &args.model {
+        Some(p) => Some(
+            quakelens_models::forest::Forest::load(p)
+                .with_context(|| format!("loading {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let cnn = match &args.cnn {
+        Some(p) => {
+            let model =
+                quakelens_models::cnn::CnnModel::load(p, quakelens_models::cnn::default_device()?)
+                    .with_context(|| format!("loading {}", p.display()))?;
+            let shape: [usize; 3] = args
+                .spectrogram_shape
+                .clone()
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("--spectrogram-shape takes three numbers"))?;
+            let axes = quakelens_pipeline::transform::spectrogram_axes(shape)
+                .map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(args.max_evals >= 2, "--max-evals must be at least 2");
+            Some(CnnExplainer {
+                model,
+                max_evals: args.max_evals,
+                masker: quakelens_explain::image::Masker::Blur { sigma: args.blur },
+                freqs_hz: axes.freqs_hz,
+            })
+        }
+        None => None,
+    };
+    let mut stage = ExplainerStage::new(forest, cnn)?;
     runtime()?.block_on(async {
         let stop = stop_on_signal();
         let t = KafkaTransport::connect(&args.service.kafka("explainer"), &[topics::SHAP_TASKS])?;
