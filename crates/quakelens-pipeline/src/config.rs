@@ -30,6 +30,9 @@ pub struct PipelineConfig {
     pub models: ModelPaths,
     /// Windows per CNN forward pass.
     pub score_batch: usize,
+    /// Image SHAP budget (model evaluations) per window for the CNN; 0: no CNN explanations.
+    /// The forest's are always written (TreeSHAP is exact and cheap).
+    pub explain_evals: usize,
     /// Draw progress bars on stderr.
     pub progress: bool,
 }
@@ -49,6 +52,7 @@ impl PipelineConfig {
             batch_windows: 256,
             models: ModelPaths::default(),
             score_batch: 64,
+            explain_evals: 0,
             progress: false,
         }
     }

@@ -47,6 +47,8 @@ pub enum RunError {
     Dset(#[from] DsetError),
     #[error("no decodable waveform data in the input:\n  {0}")]
     NoData(String),
+    #[error("explaining the CNN: {0}")]
+    Explain(String),
 }
 
 /// Accounting of a run: every input record ends up in a window, or in one of these lists.
@@ -74,6 +76,8 @@ pub struct RunReport {
     pub magnitudes: usize,
     /// Windows whose magnitude was explained (TreeSHAP rows in `forest_shap`).
     pub explained: usize,
+    /// Windows whose CNN score was explained (image SHAP rows in `cnn_shap`).
+    pub cnn_explained: usize,
     /// Windows the forest could not score, with the reason.
     pub unscored: Vec<String>,
     /// Content hashes of the models used.
@@ -177,6 +181,9 @@ pub fn run(input: Input, cfg: &PipelineConfig) -> Result<RunReport, RunError> {
 struct Sink {
     writer: LakeWriter,
     scorer: Scorer,
+    /// CNN explanation budget (0: off) and where its values sit.
+    explain_evals: usize,
+    axes: Option<quakelens_lake::SpectrogramAxes>,
 }
 
 impl Sink {
@@ -189,7 +196,20 @@ impl Sink {
             .forest
             .as_ref()
             .and_then(|(f, _)| f.hash.as_ref().map(|h| h.0.clone()));
-        Ok(Self { writer, scorer })
+        let axes = if cfg.explain_evals > 0 && scorer.cnn.is_some() {
+            Some(
+                crate::transform::spectrogram_axes(cfg.spectrogram_shape())
+                    .map_err(|e| RunError::Explain(format!("--explain-cnn: {e}")))?,
+            )
+        } else {
+            None
+        };
+        Ok(Self {
+            writer,
+            scorer,
+            explain_evals: cfg.explain_evals,
+            axes,
+        })
     }
 
     fn write(&self, records: &[WindowRecord], report: &mut RunReport) -> Result<(), RunError> {
@@ -207,6 +227,24 @@ impl Sink {
                 .files
                 .len();
             report.unscored.extend(scored.unscored);
+            if let (Some(model), Some(axes)) = (&self.scorer.cnn, &self.axes) {
+                let masker = quakelens_explain::image::Masker::Blur { sigma: 2.0 };
+                let rows = records
+                    .iter()
+                    .map(|r| {
+                        crate::score::cnn_explanation(
+                            model,
+                            &quakelens_lake::WindowKey::of(r),
+                            &r.spectrogram,
+                            self.explain_evals,
+                            masker,
+                        )
+                    })
+                    .collect::<Result<Vec<_>, String>>()
+                    .map_err(RunError::Explain)?;
+                report.cnn_explained += rows.len();
+                report.lake_files += self.writer.write_cnn_shap(&rows, axes)?.files.len();
+            }
             if let Some((forest, _)) = &self.scorer.forest {
                 report.explained += scored.forest_shap.len();
                 report.lake_files += self

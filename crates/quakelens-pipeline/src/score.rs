@@ -251,3 +251,53 @@ pub fn forest_explanations(
         })
         .collect()
 }
+
+/// Image SHAP of one window's spectrogram for `model`'s aftershock-minus-foreshock logit: the
+/// partition explainer with `max_evals` model evaluations, 100 masked images per forward pass.
+pub fn cnn_explanation(
+    model: &CnnModel,
+    key: &WindowKey,
+    spectrogram: &[f32],
+    max_evals: usize,
+    masker: quakelens_explain::image::Masker,
+) -> Result<quakelens_lake::CnnShapRecord, String> {
+    let [c, h, w] = model.input_shape();
+    let shape = quakelens_explain::image::Shape {
+        channels: c as usize,
+        height: h as usize,
+        width: w as usize,
+    };
+    if spectrogram.len() != shape.len() {
+        return Err(format!(
+            "window {}: {} spectrogram values, the CNN takes {}",
+            key.window_id,
+            spectrogram.len(),
+            shape.len()
+        ));
+    }
+    let mut margin = |images: &[f32], n: usize| -> Result<Vec<f64>, String> {
+        model
+            .logits(images, n)
+            .map(|l| l.iter().map(|v| (v[1] - v[0]) as f64).collect())
+            .map_err(|e| e.to_string())
+    };
+    let a = quakelens_explain::image::partition(
+        &mut margin,
+        spectrogram,
+        shape,
+        masker,
+        max_evals,
+        100,
+    )
+    .map_err(|e| format!("window {}: {e}", key.window_id))?;
+    Ok(quakelens_lake::CnnShapRecord {
+        key: key.clone(),
+        model_hash: model.hash.0.clone(),
+        method: "partition".into(),
+        budget: max_evals as i32,
+        seed: 0,
+        output: a.f_image,
+        base_value: a.f_background,
+        values: a.values.iter().map(|&v| v as f32).collect(),
+    })
+}

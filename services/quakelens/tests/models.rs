@@ -172,8 +172,15 @@ fn cnn_and_forest_train_to_target_and_score_every_window() {
         &cnn,
         "--forest",
         &forest,
+        "--explain-cnn",
+        "60",
     ]);
     let text = stdout(&out);
+    assert!(text.contains("20 CNN scores explained"), "{text}");
+    assert_eq!(
+        sql_count(&lake2, "SELECT count(DISTINCT window_id) FROM cnn_shap"),
+        20
+    );
     assert!(text.contains("20 windows scored"), "{text}");
     assert!(text.contains("20 magnitudes estimated"), "{text}");
     assert_eq!(sql_count(&lake2, "SELECT count(*) FROM scores"), 20);

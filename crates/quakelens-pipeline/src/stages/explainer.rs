@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use quakelens_explain::image::{partition, Masker, Shape};
+use quakelens_explain::image::{Masker, Shape};
 use quakelens_explain::ForestShap;
 use quakelens_lake::{CnnShapRecord, ForestShapRecord};
 use quakelens_models::cnn::CnnModel;
@@ -22,6 +22,7 @@ use crate::messages::{
     decode_cnn_shap_tasks, decode_forest_shap_tasks, encode_cnn_shap, encode_forest_shap,
     is_cnn_task, CnnShapTask, ForestShapTask,
 };
+use crate::score::cnn_explanation;
 
 const STAGE: &str = "explainer";
 
@@ -48,13 +49,6 @@ impl CnnExplainer {
     }
 
     fn explain(&self, tasks: &[CnnShapTask]) -> Result<Vec<CnnShapRecord>, String> {
-        let shape = self.shape();
-        let mut margin = |images: &[f32], n: usize| -> Result<Vec<f64>, String> {
-            self.model
-                .logits(images, n)
-                .map(|l| l.iter().map(|v| (v[1] - v[0]) as f64).collect())
-                .map_err(|e| e.to_string())
-        };
         tasks
             .iter()
             .map(|t| {
@@ -64,33 +58,13 @@ impl CnnExplainer {
                         t.key.window_id, t.model_hash, self.model.hash.0
                     ));
                 }
-                if t.spectrogram.len() != shape.len() {
-                    return Err(format!(
-                        "window {}: {} spectrogram values, the CNN takes {}",
-                        t.key.window_id,
-                        t.spectrogram.len(),
-                        shape.len()
-                    ));
-                }
-                let a = partition(
-                    &mut margin,
+                cnn_explanation(
+                    &self.model,
+                    &t.key,
                     &t.spectrogram,
-                    shape,
-                    self.masker,
                     self.max_evals,
-                    100,
+                    self.masker,
                 )
-                .map_err(|e| format!("window {}: {e}", t.key.window_id))?;
-                Ok(CnnShapRecord {
-                    key: t.key.clone(),
-                    model_hash: t.model_hash.clone(),
-                    method: "partition".into(),
-                    budget: self.max_evals as i32,
-                    seed: 0,
-                    output: a.f_image,
-                    base_value: a.f_background,
-                    values: a.values.iter().map(|&v| v as f32).collect(),
-                })
             })
             .collect()
     }

@@ -8,10 +8,11 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 
-use quakelens_explain::image::{partition, Masker, Shape};
-use quakelens_lake::{CnnShapRecord, Lake, LakeManifest, LakeWriter, WindowKey};
+use quakelens_explain::image::{Masker, Shape};
+use quakelens_lake::{Lake, LakeManifest, LakeWriter, WindowKey};
 use quakelens_models::cnn::{default_device, CnnModel};
 use quakelens_models::dataset::{load_examples, Selection};
+use quakelens_pipeline::score::cnn_explanation;
 use quakelens_pipeline::transform::spectrogram_axes;
 
 use super::{runtime, set_threads, DEFAULT_LAKE};
@@ -94,37 +95,23 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     examples.sort_by(|a, b| a.window_id.cmp(&b.window_id));
     examples.truncate(args.limit.unwrap_or(usize::MAX));
     let writer = LakeWriter::open(&args.lake, manifest.spectrogram_shape)?;
-    let mut margin = |images: &[f32], n: usize| -> Result<Vec<f64>, String> {
-        model
-            .logits(images, n)
-            .map(|l| l.iter().map(|v| (v[1] - v[0]) as f64).collect())
-            .map_err(|e| e.to_string())
-    };
     let started = Instant::now();
     let mut worst = 0.0f64;
     let mut rows = Vec::new();
     let mut windows_written = 0;
     for e in &examples {
-        let a = partition(
-            &mut margin,
+        let r = cnn_explanation(
+            &model,
+            &WindowKey::of(e),
             &e.spectrogram,
-            shape,
-            masker,
             args.max_evals,
-            100,
+            masker,
         )
-        .map_err(|why| anyhow::anyhow!("window {}: {why}", e.window_id))?;
-        worst = worst.max(a.additivity_error());
-        rows.push(CnnShapRecord {
-            key: WindowKey::of(e),
-            model_hash: model.hash.0.clone(),
-            method: "partition".into(),
-            budget: args.max_evals as i32,
-            seed: 0,
-            output: a.f_image,
-            base_value: a.f_background,
-            values: a.values.iter().map(|&v| v as f32).collect(),
-        });
+        .map_err(anyhow::Error::msg)?;
+        let sum: f64 = r.values.iter().map(|&v| v as f64).sum();
+        // The values are stored as f32: the sum is checked at that precision.
+        worst = worst.max((sum - (r.output - r.base_value)).abs());
+        rows.push(r);
         if rows.len() == 16 {
             windows_written += writer.write_cnn_shap(&rows, &axes)?.rows;
             rows.clear();
