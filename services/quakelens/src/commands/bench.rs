@@ -27,6 +27,8 @@ pub enum BenchCommand {
     Models(super::bench_models::ModelsBenchArgs),
     /// TreeSHAP (vs shap.TreeExplainer on the same forest and rows).
     Explain(super::bench_explain::ExplainBenchArgs),
+    /// CNN explanation tasks worked off by 1, 2, … explainer processes.
+    Explainers(super::bench_explainers::ExplainersBenchArgs),
     /// Image SHAP on the CNN (vs shap's Partition explainer), with fidelity figures.
     Image(super::bench_explain::ImageBenchArgs),
     /// Live feeds through the broker and the windower/lake services: latency, memory, capacity.
@@ -59,6 +61,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Services(args) => super::bench_services::run(args),
         BenchCommand::Explain(args) => super::bench_explain::run(args),
         BenchCommand::Image(args) => super::bench_explain::run_image(args),
+        BenchCommand::Explainers(args) => super::bench_explainers::run(args),
     }
 }
 

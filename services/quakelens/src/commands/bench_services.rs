@@ -39,7 +39,7 @@ pub struct ServicesBenchArgs {
 }
 
 /// A child process killed on drop.
-struct Service {
+pub(super) struct Service {
     child: Child,
     log: PathBuf,
 }
@@ -64,17 +64,24 @@ impl Service {
 
     fn health(&self) -> Option<serde_json::Value> {
         let log = std::fs::read_to_string(&self.log).ok()?;
+        // "… health on http://ADDR/healthz, metrics on http://ADDR/metrics"
         let addr = log
             .lines()
             .find_map(|l| l.split("health on http://").nth(1))?
+            .split('/')
+            .next()?
             .trim()
-            .trim_end_matches("/healthz")
             .to_string();
         let body = http_get(&addr, "/healthz").ok()?;
         serde_json::from_str(body.split("\r\n\r\n").nth(1)?).ok()
     }
 
-    fn stop(mut self) {
+    /// The service's log so far.
+    pub(super) fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub(super) fn stop(mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -110,7 +117,12 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-fn spawn(work: &Path, name: &str, brokers: &str, args: &[&str]) -> anyhow::Result<Service> {
+pub(super) fn spawn(
+    work: &Path,
+    name: &str,
+    brokers: &str,
+    args: &[&str],
+) -> anyhow::Result<Service> {
     let log = work.join(format!("{name}.log"));
     let child = Command::new(std::env::current_exe()?)
         .args(args)
@@ -124,7 +136,7 @@ fn spawn(work: &Path, name: &str, brokers: &str, args: &[&str]) -> anyhow::Resul
     Ok(Service { child, log })
 }
 
-fn start_broker(work: &Path, tansu: &Path) -> anyhow::Result<(Service, String)> {
+pub(super) fn start_broker(work: &Path, tansu: &Path) -> anyhow::Result<(Service, String)> {
     let port = free_port()?;
     let url = format!("tcp://127.0.0.1:{port}");
     let log = work.join(format!("broker-{port}.log"));
@@ -169,7 +181,7 @@ struct Pass {
     rss: Vec<(&'static str, (f64, f64))>,
 }
 
-fn counter(s: &Service, name: &str) -> u64 {
+pub(super) fn counter(s: &Service, name: &str) -> u64 {
     s.health()
         .and_then(|h| h["counters"][name].as_u64())
         .unwrap_or(0)
