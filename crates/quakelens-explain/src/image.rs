@@ -422,6 +422,31 @@ pub fn exact_shapley(
         .collect())
 }
 
+/// Pearson correlation of two equally long value lists (fidelity against exact values).
+pub fn correlation(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len() as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
+    cov / (va * vb).sqrt()
+}
+
+/// Per-pixel attributions (`C × H × W`) summed over each region, all channels: what a game
+/// whose players are `regions` would give them.
+pub fn region_sums(values: &[f64], shape: Shape, regions: &[Region]) -> Vec<f64> {
+    let n = shape.pixels();
+    regions
+        .iter()
+        .map(|r| {
+            (r.r0..r.r1)
+                .flat_map(|row| (r.c0..r.c1).map(move |col| row * shape.width + col))
+                .map(|p| (0..shape.channels).map(|c| values[c * n + p]).sum::<f64>())
+                .sum()
+        })
+        .collect()
+}
+
 /// A model's outputs and input gradients for a batch (gradients back to back like the images).
 pub type GradientFn<'a> = dyn FnMut(&[f32], usize) -> Result<(Vec<f64>, Vec<f32>), String> + 'a;
 
@@ -699,27 +724,8 @@ mod tests {
             let total: f64 = exact.iter().sum();
             let a = partition(&mut nonlinear(FULL), &x, FULL, masker, 1000, 64).unwrap();
             assert!((total - (a.f_image - a.f_background)).abs() < 1e-9);
-            let n = FULL.pixels();
-            let approx: Vec<f64> = groups
-                .iter()
-                .map(|r| {
-                    (r.r0..r.r1)
-                        .flat_map(|row| (r.c0..r.c1).map(move |col| row * FULL.width + col))
-                        .map(|p| (0..3).map(|c| a.values[c * n + p]).sum::<f64>())
-                        .sum()
-                })
-                .collect();
-            let corr = correlation(&exact, &approx);
+            let corr = correlation(&exact, &region_sums(&a.values, FULL, &groups));
             assert!(corr >= 0.95, "seed {seed}: correlation {corr}");
         }
-    }
-
-    fn correlation(a: &[f64], b: &[f64]) -> f64 {
-        let n = a.len() as f64;
-        let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
-        let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
-        let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
-        let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
-        cov / (va * vb).sqrt()
     }
 }

@@ -152,25 +152,17 @@ pub struct ImageBenchArgs {
 /// explainer with the inpaint_telea masker on the same model file and images, plus fidelity.
 pub fn run_image(args: ImageBenchArgs) -> anyhow::Result<()> {
     use quakelens_explain::image::{
-        exact_shapley, expected_gradients, partition, Hierarchy, Masker, Shape,
+        correlation, exact_shapley, expected_gradients, partition, region_sums, Hierarchy, Masker,
+        Shape,
     };
-    use quakelens_models::cnn::{save_cnn, Cnn2d, CnnModel, INPUT_SHAPE};
+    use quakelens_models::cnn::CnnModel;
 
     super::set_threads(Some(args.threads))?;
     let python = super::reference_python(&args.python)?;
     anyhow::ensure!(args.images > 0, "--images must be at least 1");
     let dir = tempfile::tempdir()?;
     let d = |n: &str| dir.path().join(n);
-    let model_path = match &args.cnn {
-        Some(p) => p.clone(),
-        None => {
-            tch::manual_seed(1);
-            let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-            let _net = Cnn2d::new(&vs.root(), INPUT_SHAPE);
-            save_cnn(&vs, INPUT_SHAPE, None, &d("cnn.safetensors"))?;
-            d("cnn.safetensors")
-        }
-    };
+    let model_path = super::bench_cnn(&args.cnn, dir.path())?;
     let model = CnnModel::load(&model_path, tch::Device::Cpu)?;
     let shape = Shape {
         channels: 3,
@@ -222,18 +214,7 @@ pub fn run_image(args: ImageBenchArgs) -> anyhow::Result<()> {
         .map(|a| a.additivity_error() / (a.f_image - a.f_background).abs().max(1e-12))
         .fold(0.0, f64::max);
     let groups = Hierarchy::new(shape).level(4);
-    let per_group = |values: &[f64]| -> Vec<f64> {
-        let n = shape.pixels();
-        groups
-            .iter()
-            .map(|r| {
-                (r.r0..r.r1)
-                    .flat_map(|row| (r.c0..r.c1).map(move |col| row * shape.width + col))
-                    .map(|p| (0..3).map(|c| values[c * n + p]).sum::<f64>())
-                    .sum()
-            })
-            .collect()
-    };
+    let per_group = |values: &[f64]| region_sums(values, shape, &groups);
     let mut correlations = Vec::new();
     let mut gradient_correlations = Vec::new();
     for ((img, a), g) in x
@@ -306,13 +287,4 @@ pub fn run_image(args: ImageBenchArgs) -> anyhow::Result<()> {
         theirs / ours_gradient
     );
     Ok(())
-}
-
-fn correlation(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len() as f64;
-    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
-    let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
-    let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
-    let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
-    cov / (va * vb).sqrt()
 }

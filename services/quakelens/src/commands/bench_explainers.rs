@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use quakelens_lake::WindowKey;
-use quakelens_models::cnn::{save_cnn, Cnn2d, INPUT_SHAPE};
+use quakelens_models::cnn::INPUT_SHAPE;
 use quakelens_pipeline::messages::{encode_cnn_shap_tasks, CnnShapTask};
 use quakelens_synth::Rng;
 use quakelens_transport::kafka::{KafkaConfig, KafkaTransport};
@@ -47,11 +47,8 @@ pub fn run(args: ExplainersBenchArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(args.windows > 0, "--windows must be at least 1");
     let work = tempfile::tempdir()?;
-    let cnn = work.path().join("cnn.safetensors");
-    tch::manual_seed(1);
-    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let _net = Cnn2d::new(&vs.root(), INPUT_SHAPE);
-    let hash = save_cnn(&vs, INPUT_SHAPE, None, &cnn)?;
+    let cnn = super::bench_cnn(&None, work.path())?;
+    let hash = quakelens_models::hash::ModelHash::of(&std::fs::read(&cnn)?);
     let len = INPUT_SHAPE.iter().product::<i64>() as usize;
     let mut rng = Rng::new(4);
     let tasks: Vec<Vec<u8>> = (0..args.windows)

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 
-use quakelens_models::cnn::{save_cnn, Cnn2d, CnnModel, INPUT_SHAPE};
+use quakelens_models::cnn::{CnnModel, INPUT_SHAPE};
 use quakelens_models::forest::{train_forest, Columns, ForestParams};
 use quakelens_models::reference;
 use quakelens_signal::reference::write_f64;
@@ -46,16 +46,7 @@ pub fn run(args: ModelsBenchArgs) -> anyhow::Result<()> {
     let d = |n: &str| dir.path().join(n);
 
     // CNN: the same weights file on both sides.
-    let model_path = match &args.cnn {
-        Some(p) => p.clone(),
-        None => {
-            tch::manual_seed(1);
-            let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-            let _net = Cnn2d::new(&vs.root(), INPUT_SHAPE);
-            save_cnn(&vs, INPUT_SHAPE, None, &d("cnn.safetensors"))?;
-            d("cnn.safetensors")
-        }
-    };
+    let model_path = super::bench_cnn(&args.cnn, dir.path())?;
     let model = CnnModel::load(&model_path, tch::Device::Cpu)?;
     let len = INPUT_SHAPE.iter().product::<i64>() as usize;
     let mut rng = Rng::new(3);

@@ -39,6 +39,23 @@ pub fn reference_python(given: &Option<std::path::PathBuf>) -> anyhow::Result<st
         })
 }
 
+/// The CNN a benchmark times: `given`, or a randomly initialised CNN2D (seed 1) saved in `dir`.
+pub fn bench_cnn(
+    given: &Option<std::path::PathBuf>,
+    dir: &std::path::Path,
+) -> anyhow::Result<std::path::PathBuf> {
+    use quakelens_models::cnn::{save_cnn, Cnn2d, INPUT_SHAPE};
+    if let Some(p) = given {
+        return Ok(p.clone());
+    }
+    tch::manual_seed(1);
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _net = Cnn2d::new(&vs.root(), INPUT_SHAPE);
+    let path = dir.join("cnn.safetensors");
+    save_cnn(&vs, INPUT_SHAPE, None, &path)?;
+    Ok(path)
+}
+
 /// Sizes rayon's pool and LibTorch's intra-op pool alike, so they do not oversubscribe cores.
 pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
     let n = threads.unwrap_or_else(|| {
