@@ -47,6 +47,17 @@ impl LakeWriter {
     /// Writes `records`, one file per table, day and stream. Idempotent: the same windows give
     /// the same file names, so a rerun replaces instead of duplicating.
     pub fn write(&self, records: &[WindowRecord]) -> Result<WriteSummary, LakeError> {
+        self.write_tables(records, true, true)
+    }
+
+    /// As [`LakeWriter::write`], into `windows` and/or `features` only: a writer that died
+    /// between the two tables' files is repaired by writing just the table that lacks them.
+    pub fn write_tables(
+        &self,
+        records: &[WindowRecord],
+        windows: bool,
+        features: bool,
+    ) -> Result<WriteSummary, LakeError> {
         let expected = self.shape.iter().product::<usize>();
         if let Some(bad) = records.iter().find(|r| r.spectrogram.len() != expected) {
             return Err(LakeError::Batch {
@@ -60,11 +71,18 @@ impl LakeWriter {
             });
         }
         let mut summary = WriteSummary::default();
+        if records.is_empty() || !(windows || features) {
+            return Ok(summary);
+        }
         self.write_grouped(records, "", &mut summary, |group| {
-            Ok(vec![
-                ("windows", windows_batch(group, self.shape)?),
-                ("features", features_batch(group)?),
-            ])
+            let mut out = Vec::new();
+            if windows {
+                out.push(("windows", windows_batch(group, self.shape)?));
+            }
+            if features {
+                out.push(("features", features_batch(group)?));
+            }
+            Ok(out)
         })?;
         Ok(summary)
     }

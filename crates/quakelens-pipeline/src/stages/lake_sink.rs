@@ -54,7 +54,10 @@ impl LatencySummary {
 
 pub struct LakeSinkStage {
     writer: LakeWriter,
+    /// Window ids in `windows` and in `features`, apart: a sink killed between the two tables'
+    /// files leaves a window in one only, and the replay completes the other.
     windows: HashSet<String>,
+    features: HashSet<String>,
     scores: HashSet<(String, String)>,
     magnitudes: HashSet<(String, String)>,
     forest_shap: HashSet<(String, String)>,
@@ -92,6 +95,7 @@ impl LakeSinkStage {
         let mut me = Self {
             writer,
             windows: HashSet::new(),
+            features: HashSet::new(),
             scores: HashSet::new(),
             magnitudes: HashSet::new(),
             forest_shap: HashSet::new(),
@@ -101,9 +105,11 @@ impl LakeSinkStage {
             latencies: Arc::new(Mutex::new(Vec::new())),
             duplicates_skipped: 0,
         };
-        if has_table(root, "windows") {
-            me.windows
-                .extend(column_strings(&lake, "SELECT window_id FROM windows").await?);
+        for (table, set) in [("windows", &mut me.windows), ("features", &mut me.features)] {
+            if has_table(root, table) {
+                let sql = format!("SELECT window_id FROM {table}");
+                set.extend(column_strings(&lake, &sql).await?);
+            }
         }
         for (table, set) in [
             ("scores", &mut me.scores),
@@ -203,7 +209,17 @@ impl Stage for LakeSinkStage {
             + magnitudes.len()
             + explained_rows(&explained)
             + cnn_explained.len();
-        windows.retain(|r| !self.windows.contains(&r.window_id));
+        // Each window once, into whichever of the two tables lacks it.
+        let mut seen_windows = HashSet::new();
+        windows.retain(|r| {
+            (!self.windows.contains(&r.window_id) || !self.features.contains(&r.window_id))
+                && seen_windows.insert(r.window_id.clone())
+        });
+        let (both, partial): (Vec<WindowRecord>, Vec<WindowRecord>) =
+            windows.into_iter().partition(|r| {
+                !self.windows.contains(&r.window_id) && !self.features.contains(&r.window_id)
+            });
+        let windows = both;
         scores.retain(|r| {
             !self
                 .scores
@@ -227,6 +243,7 @@ impl Stage for LakeSinkStage {
             !self.cnn_shap.contains(&k) && cnn_seen_now.insert(k)
         });
         let fresh = windows.len()
+            + partial.len()
             + scores.len()
             + magnitudes.len()
             + explained_rows(&explained)
@@ -234,6 +251,15 @@ impl Stage for LakeSinkStage {
         self.duplicates_skipped += (before - fresh) as u64;
         tokio::task::block_in_place(|| -> Result<(), StageError> {
             self.writer.write(&windows)?;
+            for r in &partial {
+                tracing::warn!(window = %r.window_id, "completing a window one table lacks (a sink died between its files)");
+            }
+            let (lacks_windows, lacks_features): (Vec<WindowRecord>, Vec<WindowRecord>) = partial
+                .iter()
+                .cloned()
+                .partition(|r| !self.windows.contains(&r.window_id));
+            self.writer.write_tables(&lacks_windows, true, false)?;
+            self.writer.write_tables(&lacks_features, false, true)?;
             self.writer.write_scores(&scores)?;
             self.writer.write_magnitudes(&magnitudes)?;
             for (names, rows) in &explained {
@@ -244,8 +270,10 @@ impl Stage for LakeSinkStage {
             }
             Ok(())
         })?;
-        self.windows
-            .extend(windows.into_iter().map(|r| r.window_id));
+        for r in windows.iter().chain(&partial) {
+            self.windows.insert(r.window_id.clone());
+            self.features.insert(r.window_id.clone());
+        }
         self.scores
             .extend(scores.into_iter().map(|r| (r.key.window_id, r.model_hash)));
         self.magnitudes.extend(
