@@ -16,7 +16,7 @@ use quakelens_transport::kafka::{KafkaConfig, KafkaTransport};
 use quakelens_transport::topics::SHAP_TASKS;
 use quakelens_transport::{Outgoing, Transport};
 
-use super::bench_services::{counter, spawn, start_broker};
+use super::bench_services::{counter, spawn, start_broker, tansu_binary};
 
 #[derive(Args, Debug)]
 pub struct ExplainersBenchArgs {
@@ -35,16 +35,7 @@ pub struct ExplainersBenchArgs {
 }
 
 pub fn run(args: ExplainersBenchArgs) -> anyhow::Result<()> {
-    let tansu = args
-        .tansu
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(".cache/tansu/tansu-memory"));
-    if !tansu.is_file() {
-        bail!(
-            "no tansu binary at {} (run .ci/setup-broker, or pass --tansu)",
-            tansu.display()
-        );
-    }
+    let tansu = tansu_binary(&args.tansu)?;
     anyhow::ensure!(args.windows > 0, "--windows must be at least 1");
     let work = tempfile::tempdir()?;
     let cnn = super::bench_cnn(&None, work.path())?;

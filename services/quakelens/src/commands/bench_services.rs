@@ -136,6 +136,20 @@ pub(super) fn spawn(
     Ok(Service { child, log })
 }
 
+/// The tansu broker a benchmark starts: `given`, else the one `.ci/setup-broker` installs.
+pub(super) fn tansu_binary(given: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let tansu = given
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(".cache/tansu/tansu-memory"));
+    if !tansu.is_file() {
+        bail!(
+            "no tansu binary at {} (run .ci/setup-broker, or pass --tansu)",
+            tansu.display()
+        );
+    }
+    Ok(tansu)
+}
+
 pub(super) fn start_broker(work: &Path, tansu: &Path) -> anyhow::Result<(Service, String)> {
     let port = free_port()?;
     let url = format!("tcp://127.0.0.1:{port}");
@@ -264,16 +278,7 @@ fn pass(
 }
 
 pub fn run(args: ServicesBenchArgs) -> anyhow::Result<()> {
-    let tansu = args
-        .tansu
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(".cache/tansu/tansu-memory"));
-    if !tansu.is_file() {
-        bail!(
-            "no tansu binary at {} (run .ci/setup-broker, or pass --tansu)",
-            tansu.display()
-        );
-    }
+    let tansu = tansu_binary(&args.tansu)?;
     let tmp = tempfile::tempdir()?;
     let work = args
         .work
