@@ -13,6 +13,8 @@
 //!   Extending the path and unwinding a feature are O(depth), so a tree costs
 //!   O(leaves · depth²).
 
+use std::borrow::Cow;
+
 use quakelens_models::forest::{Forest, Tree};
 use rayon::prelude::*;
 
@@ -51,9 +53,10 @@ pub enum TreeShapError {
     },
 }
 
-/// SHAP values for rows of one forest.
+/// SHAP values for rows of one forest, borrowed (one batch) or owned (a long-lived worker, so
+/// the validation and set-up run once, not per task).
 pub struct ForestShap<'f> {
-    forest: &'f Forest,
+    forest: Cow<'f, Forest>,
     /// Σ over trees of the cover-weighted root value, / T.
     base: f64,
     /// The deepest tree's depth; sizes the path buffers.
@@ -72,8 +75,24 @@ struct PathElement {
     weight: f64,
 }
 
+impl ForestShap<'static> {
+    /// As [`ForestShap::new`], keeping the forest.
+    pub fn owned(forest: Forest) -> Result<Self, TreeShapError> {
+        Self::from_cow(Cow::Owned(forest))
+    }
+}
+
 impl<'f> ForestShap<'f> {
     pub fn new(forest: &'f Forest) -> Result<Self, TreeShapError> {
+        Self::from_cow(Cow::Borrowed(forest))
+    }
+
+    /// The forest explained.
+    pub fn forest(&self) -> &Forest {
+        &self.forest
+    }
+
+    fn from_cow(forest: Cow<'f, Forest>) -> Result<Self, TreeShapError> {
         if forest.trees.is_empty() {
             return Err(TreeShapError::Empty);
         }

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use quakelens_explain::image::{Masker, Shape};
 use quakelens_explain::ForestShap;
-use quakelens_lake::{CnnShapRecord, ForestShapRecord};
+use quakelens_lake::{CnnShapRecord, ForestShapRecord, Keyed};
 use quakelens_models::cnn::CnnModel;
 use quakelens_models::forest::Forest;
 use quakelens_transport::topics::{header, SHAP_RESULTS, SHAP_TASKS};
@@ -93,7 +93,8 @@ impl CnnExplainer {
 
 /// Explains forest and/or CNN tasks with the models they were scored with.
 pub struct ExplainerStage {
-    forest: Option<(Forest, String)>,
+    /// TreeSHAP for the forest (set up once) and the forest's model hash.
+    forest: Option<(ForestShap<'static>, String)>,
     cnn: Option<CnnExplainer>,
     batch: usize,
 }
@@ -116,10 +117,10 @@ impl ExplainerStage {
         }
         let forest = match forest {
             Some(f) => {
-                // Refuse a forest TreeSHAP cannot explain now, not at the first task.
-                ForestShap::new(&f).map_err(|e| StageError::Input(e.to_string()))?;
                 let hash = f.hash.as_ref().map(|h| h.0.clone()).unwrap_or_default();
-                Some((f, hash))
+                // Refuses a forest TreeSHAP cannot explain now, not at the first task.
+                let shap = ForestShap::owned(f).map_err(|e| StageError::Input(e.to_string()))?;
+                Some((shap, hash))
             }
             None => None,
         };
@@ -131,10 +132,9 @@ impl ExplainerStage {
     }
 
     fn explain_forest(&self, tasks: &[ForestShapTask]) -> Result<Outgoing, String> {
-        let Some((forest, hash)) = &self.forest else {
+        let Some((shap, hash)) = &self.forest else {
             return Err("forest task, but this worker has no forest (--model)".into());
         };
-        let shap = ForestShap::new(forest).map_err(|e| e.to_string())?;
         if let Some(t) = tasks.iter().find(|t| &t.model_hash != hash) {
             return Err(format!(
                 "task for window {} names forest {}, this worker explains {hash}",
@@ -159,7 +159,7 @@ impl ExplainerStage {
         Ok(Outgoing::new(
             SHAP_RESULTS,
             rows[0].key.window_id.clone(),
-            encode_forest_shap(&rows, &forest.spec.features),
+            encode_forest_shap(&rows, &shap.forest().spec.features),
         ))
     }
 
@@ -173,8 +173,7 @@ impl ExplainerStage {
         };
         let rows = cnn.explain(tasks)?;
         for r in &rows {
-            let k = &r.key;
-            let station = format!("{}.{}.{}.{}", k.network, k.station, k.location, k.band);
+            let station = r.key.key().stream();
             for ((band, _), share) in BANDS.iter().zip(cnn.band_mass(&r.values)) {
                 metrics.band_mass(&station, band, share);
             }

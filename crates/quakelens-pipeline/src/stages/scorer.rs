@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use quakelens_lake::{WindowKey, WindowRecord};
+use quakelens_lake::{Keyed, WindowKey, WindowRecord};
 use quakelens_transport::topics::{header, MAGNITUDES, SCORES, SHAP_TASKS, WINDOWS};
 use quakelens_transport::{Incoming, Outgoing, Transport};
 
@@ -40,9 +40,7 @@ impl ScorerStage {
             explain: false,
         }
     }
-}
 
-impl ScorerStage {
     /// Explanation tasks for the windows scored in this batch (`done`): forest inputs for
     /// the forest, spectrograms for the CNN.
     fn tasks(&self, records: &[WindowRecord], done: &HashSet<&str>) -> Vec<Outgoing> {
@@ -187,9 +185,7 @@ impl Stage for ScorerStage {
                 tracing::warn!("not scored: {u}");
             }
             for r in &s.scores {
-                let k = &r.key;
-                let station = format!("{}.{}.{}.{}", k.network, k.station, k.location, k.band);
-                metrics.prediction(&station, r.p_aftershock);
+                metrics.prediction(&r.key.key().stream(), r.p_aftershock);
             }
             done.extend(s.scores.iter().map(|r| r.key.window_id.as_str()));
             done.extend(s.magnitudes.iter().map(|r| r.key.window_id.as_str()));

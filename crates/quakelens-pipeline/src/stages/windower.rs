@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use quakelens_lake::WindowRecord;
+use quakelens_lake::{Keyed, WindowRecord};
 use quakelens_signal::miniseed::{decode_record_logged, split_records, Frame, Trace};
 use quakelens_signal::stream::{ChannelId, StationKey};
 use quakelens_signal::TARGET_PERIOD_NS;
@@ -237,8 +237,7 @@ impl Stage for WindowerStage {
         let mut out = self.messages(&mut records);
         metrics.records_out.inc_by(records.len() as u64);
         for r in &records {
-            let station = format!("{}.{}.{}.{}", r.network, r.station, r.location, r.band);
-            metrics.window_cut(&station, r.gap_runs, r.filled_samples, r.resampled);
+            metrics.window_cut(&r.key().stream(), r.gap_runs, r.filled_samples, r.resampled);
         }
         metrics.dead_lettered(dead.len());
         out.extend(dead);
@@ -347,8 +346,7 @@ impl WindowerStage {
     /// Windows grouped by station (stable, so each station's windows keep their order), at most
     /// `windows_per_message` a message. Sorts `records` in place instead of copying them.
     fn messages(&self, records: &mut [WindowRecord]) -> Vec<Outgoing> {
-        let station =
-            |r: &WindowRecord| format!("{}.{}.{}.{}", r.network, r.station, r.location, r.band);
+        let station = |r: &WindowRecord| r.key().stream();
         records.sort_by_cached_key(station);
         let mut out = Vec::new();
         for rows in records.chunk_by(|a, b| station(a) == station(b)) {
