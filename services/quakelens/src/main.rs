@@ -31,6 +31,9 @@ enum Command {
     Explain(commands::explain::ExplainArgs),
     /// Answer SQL over the lake (tables: windows, features, scores, magnitudes, forest_shap, cnn_shap).
     Sql(commands::sql::SqlArgs),
+    /// PNG figures of the explanations: window overlay, class means, beeswarm, waterfall.
+    #[command(subcommand)]
+    Plot(commands::plot::PlotCommand),
     /// Write a labelled synthetic dataset as miniSEED plus catalog.csv.
     Synth(commands::synth::SynthArgs),
     /// Decode miniSEED files and list their traces and problems.
@@ -71,6 +74,7 @@ fn main() -> std::process::ExitCode {
         Command::Score(args) => commands::score::run(args),
         Command::Explain(args) => commands::explain::run(args),
         Command::Sql(args) => commands::sql::run(args),
+        Command::Plot(command) => commands::plot::run(command),
         Command::Synth(args) => commands::synth::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Bench(cmd) => commands::bench::run(cmd),

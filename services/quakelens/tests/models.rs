@@ -33,6 +33,16 @@ fn sql_count(lake: &str, query: &str) -> usize {
         .unwrap_or_else(|| panic!("no count in {text}"))
 }
 
+/// Width, height and number of distinct colours of a PNG.
+fn decode_png(path: &Path) -> (u32, u32, usize) {
+    let file = std::io::BufReader::new(std::fs::File::open(path).unwrap());
+    let mut reader = png::Decoder::new(file).read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let colours: std::collections::HashSet<&[u8]> = buf[..info.buffer_size()].chunks(3).collect();
+    (info.width, info.height, colours.len())
+}
+
 #[test]
 fn cnn_and_forest_train_to_target_and_score_every_window() {
     let dir = tempfile::tempdir().unwrap();
@@ -142,6 +152,63 @@ fn cnn_and_forest_train_to_target_and_score_every_window() {
         ),
         33 * 1000 + 153
     );
+    // Pictures of those explanations: PNGs of the size the command reports, with real content.
+    let window_id = {
+        let text = stdout(&quakelens(&[
+            "sql",
+            "--lake",
+            &lake,
+            "SELECT min(window_id) AS w FROM cnn_shap",
+        ]));
+        text.lines()
+            .filter_map(|l| {
+                let cell = l.trim().trim_matches('|').trim();
+                (cell.len() == 16 && cell.chars().all(|c| c.is_ascii_hexdigit()))
+                    .then(|| cell.to_string())
+            })
+            .next()
+            .unwrap_or_else(|| panic!("no window id in {text}"))
+    };
+    // Colour maps give the heat maps many colours; the waterfall has bars, text and a frame.
+    for (figure, extra, least) in [
+        ("window", vec!["--window-id", window_id.as_str()], 30),
+        ("class-means", vec![], 30),
+        ("class-means", vec!["--by", "predicted"], 30),
+        ("beeswarm", vec!["--top", "15"], 10),
+        ("waterfall", vec!["--window-id", window_id.as_str()], 3),
+    ] {
+        let png = d(&format!("{figure}.png"));
+        let mut args = vec!["plot", figure, "--lake", &lake, "--out", &png];
+        args.extend(extra);
+        let said = stdout(&quakelens(&args));
+        let (width, height, colours) = decode_png(Path::new(&png));
+        assert!(
+            said.contains(&format!("({width} × {height} pixels)")),
+            "{said}"
+        );
+        assert!(width > 400 && height > 300, "{figure}: {width} × {height}");
+        assert!(colours >= least, "{figure}: only {colours} colours");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_quakelens"))
+        .args([
+            "plot",
+            "window",
+            "--lake",
+            &lake,
+            "--window-id",
+            "nope",
+            "--out",
+            &d("x.png"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no window nope"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!Path::new(&d("x.png")).exists());
     // Scoring again with the same model replaces rows instead of adding them.
     quakelens(&["score", "--lake", &lake, "--cnn", &cnn]);
     assert_eq!(sql_count(&lake, "SELECT count(*) FROM scores"), windows);

@@ -7,6 +7,7 @@ pub mod bench_models;
 pub mod bench_services;
 pub mod explain;
 pub mod inspect;
+pub mod plot;
 pub mod query;
 pub mod run;
 pub mod score;
