@@ -61,7 +61,8 @@ pub struct ForestShap<'f> {
     base: f64,
     /// The deepest tree's depth; sizes the path buffers.
     depth: usize,
-    quadrature: Quadrature,
+    /// Per tree, Gauss–Legendre points for its longest path's distinct features.
+    quadratures: Vec<Quadrature>,
 }
 
 /// One element of the path: a feature, the share of training rows that followed the path
@@ -110,11 +111,16 @@ impl<'f> ForestShap<'f> {
         let scale = 1.0 / forest.trees.len() as f64;
         let base = forest.trees.iter().map(|t| expected_value(t) * scale).sum();
         let depth = forest.max_depth();
+        let quadratures = forest
+            .trees
+            .iter()
+            .map(|t| Quadrature::for_path_features(linear::path_features(t)))
+            .collect();
         Ok(Self {
             forest,
             base,
             depth,
-            quadrature: Quadrature::for_depth(depth),
+            quadratures,
         })
     }
 
@@ -156,9 +162,15 @@ impl<'f> ForestShap<'f> {
         let scale = 1.0 / self.forest.trees.len() as f64;
         match method {
             Method::Polynomial => {
-                let mut scratch = Scratch::new(x.len(), self.depth, &self.quadrature);
-                for tree in &self.forest.trees {
-                    linear::tree_shap(tree, x, scale, &self.quadrature, &mut scratch, &mut phi);
+                let k = self
+                    .quadratures
+                    .iter()
+                    .map(|q| q.nodes.len())
+                    .max()
+                    .unwrap_or(1);
+                let mut scratch = Scratch::new(x.len(), self.depth, k);
+                for (tree, q) in self.forest.trees.iter().zip(&self.quadratures) {
+                    linear::tree_shap(tree, x, scale, q, &mut scratch, &mut phi);
                 }
             }
             Method::Paths => {
