@@ -156,20 +156,45 @@ impl FoldedCnn2d {
 
     /// Logits `[N, 2]` for input `[N, C, H, W]`.
     pub fn forward(&self, xs: &Tensor) -> Tensor {
+        self.after_first_layer(self.first_layer(&self.standardize(xs)))
+    }
+
+    /// The stored per-channel standardisation; the first convolution's zero padding applies
+    /// to its output.
+    pub(crate) fn standardize(&self, xs: &Tensor) -> Tensor {
         let c = self.input[0];
-        let mut xs = (xs - self.norm_mean.view([1, c, 1, 1])) / self.norm_std.view([1, c, 1, 1]);
-        for (i, (w, b, stride)) in self.convs.iter().enumerate() {
-            xs = xs.conv2d(w, Some(b), [*stride, *stride], [1, 1], [1, 1], 1);
-            if i < 2 {
-                xs = xs.max_pool2d_default(2);
-            }
-            xs = xs.relu_();
-        }
+        (xs - self.norm_mean.view([1, c, 1, 1])) / self.norm_std.view([1, c, 1, 1])
+    }
+
+    /// conv1 (batch norm folded), max-pool 2, ReLU.
+    pub(crate) fn first_layer(&self, xs: &Tensor) -> Tensor {
+        self.layer(0, xs)
+    }
+
+    fn layer(&self, i: usize, xs: &Tensor) -> Tensor {
+        let (w, b, stride) = &self.convs[i];
+        let xs = xs.conv2d(w, Some(b), [*stride, *stride], [1, 1], [1, 1], 1);
+        let mut xs = if i < 2 { xs.max_pool2d_default(2) } else { xs };
+        xs.relu_()
+    }
+
+    /// Everything after the first layer: `[N, 32, H/2, W/2]` → logits `[N, 2]`.
+    pub(crate) fn after_first_layer(&self, a1: Tensor) -> Tensor {
+        let xs = self.layer(2, &self.layer(1, &a1));
         let xs = xs
             .flatten(1, -1)
             .linear(&self.fc1.0, Some(&self.fc1.1))
             .relu_();
         xs.linear(&self.fc2.0, Some(&self.fc2.1))
+    }
+
+    /// The first convolution's folded weight `[out, in, 3, 3]` and bias `[out]`.
+    pub(crate) fn first_conv(&self) -> (&Tensor, &Tensor) {
+        (&self.convs[0].0, &self.convs[0].1)
+    }
+
+    pub(crate) fn input_shape(&self) -> [i64; 3] {
+        self.input
     }
 
     pub fn to_device(&self, device: tch::Device) -> Self {

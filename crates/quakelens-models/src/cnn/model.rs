@@ -135,6 +135,36 @@ impl CnnModel {
         Ok(flat.chunks_exact(2).map(|p| [p[0], p[1]]).collect())
     }
 
+    /// `window` and `background` ready for coalitions of pixels evaluated cheaply
+    /// ([`MaskedCnn`]); `None` for TorchScript models, whose layers are opaque.
+    pub fn masked(
+        &self,
+        window: &[f32],
+        background: &[f32],
+    ) -> Result<Option<super::MaskedCnn<'_>>, CnnError> {
+        let len = self.input_len();
+        for (what, x) in [("window", window), ("background", background)] {
+            if x.len() != len {
+                return Err(CnnError::Input(format!(
+                    "{what}: {} values for {:?}",
+                    x.len(),
+                    self.input
+                )));
+            }
+            if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+                return Err(CnnError::Input(format!(
+                    "{what} holds a non-finite value at {i}"
+                )));
+            }
+        }
+        match &self.backend {
+            Backend::Native(net) => {
+                super::MaskedCnn::new(net, self.device, window, background).map(Some)
+            }
+            Backend::TorchScript(_) => Ok(None),
+        }
+    }
+
     fn batch_tensor(&self, inputs: &[f32], n: usize) -> Tensor {
         let [c, h, w] = self.input;
         Tensor::from_slice(inputs)
