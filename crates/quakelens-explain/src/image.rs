@@ -172,15 +172,19 @@ impl Hierarchy {
 /// A model: a batch of `n` images back to back → one output each, or why it failed.
 pub type ModelFn<'a> = dyn FnMut(&[f32], usize) -> Result<Vec<f64>, String> + 'a;
 
-/// A set of pixels as a bitmap over positions.
+/// A coalition of pixels (the ones whose window values are kept) as a bitmap: bit
+/// `row · W + col`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Mask(Vec<u64>);
+pub struct Coalition(Vec<u64>);
 
-impl Mask {
-    fn empty(pixels: usize) -> Self {
-        Mask(vec![0; pixels.div_ceil(64)])
+impl Coalition {
+    pub fn empty(pixels: usize) -> Self {
+        Coalition(vec![0; pixels.div_ceil(64)])
     }
-    fn with(&self, r: Region, width: usize) -> Self {
+    pub fn words(&self) -> &[u64] {
+        &self.0
+    }
+    pub fn with(&self, r: Region, width: usize) -> Self {
         let mut m = self.clone();
         for row in r.r0..r.r1 {
             for col in r.c0..r.c1 {
@@ -190,13 +194,88 @@ impl Mask {
         }
         m
     }
-    fn has(&self, p: usize) -> bool {
+    pub fn has(&self, p: usize) -> bool {
         self.0[p / 64] >> (p % 64) & 1 == 1
     }
 }
 
+/// The game the explainers play: a model's output for each coalition of pixels, the others
+/// masked. [`Composed`] builds the images and calls a model on them; a model that knows its
+/// own structure can do better (the CNN reuses its first layer, see
+/// `quakelens_models::cnn::MaskedCnn`).
+pub trait Game {
+    fn play(&mut self, coalitions: &[&Coalition]) -> Result<Vec<f64>, String>;
+}
+
+/// Any model as a [`Game`]: masked images composed from the window and the background.
+pub struct Composed<'m, 'a> {
+    model: &'m mut ModelFn<'a>,
+    x: &'m [f32],
+    background: Vec<f32>,
+    shape: Shape,
+    images: Vec<f32>,
+}
+
+impl<'m, 'a> Composed<'m, 'a> {
+    pub fn new(
+        model: &'m mut ModelFn<'a>,
+        x: &'m [f32],
+        background: Vec<f32>,
+        shape: Shape,
+    ) -> Self {
+        Self {
+            model,
+            x,
+            background,
+            shape,
+            images: Vec::new(),
+        }
+    }
+}
+
+impl Game for Composed<'_, '_> {
+    fn play(&mut self, coalitions: &[&Coalition]) -> Result<Vec<f64>, String> {
+        self.images.clear();
+        for c in coalitions {
+            compose(self.x, &self.background, c, self.shape, &mut self.images);
+        }
+        (self.model)(&self.images, coalitions.len())
+    }
+}
+
+impl Game for quakelens_models::cnn::MaskedCnn<'_> {
+    fn play(&mut self, coalitions: &[&Coalition]) -> Result<Vec<f64>, String> {
+        let words: Vec<&[u64]> = coalitions.iter().map(|c| c.words()).collect();
+        self.margins(&words)
+            .map_err(|e| format!("CNN on masked images: {e}"))
+    }
+}
+
+/// Runs `explain` on the game of `model`'s aftershock-minus-foreshock margin around window `x`:
+/// the first-layer-reusing [`quakelens_models::cnn::MaskedCnn`] for native models, composed
+/// images for TorchScript ones.
+pub fn with_cnn_game<T>(
+    model: &quakelens_models::cnn::CnnModel,
+    x: &[f32],
+    shape: Shape,
+    masker: Masker,
+    explain: impl FnOnce(&mut dyn Game) -> Result<T, String>,
+) -> Result<T, String> {
+    let background = masker.background(x, shape);
+    if let Some(mut game) = model.masked(x, &background).map_err(|e| e.to_string())? {
+        return explain(&mut game);
+    }
+    let mut margin = |images: &[f32], n: usize| -> Result<Vec<f64>, String> {
+        model
+            .logits(images, n)
+            .map(|l| l.iter().map(|v| (v[1] - v[0]) as f64).collect())
+            .map_err(|e| format!("CNN on masked images: {e}"))
+    };
+    explain(&mut Composed::new(&mut margin, x, background, shape))
+}
+
 /// `x` where `mask` holds the pixel, `background` elsewhere, appended to `out`.
-fn compose(x: &[f32], background: &[f32], mask: &Mask, shape: Shape, out: &mut Vec<f32>) {
+fn compose(x: &[f32], background: &[f32], mask: &Coalition, shape: Shape, out: &mut Vec<f32>) {
     let n = shape.pixels();
     for c in 0..shape.channels {
         for p in 0..n {
@@ -211,7 +290,7 @@ struct Item {
     priority: f64,
     region: Region,
     weight: f64,
-    off: Mask,
+    off: Coalition,
     f_off: f64,
     f_on: f64,
 }
@@ -261,36 +340,147 @@ pub fn partition(
     max_evals: usize,
     batch: usize,
 ) -> Result<Attribution, String> {
+    let mut game = Composed::new(model, x, masker.background(x, shape), shape);
+    partition_game(&mut game, shape, max_evals, batch)
+}
+
+/// [`partition`] on any [`Game`] over an image of `shape`.
+pub fn partition_game(
+    game: &mut dyn Game,
+    shape: Shape,
+    max_evals: usize,
+    batch: usize,
+) -> Result<Attribution, String> {
+    partition_part(game, shape, max_evals, batch, Part::WHOLE)
+}
+
+/// One share of a window's partition explanation, so a large budget can be spread over several
+/// tasks. Every part expands the top of the hierarchy the same way (the fewest levels that give
+/// at least `count` region-context items: 4 per level), takes every `count`-th of those items
+/// from `index` on, and expands them best-first with its share of the budget. The parts' values
+/// add up to the window's explanation: each item's value is split only among its own pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Part {
+    pub const WHOLE: Part = Part { index: 0, count: 1 };
+
+    /// Levels every part expands in common, and the items that gives.
+    fn shared_levels(self) -> u32 {
+        let mut levels = 0;
+        while 4usize.pow(levels) < self.count {
+            levels += 1;
+        }
+        levels
+    }
+}
+
+/// Expands each (item, halves): evaluates the item's context with each half added and returns
+/// the four children (each half without and with its sibling), two evaluations per item.
+fn expand(
+    game: &mut dyn Game,
+    shape: Shape,
+    work: Vec<(Item, (Region, Region))>,
+) -> Result<Vec<Item>, String> {
+    let masks: Vec<(Coalition, Coalition)> = work
+        .iter()
+        .map(|(item, (a, b))| {
+            (
+                item.off.with(*a, shape.width),
+                item.off.with(*b, shape.width),
+            )
+        })
+        .collect();
+    let coalitions: Vec<&Coalition> = masks.iter().flat_map(|(a, b)| [a, b]).collect();
+    let f = game.play(&coalitions)?;
+    let mut children = Vec::with_capacity(4 * work.len());
+    for (i, ((item, (a, b)), (with_a, with_b))) in work.into_iter().zip(masks).enumerate() {
+        let (f_a, f_b) = (f[2 * i], f[2 * i + 1]);
+        let w = item.weight / 2.0;
+        for (region, off, f_off, f_on) in [
+            (a, item.off.clone(), item.f_off, f_a),
+            (a, with_b.clone(), f_b, item.f_on),
+            (b, item.off.clone(), item.f_off, f_b),
+            (b, with_a.clone(), f_a, item.f_on),
+        ] {
+            children.push(Item {
+                priority: (w * (f_on - f_off)).abs(),
+                region,
+                weight: w,
+                off,
+                f_off,
+                f_on,
+            });
+        }
+    }
+    Ok(children)
+}
+
+/// [`partition_game`] for one [`Part`] of the window; `max_evals` is the whole window's budget.
+pub fn partition_part(
+    game: &mut dyn Game,
+    shape: Shape,
+    max_evals: usize,
+    batch: usize,
+    part: Part,
+) -> Result<Attribution, String> {
+    if part.count == 0 || part.index >= part.count {
+        return Err(format!(
+            "part {} of {} does not exist",
+            part.index, part.count
+        ));
+    }
     let hierarchy = Hierarchy::new(shape);
-    let background = masker.background(x, shape);
     let n = shape.pixels();
-    let mut images = Vec::with_capacity(2 * shape.len());
-    images.extend_from_slice(x);
-    images.extend_from_slice(&background);
-    let f = model(&images, 2)?;
+    let everything = Coalition::empty(n).with(hierarchy.root(), shape.width);
+    let f = game.play(&[&everything, &Coalition::empty(n)])?;
     let (f_image, f_background) = (f[0], f[1]);
     let mut evaluations = 2;
     let mut per_pixel = vec![0.0f64; n];
-    let spread = |per_pixel: &mut [f64], r: Region, total: f64| {
-        let share = total / r.pixels() as f64;
+    let spread = |per_pixel: &mut [f64], item: &Item| {
+        let r = item.region;
+        let share = item.weight * (item.f_on - item.f_off) / r.pixels() as f64;
         for row in r.r0..r.r1 {
             for col in r.c0..r.c1 {
                 per_pixel[row * shape.width + col] += share;
             }
         }
     };
-    let mut queue = BinaryHeap::new();
-    queue.push(Item {
+    let mut items = vec![Item {
         priority: (f_image - f_background).abs(),
         region: hierarchy.root(),
         weight: 1.0,
-        off: Mask::empty(n),
+        off: Coalition::empty(n),
         f_off: f_background,
         f_on: f_image,
-    });
+    }];
+    for _ in 0..part.shared_levels() {
+        let mut work = Vec::new();
+        for item in items {
+            match item.region.halves() {
+                Some(h) => work.push((item, h)),
+                // A single pixel this high up (tiny images): part 0 keeps its value.
+                None if part.index == 0 => spread(&mut per_pixel, &item),
+                None => {}
+            }
+        }
+        evaluations += 2 * work.len();
+        items = expand(game, shape, work)?;
+    }
+    let shared = evaluations;
+    let budget = shared + max_evals.saturating_sub(shared) / part.count;
+    let mut queue: BinaryHeap<Item> = items
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % part.count == part.index)
+        .map(|(_, item)| item)
+        .collect();
     let batch = batch.max(1);
     while !queue.is_empty() {
-        let room = max_evals.saturating_sub(evaluations) / 2;
+        let room = budget.saturating_sub(evaluations) / 2;
         if room == 0 {
             break;
         }
@@ -299,58 +489,17 @@ pub fn partition(
             let Some(item) = queue.pop() else { break };
             match item.region.halves() {
                 Some(h) => work.push((item, h)),
-                None => spread(
-                    &mut per_pixel,
-                    item.region,
-                    item.weight * (item.f_on - item.f_off),
-                ),
+                None => spread(&mut per_pixel, &item),
             }
         }
         if work.is_empty() {
             continue;
         }
-        images.clear();
-        let masks: Vec<(Mask, Mask)> = work
-            .iter()
-            .map(|(item, (a, b))| {
-                (
-                    item.off.with(*a, shape.width),
-                    item.off.with(*b, shape.width),
-                )
-            })
-            .collect();
-        for (with_a, with_b) in &masks {
-            compose(x, &background, with_a, shape, &mut images);
-            compose(x, &background, with_b, shape, &mut images);
-        }
-        let f = model(&images, 2 * work.len())?;
         evaluations += 2 * work.len();
-        for (i, ((item, (a, b)), (with_a, with_b))) in work.into_iter().zip(masks).enumerate() {
-            let (f_a, f_b) = (f[2 * i], f[2 * i + 1]);
-            let w = item.weight / 2.0;
-            for (region, off, f_off, f_on) in [
-                (a, item.off.clone(), item.f_off, f_a),
-                (a, with_b.clone(), f_b, item.f_on),
-                (b, item.off.clone(), item.f_off, f_b),
-                (b, with_a.clone(), f_a, item.f_on),
-            ] {
-                queue.push(Item {
-                    priority: (w * (f_on - f_off)).abs(),
-                    region,
-                    weight: w,
-                    off,
-                    f_off,
-                    f_on,
-                });
-            }
-        }
+        queue.extend(expand(game, shape, work)?);
     }
     for item in queue.drain() {
-        spread(
-            &mut per_pixel,
-            item.region,
-            item.weight * (item.f_on - item.f_off),
-        );
+        spread(&mut per_pixel, &item);
     }
     let c = shape.channels as f64;
     let values = (0..shape.channels)
@@ -374,31 +523,41 @@ pub fn exact_shapley(
     groups: &[Region],
     batch: usize,
 ) -> Result<Vec<f64>, String> {
+    let mut game = Composed::new(model, x, masker.background(x, shape), shape);
+    exact_shapley_game(&mut game, shape, groups, batch)
+}
+
+/// [`exact_shapley`] on any [`Game`] over an image of `shape`.
+pub fn exact_shapley_game(
+    game: &mut dyn Game,
+    shape: Shape,
+    groups: &[Region],
+    batch: usize,
+) -> Result<Vec<f64>, String> {
     let p = groups.len();
     if p > 20 {
         return Err(format!(
             "exact Shapley values need at most 20 players, got {p}"
         ));
     }
-    let background = masker.background(x, shape);
     let coalitions = 1usize << p;
     let mut v = vec![0.0; coalitions];
-    let mut images = Vec::new();
     let batch = batch.max(1);
     let mut start = 0;
     while start < coalitions {
         let end = (start + batch).min(coalitions);
-        images.clear();
-        for s in start..end {
-            let mut m = Mask::empty(shape.pixels());
-            for (i, g) in groups.iter().enumerate() {
-                if s >> i & 1 == 1 {
-                    m = m.with(*g, shape.width);
-                }
-            }
-            compose(x, &background, &m, shape, &mut images);
-        }
-        let f = model(&images, end - start)?;
+        let masks: Vec<Coalition> = (start..end)
+            .map(|s| {
+                groups
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| s >> i & 1 == 1)
+                    .fold(Coalition::empty(shape.pixels()), |m, (_, g)| {
+                        m.with(*g, shape.width)
+                    })
+            })
+            .collect();
+        let f = game.play(&masks.iter().collect::<Vec<_>>())?;
         v[start..end].copy_from_slice(&f);
         start = end;
     }
@@ -684,6 +843,54 @@ mod tests {
                 .sum();
             assert!((got - want).abs() < 1e-6, "{r:?}: {got} vs {want}");
         }
+    }
+
+    #[test]
+    fn parts_add_up_to_the_window_and_spread_the_budget() {
+        let x = image(FULL, 11);
+        let masker = Masker::Blur { sigma: 2.0 };
+        let bg = masker.background(&x, FULL);
+        let mut model = nonlinear(FULL);
+        let mut game = Composed::new(&mut model, &x, bg, FULL);
+        let whole = partition_game(&mut game, FULL, 1200, 32).unwrap();
+        let one = partition_part(&mut game, FULL, 1200, 32, Part::WHOLE).unwrap();
+        assert_eq!(
+            one.values, whole.values,
+            "one part is the whole explanation"
+        );
+        for count in [2, 3, 5] {
+            let parts: Vec<Attribution> = (0..count)
+                .map(|index| {
+                    partition_part(&mut game, FULL, 1200, 32, Part { index, count }).unwrap()
+                })
+                .collect();
+            let total: Vec<f64> = (0..FULL.len())
+                .map(|i| parts.iter().map(|p| p.values[i]).sum())
+                .collect();
+            let merged = Attribution {
+                values: total,
+                f_image: parts[0].f_image,
+                f_background: parts[0].f_background,
+                evaluations: parts.iter().map(|p| p.evaluations).sum(),
+            };
+            let scale = (merged.f_image - merged.f_background).abs();
+            assert!(
+                merged.additivity_error() <= 1e-9 * scale.max(1.0),
+                "{count} parts"
+            );
+            // Each part covers its own items: no part is empty, and the budget is shared.
+            assert!(parts.iter().all(|p| p.values.iter().any(|v| *v != 0.0)));
+            let shared = if count <= 4 { 4 } else { 12 };
+            assert!(
+                merged.evaluations <= 1200 + (count - 1) * shared,
+                "{count} parts used {}",
+                merged.evaluations
+            );
+            // The split explains about as well as one task: the values agree closely.
+            let r = correlation(&merged.values, &whole.values);
+            assert!(r > 0.9, "{count} parts: correlation {r} with the whole");
+        }
+        assert!(partition_part(&mut game, FULL, 100, 8, Part { index: 2, count: 2 }).is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow::ipc::CompressionType;
 
+use quakelens_explain::image::Part;
 use quakelens_lake::{
     CnnShapRecord, ForestShapRecord, MagnitudeRecord, ScoreRecord, SourceAttributes, WindowKey,
     WindowRecord,
@@ -35,6 +36,8 @@ pub enum MessageError {
     Column(String),
     #[error("row {row}: {what} is null")]
     Null { row: usize, what: String },
+    #[error("row {row}: {reason}")]
+    Invalid { row: usize, reason: String },
 }
 
 fn encode(kind: &str, fields: Vec<Field>, columns: Vec<ArrayRef>) -> Vec<u8> {
@@ -587,13 +590,50 @@ pub fn is_cnn_result(bytes: &[u8]) -> bool {
     message_kind(bytes).as_deref() == Some(CNN_SHAP_KIND)
 }
 
-/// One window's spectrogram to explain, for the CNN that scored it.
+/// One window's spectrogram to explain, for the CNN that scored it; `part` says which share of
+/// the window's coalitions (the whole window unless an explainer split a large budget).
 #[derive(Clone, Debug, PartialEq)]
 pub struct CnnShapTask {
     pub key: WindowKey,
     pub model_hash: String,
     pub end_ns: i64,
     pub spectrogram: Vec<f32>,
+    pub part: Part,
+}
+
+fn part_fields() -> [Field; 2] {
+    [
+        Field::new("part", DataType::Int32, false),
+        Field::new("parts", DataType::Int32, false),
+    ]
+}
+
+fn part_columns<'a>(parts: impl Iterator<Item = &'a Part> + Clone) -> [ArrayRef; 2] {
+    [
+        Arc::new(Int32Array::from_iter_values(
+            parts.clone().map(|p| p.index as i32),
+        )),
+        Arc::new(Int32Array::from_iter_values(parts.map(|p| p.count as i32))),
+    ]
+}
+
+/// The part a row names; messages written before parts existed are whole windows.
+fn part_at(c: &Columns, row: usize) -> Result<Part, MessageError> {
+    if c.0.column_by_name("parts").is_none() {
+        return Ok(Part::WHOLE);
+    }
+    let index = required(c.i32("part", row)?, row, "part")?;
+    let count = required(c.i32("parts", row)?, row, "parts")?;
+    if count < 1 || index < 0 || index >= count {
+        return Err(MessageError::Invalid {
+            row,
+            reason: format!("part {index} of {count} does not exist"),
+        });
+    }
+    Ok(Part {
+        index: index as usize,
+        count: count as usize,
+    })
 }
 
 pub fn encode_cnn_shap_tasks(tasks: &[CnnShapTask]) -> Vec<u8> {
@@ -608,6 +648,7 @@ pub fn encode_cnn_shap_tasks(tasks: &[CnnShapTask]) -> Vec<u8> {
             false,
         ),
     ]);
+    fields.extend(part_fields());
     columns.extend([
         utf8(tasks.iter().map(|t| t.model_hash.as_str())),
         Arc::new(Int64Array::from_iter_values(tasks.iter().map(|t| t.end_ns))) as ArrayRef,
@@ -619,6 +660,7 @@ pub fn encode_cnn_shap_tasks(tasks: &[CnnShapTask]) -> Vec<u8> {
             tasks.iter().map(|t| t.spectrogram.len()),
         ),
     ]);
+    columns.extend(part_columns(tasks.iter().map(|t| &t.part)));
     encode(CNN_SHAP_TASKS_KIND, fields, columns)
 }
 
@@ -632,13 +674,18 @@ pub fn decode_cnn_shap_tasks(bytes: &[u8]) -> Result<Vec<CnnShapTask>, MessageEr
                 model_hash: c.text("model_hash", row)?,
                 end_ns: required(c.i64("end_ns", row)?, row, "end_ns")?,
                 spectrogram: list_values::<arrow::datatypes::Float32Type>(&c, "spectrogram", row)?,
+                part: part_at(&c, row)?,
             });
         }
     }
     Ok(out)
 }
 
-pub fn encode_cnn_shap(rows: &[CnnShapRecord]) -> Vec<u8> {
+/// CNN explanations, each of the whole window or of one [`Part`] (whose values the lake sink
+/// adds up once every part is in).
+pub fn encode_cnn_shap(rows: &[(CnnShapRecord, Part)]) -> Vec<u8> {
+    let parts: Vec<Part> = rows.iter().map(|(_, p)| *p).collect();
+    let rows: Vec<&CnnShapRecord> = rows.iter().map(|(r, _)| r).collect();
     let mut fields = key_fields();
     let mut columns = key_columns(rows.iter().map(|r| &r.key));
     fields.extend([
@@ -670,24 +717,30 @@ pub fn encode_cnn_shap(rows: &[CnnShapRecord]) -> Vec<u8> {
             rows.iter().map(|r| r.values.len()),
         ),
     ]);
+    fields.extend(part_fields());
+    columns.extend(part_columns(parts.iter()));
     encode(CNN_SHAP_KIND, fields, columns)
 }
 
-pub fn decode_cnn_shap(bytes: &[u8]) -> Result<Vec<CnnShapRecord>, MessageError> {
+pub fn decode_cnn_shap(bytes: &[u8]) -> Result<Vec<(CnnShapRecord, Part)>, MessageError> {
     let mut out = Vec::new();
     for batch in decode(bytes, CNN_SHAP_KIND)? {
         let c = Columns(&batch);
         for row in 0..batch.num_rows() {
-            out.push(CnnShapRecord {
-                key: key_at(&c, row)?,
-                model_hash: c.text("model_hash", row)?,
-                method: c.text("method", row)?,
-                budget: required(c.i32("budget", row)?, row, "budget")?,
-                seed: required(c.i64("seed", row)?, row, "seed")?,
-                output: required(c.f64("output", row)?, row, "output")?,
-                base_value: required(c.f64("base_value", row)?, row, "base_value")?,
-                values: list_values::<arrow::datatypes::Float32Type>(&c, "values", row)?,
-            });
+            let part = part_at(&c, row)?;
+            out.push((
+                CnnShapRecord {
+                    key: key_at(&c, row)?,
+                    model_hash: c.text("model_hash", row)?,
+                    method: c.text("method", row)?,
+                    budget: required(c.i32("budget", row)?, row, "budget")?,
+                    seed: required(c.i64("seed", row)?, row, "seed")?,
+                    output: required(c.f64("output", row)?, row, "output")?,
+                    base_value: required(c.f64("base_value", row)?, row, "base_value")?,
+                    values: list_values::<arrow::datatypes::Float32Type>(&c, "values", row)?,
+                },
+                part,
+            ));
         }
     }
     Ok(out)
@@ -720,10 +773,16 @@ mod tests {
             model_hash: "sha256:c".into(),
             end_ns: 9,
             spectrogram: vec![0.5; 12],
+            part: Part { index: 1, count: 3 },
         }];
         let bytes = encode_cnn_shap_tasks(&tasks);
         assert!(is_cnn_task(&bytes) && !is_cnn_result(&bytes));
         assert_eq!(decode_cnn_shap_tasks(&bytes).unwrap(), tasks);
+        // A part that cannot exist is refused, by row.
+        let mut bad = tasks.clone();
+        bad[0].part = Part { index: 3, count: 3 };
+        let err = decode_cnn_shap_tasks(&encode_cnn_shap_tasks(&bad)).unwrap_err();
+        assert!(err.to_string().contains("part 3 of 3"), "{err}");
         let rows = vec![CnnShapRecord {
             key,
             model_hash: "sha256:c".into(),
@@ -734,9 +793,39 @@ mod tests {
             base_value: -0.5,
             values: vec![0.25; 12],
         }];
+        let rows: Vec<(CnnShapRecord, Part)> = rows
+            .into_iter()
+            .map(|r| (r, Part { index: 0, count: 2 }))
+            .collect();
         let bytes = encode_cnn_shap(&rows);
         assert!(is_cnn_result(&bytes) && message_kind(b"junk").is_none());
         assert_eq!(decode_cnn_shap(&bytes).unwrap(), rows);
+        // Messages from before parts existed are whole windows.
+        let key_only = key_fields();
+        let old = encode(
+            CNN_SHAP_TASKS_KIND,
+            key_only
+                .into_iter()
+                .chain([
+                    Field::new("model_hash", DataType::Utf8, false),
+                    Field::new("end_ns", DataType::Int64, false),
+                    Field::new(
+                        "spectrogram",
+                        DataType::List(Arc::new(Field::new("item", DataType::Float32, false))),
+                        false,
+                    ),
+                ])
+                .collect(),
+            key_columns([&tasks[0].key].into_iter())
+                .into_iter()
+                .chain([
+                    utf8(["sha256:c"].into_iter()),
+                    Arc::new(Int64Array::from_iter_values([9])) as ArrayRef,
+                    list::<arrow::datatypes::Float32Type>(vec![0.5; 12], [12].into_iter()),
+                ])
+                .collect(),
+        );
+        assert_eq!(decode_cnn_shap_tasks(&old).unwrap()[0].part, Part::WHOLE);
     }
 
     #[test]

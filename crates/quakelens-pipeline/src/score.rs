@@ -261,6 +261,26 @@ pub fn cnn_explanation(
     max_evals: usize,
     masker: quakelens_explain::image::Masker,
 ) -> Result<quakelens_lake::CnnShapRecord, String> {
+    cnn_explanation_part(
+        model,
+        key,
+        spectrogram,
+        max_evals,
+        masker,
+        quakelens_explain::image::Part::WHOLE,
+    )
+}
+
+/// [`cnn_explanation`] for one part of the window's coalitions (`max_evals` is the window's
+/// whole budget); the parts' values add up to the window's.
+pub fn cnn_explanation_part(
+    model: &CnnModel,
+    key: &WindowKey,
+    spectrogram: &[f32],
+    max_evals: usize,
+    masker: quakelens_explain::image::Masker,
+    part: quakelens_explain::image::Part,
+) -> Result<quakelens_lake::CnnShapRecord, String> {
     let [c, h, w] = model.input_shape();
     let shape = quakelens_explain::image::Shape {
         channels: c as usize,
@@ -275,20 +295,10 @@ pub fn cnn_explanation(
             shape.len()
         ));
     }
-    let mut margin = |images: &[f32], n: usize| -> Result<Vec<f64>, String> {
-        model
-            .logits(images, n)
-            .map(|l| l.iter().map(|v| (v[1] - v[0]) as f64).collect())
-            .map_err(|e| e.to_string())
-    };
-    let a = quakelens_explain::image::partition(
-        &mut margin,
-        spectrogram,
-        shape,
-        masker,
-        max_evals,
-        100,
-    )
+    use quakelens_explain::image::{partition_part, with_cnn_game};
+    let a = with_cnn_game(model, spectrogram, shape, masker, |game| {
+        partition_part(game, shape, max_evals, 100, part)
+    })
     .map_err(|e| format!("window {}: {e}", key.window_id))?;
     Ok(quakelens_lake::CnnShapRecord {
         key: key.clone(),

@@ -920,3 +920,117 @@ fn explainer_workers_share_the_tasks_and_lose_none() {
         assert!(p.log_text().contains("health on"), "{}", p.name);
     }
 }
+
+/// 9. A CNN budget above one task's share: the explainers split each window into parts on
+///    shap.tasks, two workers share them, and the lake sink adds them up: every window once,
+///    with the values `quakelens explain --parts` computes in one process.
+#[test]
+fn split_cnn_windows_are_shared_by_two_workers() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Broker::start(dir.path(), "memory") else {
+        return;
+    };
+    let syn = synthetic(dir.path(), 2, 1);
+    let catalog = syn.join("catalog.csv");
+    let lake = embedded(dir.path(), &[&syn], Some(&catalog), &[]);
+    let cnn = dir.path().join("cnn.safetensors");
+    let (l, c) = (lake.to_str().unwrap(), cnn.to_str().unwrap());
+    quakelens(
+        "",
+        &[
+            "train", "cnn", "--lake", l, "--out", c, "--epochs", "1", "--quiet",
+        ],
+    );
+    quakelens("", &["score", "--lake", l, "--cnn", c]);
+    quakelens(
+        "",
+        &[
+            "explain",
+            "--lake",
+            l,
+            "--cnn",
+            c,
+            "--max-evals",
+            "90",
+            "--parts",
+            "3",
+        ],
+    );
+    let windows = count(&lake, "windows");
+
+    let s = Services::new(dir.path(), &broker);
+    let sink = s.lake_sink("lake");
+    let windower = s.windower("windower", &["--catalog", catalog.to_str().unwrap()]);
+    let mut scorer_args = vec!["scorer", "--model", c, "--explain"];
+    scorer_args.extend(FAST_GROUPS);
+    let scorer = spawn(dir.path(), "scorer", &s.brokers, &scorer_args);
+    let mut explainer_args = vec![
+        "explainer",
+        "--cnn",
+        c,
+        "--max-evals",
+        "90",
+        "--evals-per-task",
+        "30",
+    ];
+    explainer_args.extend(FAST_GROUPS);
+    let one = spawn(dir.path(), "explainer-1", &s.brokers, &explainer_args);
+    let two = spawn(dir.path(), "explainer-2", &s.brokers, &explainer_args);
+    let mut ingest = s.ingest(&[&syn], &[]);
+    assert!(
+        ingest.wait(Duration::from_secs(300)).success(),
+        "{}",
+        ingest.log_text()
+    );
+    s.settle(windows, Duration::from_secs(300), &[&sink, &windower]);
+    let cells = 3 * 33 * 153;
+    wait_for(
+        Duration::from_secs(300),
+        "every split window merged",
+        || count(&s.lake, "cnn_shap") >= windows * cells,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        count(&s.lake, "cnn_shap"),
+        windows * cells,
+        "a window twice"
+    );
+    // Both workers explained parts.
+    for w in [&one, &two] {
+        assert!(records_in(w) > 0, "{}", w.log_text());
+    }
+    // The same values as the parts added up in one process (LibTorch may round differently
+    // with other thread counts: compared to 1e-5 of each window's largest value).
+    let q = "SELECT window_id, channel, freq_hz, time_s, value, \
+             max(abs(value)) OVER (PARTITION BY window_id) AS scale \
+             FROM cnn_shap ORDER BY window_id, channel, freq_hz, time_s";
+    let (got, want) = (sql_rows(&s.lake, q), sql_rows(&lake, q));
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        let (gf, wf): (Vec<&str>, Vec<&str>) = (g.split('|').collect(), w.split('|').collect());
+        assert_eq!(gf[..4], wf[..4], "{g} vs {w}");
+        let (a, b, scale) = (
+            gf[4].parse::<f64>().unwrap(),
+            wf[4].parse::<f64>().unwrap(),
+            wf[5].parse::<f64>().unwrap(),
+        );
+        assert!((a - b).abs() <= 1e-5 * scale, "{g} vs {w}");
+    }
+    // No worker saw a window whole: the sink sets the band shares (the drift signal).
+    let text = scrape(&sink);
+    let stations = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("quakelens_shap_band_mass_ratio{") && l.contains("band=\"0-5Hz\"")
+        })
+        .count();
+    assert_eq!(stations, 2, "{text}");
+    let mass = total(&text, "quakelens_shap_band_mass_ratio{");
+    assert!(
+        (mass - 2.0).abs() < 1e-6,
+        "shares per station add up to 1: {mass}"
+    );
+    assert_promtool_accepts(&text, "lake sink");
+    let _ = scorer;
+}

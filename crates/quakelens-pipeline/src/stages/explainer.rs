@@ -4,12 +4,15 @@
 //! stored-but-uncommitted tasks to be redone by the others (the lake sink drops duplicates).
 //! Forest tasks get exact TreeSHAP; CNN tasks get the partition explainer, and each explained
 //! window updates its station's share of |SHAP| mass per frequency band (the drift metric).
+//! A CNN window whose budget is above `evals_per_task` is not explained where it lands: it goes
+//! back to `shap.tasks` as that many parts (keyed apart, so they spread over the partitions and
+//! workers), and the lake sink adds the parts' values up once all are in.
 
 use std::time::Instant;
 
 use rayon::prelude::*;
 
-use quakelens_explain::image::{Masker, Shape};
+use quakelens_explain::image::{Masker, Part, Shape};
 use quakelens_explain::ForestShap;
 use quakelens_lake::{CnnShapRecord, ForestShapRecord, Keyed};
 use quakelens_models::cnn::CnnModel;
@@ -19,12 +22,15 @@ use quakelens_transport::{Incoming, Outgoing, Transport};
 
 use super::{after_batch, dead_letter, now_ns, Stage, StageError, StageMetrics};
 use crate::messages::{
-    decode_cnn_shap_tasks, decode_forest_shap_tasks, encode_cnn_shap, encode_forest_shap,
-    is_cnn_task, CnnShapTask, ForestShapTask,
+    decode_cnn_shap_tasks, decode_forest_shap_tasks, encode_cnn_shap, encode_cnn_shap_tasks,
+    encode_forest_shap, is_cnn_task, CnnShapTask, ForestShapTask,
 };
-use crate::score::cnn_explanation;
+use crate::score::cnn_explanation_part;
 
 const STAGE: &str = "explainer";
+
+/// Most parts one window is split into.
+pub const MAX_PARTS: usize = 64;
 
 /// Frequency bands of the drift metric (Hz, upper bound exclusive; the last takes the rest).
 pub const BANDS: [(&str, f64); 3] = [("0-5Hz", 5.0), ("5-15Hz", 15.0), ("15-50Hz", f64::INFINITY)];
@@ -33,6 +39,8 @@ pub const BANDS: [(&str, f64); 3] = [("0-5Hz", 5.0), ("5-15Hz", 15.0), ("15-50Hz
 pub struct CnnExplainer {
     pub model: CnnModel,
     pub max_evals: usize,
+    /// Largest budget one task explains; a window needing more is split into parts (0: never).
+    pub evals_per_task: usize,
     pub masker: Masker,
     /// Frequency (Hz) of each spectrogram row.
     pub freqs_hz: Vec<f64>,
@@ -48,48 +56,70 @@ impl CnnExplainer {
         }
     }
 
-    fn explain(&self, tasks: &[CnnShapTask]) -> Result<Vec<CnnShapRecord>, String> {
-        tasks
-            .iter()
-            .map(|t| {
-                if t.model_hash != self.model.hash.0 {
-                    return Err(format!(
-                        "task for window {} names CNN {}, this worker explains {}",
-                        t.key.window_id, t.model_hash, self.model.hash.0
-                    ));
-                }
-                cnn_explanation(
-                    &self.model,
-                    &t.key,
-                    &t.spectrogram,
-                    self.max_evals,
-                    self.masker,
-                )
-            })
-            .collect()
+    /// How many parts a window's budget is explained in.
+    pub fn parts(&self) -> usize {
+        if self.evals_per_task == 0 {
+            1
+        } else {
+            self.max_evals
+                .div_ceil(self.evals_per_task)
+                .clamp(1, MAX_PARTS)
+        }
+    }
+
+    /// A task for another CNN is refused before any work (splitting included).
+    fn check_model(&self, task: &CnnShapTask) -> Result<(), String> {
+        if task.model_hash != self.model.hash.0 {
+            return Err(format!(
+                "task for window {} names CNN {}, this worker explains {}",
+                task.key.window_id, task.model_hash, self.model.hash.0
+            ));
+        }
+        Ok(())
+    }
+
+    fn explain(&self, task: &CnnShapTask) -> Result<CnnShapRecord, String> {
+        cnn_explanation_part(
+            &self.model,
+            &task.key,
+            &task.spectrogram,
+            self.max_evals,
+            self.masker,
+            task.part,
+        )
     }
 
     /// Share of |SHAP| mass per band of one explained window.
     fn band_mass(&self, values: &[f32]) -> [f64; BANDS.len()] {
-        let shape = self.shape();
-        let mut mass = [0.0; BANDS.len()];
-        for (i, v) in values.iter().enumerate() {
-            let f = self.freqs_hz[(i / shape.width) % shape.height];
-            let b = BANDS
-                .iter()
-                .position(|&(_, top)| f < top)
-                .unwrap_or(BANDS.len() - 1);
-            mass[b] += v.abs() as f64;
-        }
-        let total: f64 = mass.iter().sum();
-        if total > 0.0 {
-            for m in &mut mass {
-                *m /= total;
-            }
-        }
-        mass
+        band_shares(values, &self.freqs_hz, self.shape().width)
     }
 }
+
+/// Share of |SHAP| mass per [`BANDS`] band of one window's values (`C × F × T`, `freqs_hz` per
+/// row F): set by the worker that explains a whole window, or by the lake sink that adds up a
+/// split window's parts.
+pub fn band_shares(values: &[f32], freqs_hz: &[f64], width: usize) -> [f64; BANDS.len()] {
+    let mut mass = [0.0; BANDS.len()];
+    for (i, v) in values.iter().enumerate() {
+        let f = freqs_hz[(i / width) % freqs_hz.len()];
+        let b = BANDS
+            .iter()
+            .position(|&(_, top)| f < top)
+            .unwrap_or(BANDS.len() - 1);
+        mass[b] += v.abs() as f64;
+    }
+    let total: f64 = mass.iter().sum();
+    if total > 0.0 {
+        for m in &mut mass {
+            *m /= total;
+        }
+    }
+    mass
+}
+
+/// What one task message gave: messages to send, the ends of the windows explained, and how
+/// many windows that is.
+type Handled = (Vec<Outgoing>, Vec<i64>, usize);
 
 /// Explains forest and/or CNN tasks with the models they were scored with.
 pub struct ExplainerStage {
@@ -163,34 +193,59 @@ impl ExplainerStage {
         ))
     }
 
+    /// Results for the tasks this worker explains here, and part tasks for the whole windows
+    /// whose budget is split.
     fn explain_cnn(
         &self,
         tasks: &[CnnShapTask],
         metrics: &StageMetrics,
-    ) -> Result<Outgoing, String> {
+    ) -> Result<Vec<Outgoing>, String> {
         let Some(cnn) = &self.cnn else {
             return Err("CNN task, but this worker has no CNN (--cnn)".into());
         };
-        let rows = cnn.explain(tasks)?;
-        for r in &rows {
-            let station = r.key.key().stream();
-            for ((band, _), share) in BANDS.iter().zip(cnn.band_mass(&r.values)) {
-                metrics.band_mass(&station, band, share);
+        let count = cnn.parts();
+        let mut out = Vec::new();
+        let mut rows = Vec::new();
+        for t in tasks {
+            cnn.check_model(t)?;
+            if t.part == Part::WHOLE && count > 1 {
+                for index in 0..count {
+                    let part = CnnShapTask {
+                        part: Part { index, count },
+                        ..t.clone()
+                    };
+                    out.push(
+                        Outgoing::new(
+                            SHAP_TASKS,
+                            format!("{}/{index}", t.key.window_id),
+                            encode_cnn_shap_tasks(&[part]),
+                        )
+                        .header(header::WINDOW_END_NS, t.end_ns.to_string()),
+                    );
+                }
+                continue;
             }
+            let r = cnn.explain(t)?;
+            if t.part == Part::WHOLE {
+                let station = r.key.key().stream();
+                for ((band, _), share) in BANDS.iter().zip(cnn.band_mass(&r.values)) {
+                    metrics.band_mass(&station, band, share);
+                }
+            }
+            rows.push((r, t.part));
         }
-        Ok(Outgoing::new(
-            SHAP_RESULTS,
-            rows[0].key.window_id.clone(),
-            encode_cnn_shap(&rows),
-        ))
+        if !rows.is_empty() {
+            out.push(Outgoing::new(
+                SHAP_RESULTS,
+                rows[0].0.key.window_id.clone(),
+                encode_cnn_shap(&rows),
+            ));
+        }
+        Ok(out)
     }
 
     /// The results message for one task message, its windows' ends, and how many windows.
-    fn handle(
-        &self,
-        payload: &[u8],
-        metrics: &StageMetrics,
-    ) -> Result<Option<(Outgoing, Vec<i64>, usize)>, String> {
+    fn handle(&self, payload: &[u8], metrics: &StageMetrics) -> Result<Option<Handled>, String> {
         if is_cnn_task(payload) {
             let tasks =
                 decode_cnn_shap_tasks(payload).map_err(|e| format!("CNN task message: {e}"))?;
@@ -198,11 +253,13 @@ impl ExplainerStage {
                 return Ok(None);
             }
             let out = tokio::task::block_in_place(|| self.explain_cnn(&tasks, metrics))?;
-            Ok(Some((
-                out,
-                tasks.iter().map(|t| t.end_ns).collect(),
-                tasks.len(),
-            )))
+            // Windows sent on as parts are not explained yet.
+            let explained: Vec<i64> = match out.iter().any(|o| o.topic == SHAP_RESULTS) {
+                true => tasks.iter().map(|t| t.end_ns).collect(),
+                false => Vec::new(),
+            };
+            let n = explained.len();
+            Ok(Some((out, explained, n)))
         } else {
             let tasks =
                 decode_forest_shap_tasks(payload).map_err(|e| format!("shap task message: {e}"))?;
@@ -211,7 +268,7 @@ impl ExplainerStage {
             }
             let out = tokio::task::block_in_place(|| self.explain_forest(&tasks))?;
             Ok(Some((
-                out,
+                vec![out],
                 tasks.iter().map(|t| t.end_ns).collect(),
                 tasks.len(),
             )))
@@ -242,12 +299,15 @@ impl Stage for ExplainerStage {
             } else if let Some(payload) = m.payload.as_deref() {
                 let started = Instant::now();
                 match self.handle(payload, metrics) {
-                    Ok(Some((result, task_ends, windows))) => {
+                    Ok(Some((messages, task_ends, windows))) => {
                         metrics.shap_task(started.elapsed().as_secs_f64());
                         metrics.records_out.inc_by(windows as u64);
                         let end = task_ends.iter().copied().max().unwrap_or(0);
                         ends.extend(task_ends);
-                        out.push(result.header(header::WINDOW_END_NS, end.to_string()));
+                        out.extend(messages.into_iter().map(|m| match m.topic == SHAP_RESULTS {
+                            true => m.header(header::WINDOW_END_NS, end.to_string()),
+                            false => m,
+                        }));
                         None
                     }
                     Ok(None) => None,

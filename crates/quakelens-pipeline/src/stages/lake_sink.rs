@@ -2,23 +2,26 @@
 //! the sink remembers which (table, window_id[, model]) it holds, loading them from the lake at
 //! start, and skips what it already wrote, so a replay after a crash adds nothing twice.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, StringArray, StringViewArray};
 
+use quakelens_explain::image::Part;
 use quakelens_lake::{
-    CnnShapRecord, ForestShapRecord, Lake, LakeWriter, MagnitudeRecord, ScoreRecord,
+    CnnShapRecord, ForestShapRecord, Keyed, Lake, LakeWriter, MagnitudeRecord, ScoreRecord,
     SpectrogramAxes, WindowRecord,
 };
-use quakelens_transport::topics::{header, MAGNITUDES, SCORES, SHAP_RESULTS, WINDOWS};
-use quakelens_transport::{Incoming, Transport};
+use quakelens_transport::topics::{header, DEAD_LETTER, MAGNITUDES, SCORES, SHAP_RESULTS, WINDOWS};
+use quakelens_transport::{Incoming, Outgoing, Position, Transport};
 
+use super::cnn_parts::{Origin, PartsBuffer};
+use super::explainer::{band_shares, BANDS};
 use super::{after_batch, dead_letter, now_ns, Stage, StageError, StageMetrics};
 use crate::messages::{
     decode_cnn_shap, decode_forest_shap, decode_magnitudes, decode_scores, decode_windows,
-    is_cnn_result,
+    encode_cnn_shap, is_cnn_result,
 };
 
 const STAGE: &str = "lake";
@@ -65,6 +68,10 @@ pub struct LakeSinkStage {
     /// Where CNN explanation values sit (None: the lake's spectrograms are not the study's).
     axes: Option<SpectrogramAxes>,
     batch: usize,
+    /// CNN explanations split into parts, waiting for the rest of their window.
+    pub parts: PartsBuffer,
+    /// After the last message read, per (topic, partition); stored once no held part is before.
+    consumed: BTreeMap<(String, i32), i64>,
     /// Seconds from window end to its row being in the lake, per message.
     pub latencies: Arc<Mutex<Vec<f64>>>,
     pub duplicates_skipped: u64,
@@ -102,6 +109,8 @@ impl LakeSinkStage {
             cnn_shap: HashSet::new(),
             axes: crate::transform::spectrogram_axes(shape).ok(),
             batch: 500,
+            parts: PartsBuffer::default(),
+            consumed: BTreeMap::new(),
             latencies: Arc::new(Mutex::new(Vec::new())),
             duplicates_skipped: 0,
         };
@@ -164,11 +173,20 @@ impl Stage for LakeSinkStage {
                 continue;
             };
             let result = match m.topic.as_str() {
-                WINDOWS => decode_windows(payload).map(|r| windows.extend(r)),
-                SCORES => decode_scores(payload).map(|r| scores.extend(r)),
-                MAGNITUDES => decode_magnitudes(payload).map(|r| magnitudes.extend(r)),
+                WINDOWS => decode_windows(payload)
+                    .map(|r| windows.extend(r))
+                    .map_err(|e| e.to_string()),
+                SCORES => decode_scores(payload)
+                    .map(|r| scores.extend(r))
+                    .map_err(|e| e.to_string()),
+                MAGNITUDES => decode_magnitudes(payload)
+                    .map(|r| magnitudes.extend(r))
+                    .map_err(|e| e.to_string()),
                 SHAP_RESULTS if is_cnn_result(payload) => match &self.axes {
-                    Some(_) => decode_cnn_shap(payload).map(|r| cnn_explained.extend(r)),
+                    Some(_) => match decode_cnn_shap(payload) {
+                        Ok(rows) => self.take_cnn(rows, m, &mut cnn_explained, metrics),
+                        Err(e) => Err(e.to_string()),
+                    },
                     None => {
                         dead.push(dead_letter(
                             STAGE,
@@ -178,12 +196,14 @@ impl Stage for LakeSinkStage {
                         continue;
                     }
                 },
-                SHAP_RESULTS => decode_forest_shap(payload).map(|(rows, names)| {
-                    match explained.iter_mut().find(|(n, _)| *n == names) {
-                        Some((_, all)) => all.extend(rows),
-                        None => explained.push((names, rows)),
-                    }
-                }),
+                SHAP_RESULTS => decode_forest_shap(payload)
+                    .map(
+                        |(rows, names)| match explained.iter_mut().find(|(n, _)| *n == names) {
+                            Some((_, all)) => all.extend(rows),
+                            None => explained.push((names, rows)),
+                        },
+                    )
+                    .map_err(|e| e.to_string()),
                 other => {
                     dead.push(dead_letter(STAGE, m, &format!("unexpected topic {other}")));
                     continue;
@@ -304,10 +324,105 @@ impl Stage for LakeSinkStage {
                 l.drain(..cut);
             }
         }
+        dead.extend(self.expired_parts());
         metrics.records_out.inc_by(fresh as u64);
         metrics.dead_lettered(dead.len());
         t.send(dead).await?;
-        t.store(&after_batch(&batch))?;
+        for p in after_batch(&batch) {
+            self.consumed.insert((p.topic, p.partition), p.offset);
+        }
+        t.store(&self.positions())?;
         Ok(())
+    }
+}
+
+impl LakeSinkStage {
+    /// CNN explanations of a message: whole windows go on; parts wait in the buffer until their
+    /// window is complete (or is in the lake already).
+    fn take_cnn(
+        &mut self,
+        rows: Vec<(CnnShapRecord, Part)>,
+        m: &Incoming,
+        out: &mut Vec<CnnShapRecord>,
+        metrics: &StageMetrics,
+    ) -> Result<(), String> {
+        for (record, part) in rows {
+            if part == Part::WHOLE {
+                out.push(record);
+                continue;
+            }
+            let key = (record.key.window_id.clone(), record.model_hash.clone());
+            if self.cnn_shap.contains(&key) {
+                self.parts.forget(&key.0, &key.1);
+                self.duplicates_skipped += 1;
+                continue;
+            }
+            let origin = Origin {
+                topic: m.topic.clone(),
+                partition: m.partition,
+                offset: m.offset,
+            };
+            if let Some(whole) = self.parts.add(record, part, origin)? {
+                // No worker saw this window whole: its band shares (the drift metric) are set here.
+                if let Some(axes) = &self.axes {
+                    let station = whole.key.key().stream();
+                    let shares = band_shares(&whole.values, &axes.freqs_hz, axes.times_s.len());
+                    for ((band, _), share) in BANDS.iter().zip(shares) {
+                        metrics.band_mass(&station, band, share);
+                    }
+                }
+                out.push(whole);
+            }
+        }
+        Ok(())
+    }
+
+    /// Windows whose parts waited too long, as dead letters (their parts, re-encoded).
+    fn expired_parts(&mut self) -> Vec<Outgoing> {
+        self.parts
+            .expired()
+            .into_iter()
+            .map(|w| {
+                let got = w.parts.len();
+                let rows: Vec<(CnnShapRecord, Part)> = w
+                    .parts
+                    .into_iter()
+                    .map(|(index, (r, _))| {
+                        (
+                            r,
+                            Part {
+                                index,
+                                count: w.count,
+                            },
+                        )
+                    })
+                    .collect();
+                let window = rows[0].0.key.window_id.clone();
+                let reason = format!(
+                    "CNN explanation of window {window}: {got} of {} parts after {} s",
+                    w.count,
+                    self.parts.timeout.as_secs()
+                );
+                tracing::error!(window, "{reason}");
+                Outgoing::new(DEAD_LETTER, window, encode_cnn_shap(&rows))
+                    .header(header::ERROR, reason)
+                    .header(header::STAGE, STAGE)
+            })
+            .collect()
+    }
+
+    /// What may be committed: everything read, except from the first held part on.
+    fn positions(&self) -> Vec<Position> {
+        let held = self.parts.held();
+        self.consumed
+            .iter()
+            .map(|((topic, partition), &after)| Position {
+                topic: topic.clone(),
+                partition: *partition,
+                offset: held
+                    .get(&(topic.clone(), *partition))
+                    .map_or(after, |&h| h.min(after)),
+            })
+            .collect()
     }
 }

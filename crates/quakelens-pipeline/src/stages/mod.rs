@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use quakelens_transport::topics::{header, DEAD_LETTER};
 use quakelens_transport::{Incoming, Outgoing, Transport, TransportError};
 
+pub mod cnn_parts;
 pub mod explainer;
 pub mod ingest;
 pub mod lake_sink;

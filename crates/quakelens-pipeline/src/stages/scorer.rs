@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use quakelens_explain::image::Part;
 use quakelens_lake::{Keyed, WindowKey, WindowRecord};
 use quakelens_transport::topics::{header, MAGNITUDES, SCORES, SHAP_TASKS, WINDOWS};
 use quakelens_transport::{Incoming, Outgoing, Transport};
@@ -86,6 +87,7 @@ impl ScorerStage {
                     model_hash: model.hash.0.clone(),
                     end_ns: r.end_ns,
                     spectrogram: r.spectrogram.clone(),
+                    part: Part::WHOLE,
                 })
                 .collect();
             // One window per message: a CNN task is ~1,000 model evaluations.

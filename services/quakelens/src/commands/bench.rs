@@ -31,6 +31,9 @@ pub enum BenchCommand {
     Explainers(super::bench_explainers::ExplainersBenchArgs),
     /// Image SHAP on the CNN (vs shap's Partition explainer), with fidelity figures.
     Image(super::bench_explain::ImageBenchArgs),
+    /// Both SHAP tables in one run: TreeSHAP rows/s and image SHAP s/image, each with its
+    /// ratio to shap and its fidelity figures.
+    Shap(super::bench_explain::ShapBenchArgs),
     /// Live feeds through the broker and the windower/lake services: latency, memory, capacity.
     Services(super::bench_services::ServicesBenchArgs),
 }
@@ -61,6 +64,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Services(args) => super::bench_services::run(args),
         BenchCommand::Explain(args) => super::bench_explain::run(args),
         BenchCommand::Image(args) => super::bench_explain::run_image(args),
+        BenchCommand::Shap(args) => super::bench_explain::run_shap(args),
         BenchCommand::Explainers(args) => super::bench_explainers::run(args),
     }
 }

@@ -56,6 +56,7 @@ pub fn run(args: ExplainersBenchArgs) -> anyhow::Result<()> {
                 model_hash: hash.0.clone(),
                 end_ns: 0,
                 spectrogram: (0..len).map(|_| rng.normal() as f32).collect(),
+                part: quakelens_explain::image::Part::WHOLE,
             }])
         })
         .collect();

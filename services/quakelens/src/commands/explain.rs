@@ -8,11 +8,13 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 
-use quakelens_explain::image::{Masker, Shape};
+use quakelens_explain::image::{Masker, Part, Shape};
 use quakelens_lake::{Lake, LakeManifest, LakeWriter, WindowKey};
 use quakelens_models::cnn::{default_device, CnnModel};
 use quakelens_models::dataset::{load_examples, Selection};
-use quakelens_pipeline::score::cnn_explanation;
+use quakelens_pipeline::score::{cnn_explanation, cnn_explanation_part};
+use quakelens_pipeline::stages::cnn_parts::add_parts;
+use quakelens_pipeline::stages::explainer::MAX_PARTS;
 use quakelens_pipeline::transform::spectrogram_axes;
 
 use super::{runtime, set_threads, DEFAULT_LAKE};
@@ -46,6 +48,10 @@ pub struct ExplainArgs {
     /// σ in pixels for the blur masker.
     #[arg(long, default_value_t = 2.0)]
     blur: f32,
+    /// Explain each window in this many parts (as explainer workers do for budgets above
+    /// --evals-per-task) and add them up: the same values the services land.
+    #[arg(long, default_value_t = 1)]
+    parts: usize,
     /// Explain at most this many windows (in window-id order).
     #[arg(long)]
     limit: Option<usize>,
@@ -59,6 +65,10 @@ pub struct ExplainArgs {
 pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     set_threads(args.threads)?;
     anyhow::ensure!(args.max_evals >= 2, "--max-evals must be at least 2");
+    anyhow::ensure!(
+        (1..=MAX_PARTS).contains(&args.parts),
+        "--parts must be between 1 and {MAX_PARTS}"
+    );
     let model = CnnModel::load(&args.cnn, default_device()?)
         .with_context(|| format!("loading {}", args.cnn.display()))?;
     let manifest = LakeManifest::load(&args.lake)?
@@ -100,13 +110,21 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut windows_written = 0;
     for e in &examples {
-        let r = cnn_explanation(
-            &model,
-            &WindowKey::of(e),
-            &e.spectrogram,
-            args.max_evals,
-            masker,
-        )
+        let key = WindowKey::of(e);
+        let r = if args.parts == 1 {
+            cnn_explanation(&model, &key, &e.spectrogram, args.max_evals, masker)
+        } else {
+            (0..args.parts)
+                .map(|index| {
+                    let part = Part {
+                        index,
+                        count: args.parts,
+                    };
+                    cnn_explanation_part(&model, &key, &e.spectrogram, args.max_evals, masker, part)
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(add_parts)
+        }
         .map_err(anyhow::Error::msg)?;
         let sum: f64 = r.values.iter().map(|&v| v as f64).sum();
         // The values are stored as f32: the sum is checked at that precision.

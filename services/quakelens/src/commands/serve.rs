@@ -152,6 +152,10 @@ pub struct ExplainerArgs {
     /// Model evaluations per CNN window (the partition explainer's budget).
     #[arg(long, env = "QUAKELENS_MAX_EVALS", default_value_t = 1000)]
     max_evals: usize,
+    /// Largest budget one CNN task explains: a window needing more goes back to shap.tasks as
+    /// ⌈max-evals / this⌉ parts for the workers to share (0: never split).
+    #[arg(long, env = "QUAKELENS_EVALS_PER_TASK", default_value_t = 2000)]
+    evals_per_task: usize,
     /// σ in pixels of the blur masker for CNN windows.
     #[arg(long, default_value_t = 2.0)]
     blur: f32,
@@ -393,6 +397,7 @@ pub fn explainer(args: ExplainerArgs) -> anyhow::Result<()> {
             Some(CnnExplainer {
                 model,
                 max_evals: args.max_evals,
+                evals_per_task: args.evals_per_task,
                 masker: quakelens_explain::image::Masker::Blur { sigma: args.blur },
                 freqs_hz: axes.freqs_hz,
             })
