@@ -19,6 +19,27 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::{backoff, Incoming, Outgoing, Position, Revoked, Transport, TransportError};
 
+/// How long failed deliveries are sent again before `send` gives up.
+const RESEND_FOR: Duration = Duration::from_secs(120);
+
+/// Whether a failed delivery may succeed if sent again: not when the message or topic itself
+/// is refused.
+fn resendable(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    !matches!(
+        error.rdkafka_error_code(),
+        Some(
+            C::MessageSizeTooLarge
+                | C::InvalidMessageSize
+                | C::InvalidMessage
+                | C::InvalidRecord
+                | C::TopicAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::InvalidTopic
+        )
+    )
+}
+
 /// Connection settings shared by every service.
 #[derive(Clone, Debug)]
 pub struct KafkaConfig {
@@ -136,6 +157,59 @@ pub struct KafkaTransport {
 }
 
 impl KafkaTransport {
+    /// Queues every message, then waits for each delivery report.
+    async fn send_once(
+        &self,
+        batch: &[&Outgoing],
+    ) -> Result<Vec<Result<(), KafkaError>>, TransportError> {
+        let mut pending = Vec::with_capacity(batch.len());
+        for m in batch {
+            let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
+            for (k, v) in &m.headers {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v),
+                });
+            }
+            let mut record = FutureRecord::to(&m.topic)
+                .key(&m.key)
+                .payload(&m.payload)
+                .headers(headers);
+            if let Some(p) = m.partition {
+                record = record.partition(p);
+            }
+            let mut attempt = 0;
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        pending.push(delivery);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        tokio::time::sleep(backoff(attempt)).await;
+                        attempt += 1;
+                    }
+                    Err((error, _)) => {
+                        return Err(TransportError::Kafka {
+                            what: format!("send to {}", m.topic),
+                            error,
+                        })
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        for delivery in pending {
+            out.push(match delivery.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((error, _))) => Err(error),
+                Err(_) => return Err(TransportError::Closed),
+            });
+        }
+        Ok(out)
+    }
+
     /// Connects; subscribes to `inputs` unless it is empty (a pure producer such as `ingest`).
     pub fn connect(cfg: &KafkaConfig, inputs: &[&str]) -> Result<Arc<Self>, TransportError> {
         let mut p = cfg.client();
@@ -232,56 +306,33 @@ fn owned(m: &rdkafka::message::BorrowedMessage<'_>) -> Incoming {
 
 impl Transport for KafkaTransport {
     async fn send(&self, batch: Vec<Outgoing>) -> Result<(), TransportError> {
-        let mut pending = Vec::with_capacity(batch.len());
-        for m in &batch {
-            let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
-            for (k, v) in &m.headers {
-                headers = headers.insert(Header {
-                    key: k,
-                    value: Some(v),
-                });
-            }
-            let mut record = FutureRecord::to(&m.topic)
-                .key(&m.key)
-                .payload(&m.payload)
-                .headers(headers);
-            if let Some(p) = m.partition {
-                record = record.partition(p);
-            }
-            let mut attempt = 0;
-            loop {
-                match self.producer.send_result(record) {
-                    Ok(delivery) => {
-                        pending.push(delivery);
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        record = back;
-                        tokio::time::sleep(backoff(attempt)).await;
-                        attempt += 1;
-                    }
-                    Err((error, _)) => {
+        // Deliveries that fail while a broker restarts (connection closed mid-request, an
+        // unknown error from a broker going down) are sent again until this deadline: a
+        // message may then be stored twice, which every consumer here already tolerates.
+        let deadline = tokio::time::Instant::now() + RESEND_FOR;
+        let mut todo: Vec<&Outgoing> = batch.iter().collect();
+        let mut round = 0;
+        loop {
+            let mut failed = Vec::new();
+            for (m, result) in todo.iter().zip(self.send_once(&todo).await?) {
+                if let Err(error) = result {
+                    if !resendable(&error) || tokio::time::Instant::now() >= deadline {
                         return Err(TransportError::Kafka {
-                            what: format!("send to {}", m.topic),
+                            what: format!("delivery to {}", m.topic),
                             error,
-                        })
+                        });
                     }
+                    tracing::warn!(topic = %m.topic, %error, "delivery failed, sending again");
+                    failed.push(*m);
                 }
             }
-        }
-        for (delivery, m) in pending.into_iter().zip(&batch) {
-            match delivery.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((error, _))) => {
-                    return Err(TransportError::Kafka {
-                        what: format!("delivery to {}", m.topic),
-                        error,
-                    })
-                }
-                Err(_) => return Err(TransportError::Closed),
+            if failed.is_empty() {
+                return Ok(());
             }
+            tokio::time::sleep(backoff(round)).await;
+            round += 1;
+            todo = failed;
         }
-        Ok(())
     }
 
     async fn recv(&self, max: usize, wait: Duration) -> Result<Vec<Incoming>, TransportError> {
@@ -502,4 +553,21 @@ pub fn committed(
             _ => None,
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_trouble_is_sent_again_but_refused_messages_are_not() {
+        let failed = |code| KafkaError::MessageProduction(code);
+        assert!(resendable(&failed(RDKafkaErrorCode::Unknown)));
+        assert!(resendable(&failed(RDKafkaErrorCode::NotLeaderForPartition)));
+        assert!(resendable(&failed(RDKafkaErrorCode::MessageTimedOut)));
+        assert!(!resendable(&failed(RDKafkaErrorCode::MessageSizeTooLarge)));
+        assert!(!resendable(&failed(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+        )));
+    }
 }
