@@ -205,6 +205,16 @@ impl Coalition {
 /// `quakelens_models::cnn::MaskedCnn`).
 pub trait Game {
     fn play(&mut self, coalitions: &[&Coalition]) -> Result<Vec<f64>, String>;
+
+    /// The outputs for coalitions that each add one region to a coalition played before
+    /// (`(before, after, region)`): a game that keeps what it computed can redo only what the
+    /// region reaches. By default, plays the `after`s.
+    fn play_steps(
+        &mut self,
+        steps: &[(&Coalition, &Coalition, Region)],
+    ) -> Result<Vec<f64>, String> {
+        self.play(&steps.iter().map(|(_, after, _)| *after).collect::<Vec<_>>())
+    }
 }
 
 /// Any model as a [`Game`]: masked images composed from the window and the background.
@@ -247,6 +257,22 @@ impl Game for quakelens_models::cnn::MaskedCnn<'_> {
     fn play(&mut self, coalitions: &[&Coalition]) -> Result<Vec<f64>, String> {
         let words: Vec<&[u64]> = coalitions.iter().map(|c| c.words()).collect();
         self.margins(&words)
+            .map_err(|e| format!("CNN on masked images: {e}"))
+    }
+
+    fn play_steps(
+        &mut self,
+        steps: &[(&Coalition, &Coalition, Region)],
+    ) -> Result<Vec<f64>, String> {
+        let steps: Vec<quakelens_models::cnn::Step<'_>> = steps
+            .iter()
+            .map(|(before, after, r)| quakelens_models::cnn::Step {
+                parent: before.words(),
+                child: after.words(),
+                cols: (r.c0, r.c1),
+            })
+            .collect();
+        self.margins_steps(&steps)
             .map_err(|e| format!("CNN on masked images: {e}"))
     }
 }
@@ -394,8 +420,14 @@ fn expand(
             )
         })
         .collect();
-    let coalitions: Vec<&Coalition> = masks.iter().flat_map(|(a, b)| [a, b]).collect();
-    let f = game.play(&coalitions)?;
+    let steps: Vec<(&Coalition, &Coalition, Region)> = work
+        .iter()
+        .zip(&masks)
+        .flat_map(|((item, (a, b)), (with_a, with_b))| {
+            [(&item.off, with_a, *a), (&item.off, with_b, *b)]
+        })
+        .collect();
+    let f = game.play_steps(&steps)?;
     let mut children = Vec::with_capacity(4 * work.len());
     for (i, ((item, (a, b)), (with_a, with_b))) in work.into_iter().zip(masks).enumerate() {
         let (f_a, f_b) = (f[2 * i], f[2 * i + 1]);

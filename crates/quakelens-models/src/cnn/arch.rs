@@ -171,7 +171,8 @@ impl FoldedCnn2d {
         self.layer(0, xs)
     }
 
-    fn layer(&self, i: usize, xs: &Tensor) -> Tensor {
+    /// Convolution `i` (batch norm folded), its pooling where it has one, and ReLU.
+    pub(crate) fn layer(&self, i: usize, xs: &Tensor) -> Tensor {
         let (w, b, stride) = &self.convs[i];
         let xs = xs.conv2d(w, Some(b), [*stride, *stride], [1, 1], [1, 1], 1);
         let mut xs = if i < 2 { xs.max_pool2d_default(2) } else { xs };
@@ -190,7 +191,17 @@ impl FoldedCnn2d {
 
     /// The first convolution's folded weight `[out, in, 3, 3]` and bias `[out]`.
     pub(crate) fn first_conv(&self) -> (&Tensor, &Tensor) {
-        (&self.convs[0].0, &self.convs[0].1)
+        self.conv(0)
+    }
+
+    /// Convolution `i`'s folded weight and bias.
+    pub(crate) fn conv(&self, i: usize) -> (&Tensor, &Tensor) {
+        (&self.convs[i].0, &self.convs[i].1)
+    }
+
+    /// fc1 and fc2 as (weight, bias).
+    pub(crate) fn head(&self) -> [&(Tensor, Tensor); 2] {
+        [&self.fc1, &self.fc2]
     }
 
     pub(crate) fn input_shape(&self) -> [i64; 3] {

@@ -348,7 +348,7 @@ fn image_table(args: &ImageBenchArgs) -> anyhow::Result<()> {
     println!("| explainer | s/image | ratio vs shap Partition | additivity error / \\|f(x) − f(base)\\| | correlation with exact 16-patch Shapley |");
     println!("|---|---:|---:|---:|---:|");
     println!(
-        "| quakelens partition (blur σ={} masker), first layer reused | {ours:.3} | {:.1}× | {additivity:.1e} | {} |",
+        "| quakelens partition (blur σ={} masker), local recompute | {ours:.3} | {:.1}× | {additivity:.1e} | {} |",
         args.blur,
         theirs / ours,
         listed(&correlations)
