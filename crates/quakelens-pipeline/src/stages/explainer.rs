@@ -5,7 +5,7 @@
 //! Forest tasks get exact TreeSHAP; CNN tasks get the partition explainer, and each explained
 //! window updates its station's share of |SHAP| mass per frequency band (the drift metric).
 //! A CNN window whose budget is above `evals_per_task` is not explained where it lands: it goes
-//! back to `shap.tasks` as that many parts (keyed apart, so they spread over the partitions and
+//! back to `shap.tasks` as that many parts (sent to the partitions in turn, so they spread over the
 //! workers), and the lake sink adds the parts' values up once all are in.
 
 use std::time::Instant;
@@ -20,7 +20,7 @@ use quakelens_models::forest::Forest;
 use quakelens_transport::topics::{header, SHAP_RESULTS, SHAP_TASKS};
 use quakelens_transport::{Incoming, Outgoing, Transport};
 
-use super::{after_batch, dead_letter, now_ns, Stage, StageError, StageMetrics};
+use super::{after_batch, dead_letter, now_ns, RoundRobin, Stage, StageError, StageMetrics};
 use crate::messages::{
     decode_cnn_shap_tasks, decode_forest_shap_tasks, encode_cnn_shap, encode_cnn_shap_tasks,
     encode_forest_shap, is_cnn_task, CnnShapTask, ForestShapTask,
@@ -127,6 +127,7 @@ pub struct ExplainerStage {
     forest: Option<(ForestShap<'static>, String)>,
     cnn: Option<CnnExplainer>,
     batch: usize,
+    spread: RoundRobin,
 }
 
 impl ExplainerStage {
@@ -158,6 +159,7 @@ impl ExplainerStage {
             forest,
             cnn,
             batch: 32,
+            spread: RoundRobin::default(),
         })
     }
 
@@ -322,6 +324,8 @@ impl Stage for ExplainerStage {
             }
         }
         metrics.dead_lettered(dead);
+        // Parts of split windows spread over every partition, so every worker gets its share.
+        self.spread.assign(t, SHAP_TASKS, &mut out)?;
         t.send(out).await?;
         t.store(&after_batch(&batch))?;
         let now = now_ns();

@@ -78,6 +78,38 @@ pub fn stopped(stop: &Stop) -> bool {
     *stop.borrow()
 }
 
+/// Spreads one topic's messages over its partitions in turn. Explanation tasks go this way:
+/// keyed hashing leaves some partitions with more tasks than others, and the workers sharing
+/// the partitions would then finish unevenly.
+#[derive(Debug, Default)]
+pub struct RoundRobin {
+    partitions: Option<i32>,
+    next: i32,
+}
+
+impl RoundRobin {
+    /// Gives each message for `topic` in `messages` the next partition (the count is read once).
+    pub fn assign<T: Transport>(
+        &mut self,
+        t: &T,
+        topic: &str,
+        messages: &mut [Outgoing],
+    ) -> Result<(), StageError> {
+        if !messages.iter().any(|m| m.topic == topic) {
+            return Ok(());
+        }
+        let n = match self.partitions {
+            Some(n) => n,
+            None => *self.partitions.insert(t.partitions(topic)?.max(1)),
+        };
+        for m in messages.iter_mut().filter(|m| m.topic == topic) {
+            m.partition = Some(self.next % n);
+            self.next = (self.next + 1) % n;
+        }
+        Ok(())
+    }
+}
+
 /// How long a stage waits for its first message of a batch.
 pub const POLL: Duration = Duration::from_millis(200);
 

@@ -8,7 +8,7 @@ use quakelens_lake::{Keyed, WindowKey, WindowRecord};
 use quakelens_transport::topics::{header, MAGNITUDES, SCORES, SHAP_TASKS, WINDOWS};
 use quakelens_transport::{Incoming, Outgoing, Transport};
 
-use super::{after_batch, dead_letter, Stage, StageError, StageMetrics};
+use super::{after_batch, dead_letter, RoundRobin, Stage, StageError, StageMetrics};
 use crate::messages::{
     decode_windows, encode_cnn_shap_tasks, encode_forest_shap_tasks, encode_magnitudes,
     encode_scores, CnnShapTask, ForestShapTask,
@@ -25,6 +25,7 @@ pub struct ScorerStage {
     /// Send what was scored to `shap.tasks` for the explainer workers (forest inputs, or
     /// spectrograms for the CNN).
     pub explain: bool,
+    spread: RoundRobin,
 }
 
 /// Windows per `shap.tasks` message: small, so tasks spread over partitions and workers.
@@ -39,6 +40,7 @@ impl ScorerStage {
             batch: 64,
             unscored: Vec::new(),
             explain: false,
+            spread: RoundRobin::default(),
         }
     }
 
@@ -103,7 +105,8 @@ impl ScorerStage {
     }
 }
 
-/// A `shap.tasks` message keyed by its first window, with the newest window end.
+/// A `shap.tasks` message keyed by its first window, with the newest window end (its
+/// partition is assigned in turn, see [`RoundRobin`]).
 fn task_message(key: &str, ends: impl Iterator<Item = i64>, payload: Vec<u8>) -> Outgoing {
     let end = ends.max().unwrap_or(0);
     Outgoing::new(SHAP_TASKS, key, payload).header(header::WINDOW_END_NS, end.to_string())
@@ -208,7 +211,9 @@ impl Stage for ScorerStage {
             }
         }
         if self.explain {
-            out.extend(self.tasks(&all, &done));
+            let mut tasks = self.tasks(&all, &done);
+            self.spread.assign(t, SHAP_TASKS, &mut tasks)?;
+            out.extend(tasks);
         }
         let dead = out
             .iter()

@@ -20,8 +20,9 @@ use super::bench_services::{counter, spawn, start_broker, tansu_binary};
 
 #[derive(Args, Debug)]
 pub struct ExplainersBenchArgs {
-    /// CNN windows in the backlog (random spectrograms, one task message each).
-    #[arg(long, default_value_t = 24)]
+    /// CNN windows in the backlog (random spectrograms, one task message each): enough that
+    /// process start and the group join do not dominate.
+    #[arg(long, default_value_t = 96)]
     windows: usize,
     /// Model evaluations per window.
     #[arg(long, default_value_t = 1000)]
@@ -105,10 +106,15 @@ pub fn run(args: ExplainersBenchArgs) -> anyhow::Result<()> {
                 },
                 &[],
             )?;
+            // In turn over the partitions, as the scorer sends them.
+            let partitions = t.partitions(SHAP_TASKS)?;
             let batch = tasks
                 .iter()
                 .enumerate()
-                .map(|(i, p)| Outgoing::new(SHAP_TASKS, format!("bench{i:05}"), p.clone()))
+                .map(|(i, p)| {
+                    Outgoing::new(SHAP_TASKS, format!("bench{i:05}"), p.clone())
+                        .to_partition(i as i32 % partitions)
+                })
                 .collect();
             t.send(batch).await?;
             anyhow::Ok(())
