@@ -50,6 +50,15 @@ enum Cell {
     Edge,
 }
 
+/// First-layer cells of a batch being assembled: which are wholly in the window, and the index
+/// and input patch of each cell on a coalition's edge.
+#[derive(Default)]
+struct Assembly {
+    whole: Vec<bool>,
+    edge_cells: Vec<i64>,
+    patches: Vec<f32>,
+}
+
 /// A window and its background, ready to evaluate coalitions of pixels.
 pub struct MaskedCnn<'a> {
     net: &'a FoldedCnn2d,
@@ -279,26 +288,24 @@ impl<'a> MaskedCnn<'a> {
         let _guard = tch::no_grad_guard();
         let (ph, pw) = (self.height / 2, self.width / 2);
         let cells = ph * pw;
-        let mut whole = vec![false; n * cells];
-        let mut edge_cells: Vec<i64> = Vec::new();
-        let mut patches: Vec<f32> = Vec::new();
+        let mut batch = Assembly {
+            whole: vec![false; n * cells],
+            ..Default::default()
+        };
         let mut kept = vec![0u32; (self.height + 1) * (self.width + 1)];
         for (k, m) in coalitions.iter().enumerate() {
             self.integral(m, &mut kept);
             for i in 0..ph {
                 for j in 0..pw {
-                    let cell = k * cells + i * pw + j;
-                    match self.cell(&kept, i, j) {
-                        Cell::Window => whole[cell] = true,
-                        Cell::Background => {}
-                        Cell::Edge => {
-                            edge_cells.push(cell as i64);
-                            self.patch(m, i, j, &mut patches);
-                        }
-                    }
+                    self.classify(&mut batch, m, &kept, (i, j), k * cells + i * pw + j);
                 }
             }
         }
+        let Assembly {
+            whole,
+            edge_cells,
+            patches,
+        } = batch;
         let cond = Tensor::from_slice(&whole)
             .view([n as i64, ph as i64, pw as i64, 1])
             .to_device(self.device);
@@ -331,15 +338,18 @@ impl<'a> MaskedCnn<'a> {
         let _guard = tch::no_grad_guard();
         let (c2, c3, rows, cols) = self.deep;
         let (n, ph, pw) = (steps.len() as i64, self.height / 2, self.width / 2);
-        let q = cols as usize;
         let bands: Vec<(usize, usize)> = steps.iter().map(|s| self.reach(s.cols)).collect();
         let w2 = bands.iter().map(|(lo, hi)| hi - lo + 1).max().unwrap_or(1);
-        let starts: Vec<usize> = bands.iter().map(|(lo, _)| (*lo).min(q - w2)).collect();
+        let starts: Vec<usize> = bands
+            .iter()
+            .map(|(lo, _)| (*lo).min(cols as usize - w2))
+            .collect();
         // The first-layer band under those conv2 columns: 4·w2 + 1 columns from 4·start − 1.
         let wb = 4 * w2 + 1;
-        let mut whole = vec![false; steps.len() * ph * wb];
-        let mut edge_cells: Vec<i64> = Vec::new();
-        let mut patches: Vec<f32> = Vec::new();
+        let mut batch = Assembly {
+            whole: vec![false; steps.len() * ph * wb],
+            ..Default::default()
+        };
         let mut columns: Vec<i64> = Vec::with_capacity(steps.len() * wb);
         let mut kept = vec![0u32; (self.height + 1) * (self.width + 1)];
         for (k, (s, &start)) in steps.iter().zip(&starts).enumerate() {
@@ -353,17 +363,15 @@ impl<'a> MaskedCnn<'a> {
                 }
                 for i in 0..ph {
                     let cell = (k * ph + i) * wb + t;
-                    match self.cell(&kept, i, j as usize) {
-                        Cell::Window => whole[cell] = true,
-                        Cell::Background => {}
-                        Cell::Edge => {
-                            edge_cells.push(cell as i64);
-                            self.patch(s.child, i, j as usize, &mut patches);
-                        }
-                    }
+                    self.classify(&mut batch, s.child, &kept, (i, j as usize), cell);
                 }
             }
         }
+        let Assembly {
+            whole,
+            edge_cells,
+            patches,
+        } = batch;
         let f = self.filters as i64;
         let columns = Tensor::from_slice(&columns).to_device(self.device);
         let cut = |map: &Tensor| {
@@ -399,11 +407,10 @@ impl<'a> MaskedCnn<'a> {
                 .collect();
             Tensor::from_slice(&idx).to_device(self.device)
         };
-        let q = cols;
-        let mut a2_flat = a2.view([n * (q + 4), c2 * rows]);
+        let mut a2_flat = a2.view([n * (cols + 4), c2 * rows]);
         let _ = a2_flat.index_copy_(
             0,
-            &rows_of(q + 4, 2, w2),
+            &rows_of(cols + 4, 2, w2),
             &a2_band
                 .permute([0, 3, 1, 2])
                 .reshape([n * w2 as i64, c2 * rows]),
@@ -411,15 +418,15 @@ impl<'a> MaskedCnn<'a> {
         // conv3 on the changed columns and one more each side, from two more each side.
         let (w, b) = self.net.conv(2);
         let a3_band = a2_flat
-            .index_select(0, &rows_of(q + 4, 0, w2 + 4))
+            .index_select(0, &rows_of(cols + 4, 0, w2 + 4))
             .view([n, w2 as i64 + 4, c2, rows])
             .permute([0, 2, 3, 1])
             .conv2d(w, Some(b), [1, 1], [1, 0], [1, 1], 1)
             .relu();
-        let mut a3_flat = a3.view([n * (q + 2), c3 * rows]);
+        let mut a3_flat = a3.view([n * (cols + 2), c3 * rows]);
         let _ = a3_flat.index_copy_(
             0,
-            &rows_of(q + 2, 0, w2 + 2),
+            &rows_of(cols + 2, 0, w2 + 2),
             &a3_band
                 .permute([0, 3, 1, 2])
                 .reshape([n * (w2 as i64 + 2), c3 * rows]),
@@ -476,6 +483,25 @@ impl<'a> MaskedCnn<'a> {
         let index = Tensor::from_slice(edge_cells).to_device(self.device);
         let mut flat = a1.view([-1, f]);
         let _ = flat.index_copy_(0, &index, &edge);
+    }
+
+    /// Records pooled cell (i, j) of coalition `m` as batch cell `cell`.
+    fn classify(
+        &self,
+        batch: &mut Assembly,
+        m: &[u64],
+        kept: &[u32],
+        (i, j): (usize, usize),
+        cell: usize,
+    ) {
+        match self.cell(kept, i, j) {
+            Cell::Window => batch.whole[cell] = true,
+            Cell::Background => {}
+            Cell::Edge => {
+                batch.edge_cells.push(cell as i64);
+                self.patch(m, i, j, &mut batch.patches);
+            }
+        }
     }
 
     /// Whether pooled cell (i, j)'s input patch is all window, all background, or both.
