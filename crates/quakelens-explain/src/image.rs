@@ -293,8 +293,7 @@ pub fn with_cnn_game<T>(
     }
     let mut margin = |images: &[f32], n: usize| -> Result<Vec<f64>, String> {
         model
-            .logits(images, n)
-            .map(|l| l.iter().map(|v| (v[1] - v[0]) as f64).collect())
+            .margins(images, n)
             .map_err(|e| format!("CNN on masked images: {e}"))
     };
     explain(&mut Composed::new(&mut margin, x, background, shape))

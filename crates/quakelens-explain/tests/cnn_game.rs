@@ -48,10 +48,7 @@ fn fast_and_composed_games_give_the_same_explanations() {
     let model = random_cnn(dir.path());
     let x = image(3);
     let mut margin = |images: &[f32], n: usize| -> Result<Vec<f64>, String> {
-        model
-            .logits(images, n)
-            .map(|l| l.iter().map(|v| (v[1] - v[0]) as f64).collect())
-            .map_err(|e| e.to_string())
+        model.margins(images, n).map_err(|e| e.to_string())
     };
     for masker in [Masker::Blur { sigma: 2.0 }, Masker::ChannelMean] {
         let slow = partition(&mut margin, &x, SHAPE, masker, 400, 50).unwrap();

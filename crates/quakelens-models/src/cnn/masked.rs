@@ -15,10 +15,10 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use super::arch::{feature_map, FoldedCnn2d};
-use super::CnnError;
+use super::{read_f32, CnnError};
 
 /// Input rows (and columns) one pooled first-layer cell sees: a 2 × 2 pooling window of 3 × 3
 /// convolutions.
@@ -87,15 +87,6 @@ pub struct MaskedCnn<'a> {
     cache: RefCell<HashMap<Vec<u64>, Deep>>,
 }
 
-fn to_vec(t: &Tensor, what: &str) -> Result<Vec<f32>, CnnError> {
-    Vec::<f32>::try_from(t.to_device(Device::Cpu).contiguous().flatten(0, -1)).map_err(|e| {
-        CnnError::Torch {
-            context: what.into(),
-            error: e.to_string(),
-        }
-    })
-}
-
 impl<'a> MaskedCnn<'a> {
     pub(crate) fn new(
         net: &'a FoldedCnn2d,
@@ -127,7 +118,7 @@ impl<'a> MaskedCnn<'a> {
             .reshape([w1.size()[0], cols * c3 * rows]);
         let (weight, bias) = net.first_conv();
         let filters = weight.size()[0] as usize;
-        let w = to_vec(weight, "reading conv1 weights")?;
+        let w = read_f32(weight, "reading conv1 weights")?;
         // Row (ci, pr, pc) of the patch, column (position dr·2+dc, filter co).
         let mut big = vec![0f32; channels * PATCH * PATCH * 4 * filters];
         for ci in 0..channels {
@@ -158,8 +149,8 @@ impl<'a> MaskedCnn<'a> {
             width,
             filters,
             deep: (c2, c3, rows, cols),
-            window: to_vec(&xs, "standardising the window")?,
-            background: to_vec(&bs, "standardising the background")?,
+            window: read_f32(&xs, "standardising the window")?,
+            background: read_f32(&bs, "standardising the background")?,
             first_window_padded: padded(&first_window),
             first_background_padded: padded(&first_background),
             first_window,
@@ -448,7 +439,7 @@ impl<'a> MaskedCnn<'a> {
             .linear(&self.fc1_by_column, Some(b1))
             .relu()
             .linear(w2, Some(b2));
-        let flat = to_vec(&logits.to_kind(Kind::Float), "reading logits")?;
+        let flat = read_f32(&logits, "reading logits")?;
         Ok(flat.chunks_exact(2).map(|l| (l[1] - l[0]) as f64).collect())
     }
 
@@ -634,22 +625,7 @@ mod tests {
         coalitions.push((0..words).map(|_| rng.next() << 31 ^ rng.next()).collect());
         let refs: Vec<&[u64]> = coalitions.iter().map(Vec::as_slice).collect();
         let got = masked.margins(&refs).unwrap();
-
-        let mut images = Vec::new();
-        for m in &coalitions {
-            for ci in 0..3 {
-                for p in 0..hw {
-                    let keep = m[p / 64] >> (p % 64) & 1 == 1;
-                    images.push(if keep { x[ci * hw + p] } else { b[ci * hw + p] });
-                }
-            }
-        }
-        let want: Vec<f64> = model
-            .logits(&images, coalitions.len())
-            .unwrap()
-            .iter()
-            .map(|l| (l[1] - l[0]) as f64)
-            .collect();
+        let want = composed(&model, &x, &b, &coalitions);
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert!(
                 (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
@@ -672,12 +648,7 @@ mod tests {
                 }
             }
         }
-        model
-            .logits(&images, coalitions.len())
-            .unwrap()
-            .iter()
-            .map(|l| (l[1] - l[0]) as f64)
-            .collect()
+        model.margins(&images, coalitions.len()).unwrap()
     }
 
     #[test]

@@ -25,6 +25,20 @@ pub enum CnnError {
     Input(String),
 }
 
+/// A tensor's values as f32 on the CPU, flattened; `what` names the step in the error.
+pub(crate) fn read_f32(t: &tch::Tensor, what: &str) -> Result<Vec<f32>, CnnError> {
+    Vec::<f32>::try_from(
+        t.to_device(tch::Device::Cpu)
+            .to_kind(tch::Kind::Float)
+            .contiguous()
+            .flatten(0, -1),
+    )
+    .map_err(|e| CnnError::Torch {
+        context: what.into(),
+        error: e.to_string(),
+    })
+}
+
 /// `cuda` when a GPU is usable, else `cpu`; `QUAKELENS_DEVICE=cpu|cuda|cuda:N` overrides, and
 /// asking for a GPU that is not there is an error rather than a LibTorch abort later.
 pub fn default_device() -> Result<tch::Device, CnnError> {

@@ -7,7 +7,7 @@ use tch::{CModule, Device, Kind, Tensor};
 
 use super::arch::{FoldedCnn2d, INPUT_SHAPE};
 use super::file::load_cnn;
-use super::CnnError;
+use super::{read_f32, CnnError};
 use crate::hash::ModelHash;
 
 /// Where a model came from.
@@ -104,8 +104,8 @@ impl CnnModel {
         self.input.iter().product::<i64>() as usize
     }
 
-    /// Logits for `n` windows stored back to back in `inputs` (one forward pass, no grad).
-    pub fn logits(&self, inputs: &[f32], n: usize) -> Result<Vec<[f32; 2]>, CnnError> {
+    /// `inputs` must hold `n` whole windows and, with `finite`, numbers only.
+    fn check_batch(&self, inputs: &[f32], n: usize, finite: bool) -> Result<(), CnnError> {
         let len = self.input_len();
         if inputs.len() != n * len {
             return Err(CnnError::Input(format!(
@@ -114,25 +114,32 @@ impl CnnModel {
                 self.input
             )));
         }
-        if let Some(i) = inputs.iter().position(|v| !v.is_finite()) {
+        if let Some(i) = inputs.iter().position(|v| finite && !v.is_finite()) {
             return Err(CnnError::Input(format!(
                 "window {} holds a non-finite value at {}",
                 i / len,
                 i % len
             )));
         }
+        Ok(())
+    }
+
+    /// Logits for `n` windows stored back to back in `inputs` (one forward pass, no grad).
+    pub fn logits(&self, inputs: &[f32], n: usize) -> Result<Vec<[f32; 2]>, CnnError> {
+        self.check_batch(inputs, n, true)?;
         let _guard = tch::no_grad_guard();
         let out = self.forward(&self.batch_tensor(inputs, n), n)?;
-        let flat: Vec<f32> = Vec::try_from(
-            out.to_device(Device::Cpu)
-                .to_kind(Kind::Float)
-                .flatten(0, -1),
-        )
-        .map_err(|e: tch::TchError| CnnError::Torch {
-            context: "reading logits".into(),
-            error: e.to_string(),
-        })?;
+        let flat = read_f32(&out, "reading logits")?;
         Ok(flat.chunks_exact(2).map(|p| [p[0], p[1]]).collect())
+    }
+
+    /// The aftershock-minus-foreshock logit of `n` windows: the output the explainers explain.
+    pub fn margins(&self, inputs: &[f32], n: usize) -> Result<Vec<f64>, CnnError> {
+        Ok(self
+            .logits(inputs, n)?
+            .iter()
+            .map(|[foreshock, aftershock]| (aftershock - foreshock) as f64)
+            .collect())
     }
 
     /// `window` and `background` ready for coalitions of pixels evaluated cheaply
@@ -142,20 +149,11 @@ impl CnnModel {
         window: &[f32],
         background: &[f32],
     ) -> Result<Option<super::MaskedCnn<'_>>, CnnError> {
-        let len = self.input_len();
         for (what, x) in [("window", window), ("background", background)] {
-            if x.len() != len {
-                return Err(CnnError::Input(format!(
-                    "{what}: {} values for {:?}",
-                    x.len(),
-                    self.input
-                )));
-            }
-            if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-                return Err(CnnError::Input(format!(
-                    "{what} holds a non-finite value at {i}"
-                )));
-            }
+            self.check_batch(x, 1, true).map_err(|e| match e {
+                CnnError::Input(why) => CnnError::Input(format!("{what}: {why}")),
+                other => other,
+            })?;
         }
         match &self.backend {
             Backend::Native(net) => {
@@ -197,35 +195,14 @@ impl CnnModel {
         inputs: &[f32],
         n: usize,
     ) -> Result<(Vec<f64>, Vec<f32>), CnnError> {
-        let len = self.input_len();
-        if inputs.len() != n * len {
-            return Err(CnnError::Input(format!(
-                "{} values for {n} windows of {:?}",
-                inputs.len(),
-                self.input
-            )));
-        }
-        let torch = |context: &str| {
-            let context = context.to_string();
-            move |e: tch::TchError| CnnError::Torch {
-                context: context.clone(),
-                error: e.to_string(),
-            }
-        };
+        self.check_batch(inputs, n, false)?;
         let xs = self.batch_tensor(inputs, n).set_requires_grad(true);
         let out = self.forward(&xs, n)?;
         let margin = out.select(1, 1) - out.select(1, 0);
         margin.sum(Kind::Float).backward();
         let grad = xs.grad();
-        let margins: Vec<f32> =
-            Vec::try_from(margin.detach().to_device(Device::Cpu).to_kind(Kind::Float))
-                .map_err(torch("reading margins"))?;
-        let grads: Vec<f32> = Vec::try_from(
-            grad.to_device(Device::Cpu)
-                .to_kind(Kind::Float)
-                .flatten(0, -1),
-        )
-        .map_err(torch("reading gradients"))?;
+        let margins = read_f32(&margin.detach(), "reading margins")?;
+        let grads = read_f32(&grad, "reading gradients")?;
         Ok((margins.into_iter().map(f64::from).collect(), grads))
     }
 

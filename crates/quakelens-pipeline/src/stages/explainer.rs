@@ -88,10 +88,18 @@ impl CnnExplainer {
             task.part,
         )
     }
+}
 
-    /// Share of |SHAP| mass per band of one explained window.
-    fn band_mass(&self, values: &[f32]) -> [f64; BANDS.len()] {
-        band_shares(values, &self.freqs_hz, self.shape().width)
+/// Sets the band-mass metric of `r`'s station from its values.
+pub fn record_band_shares(
+    metrics: &StageMetrics,
+    r: &CnnShapRecord,
+    freqs_hz: &[f64],
+    width: usize,
+) {
+    let station = r.key.key().stream();
+    for ((band, _), share) in BANDS.iter().zip(band_shares(&r.values, freqs_hz, width)) {
+        metrics.band_mass(&station, band, share);
     }
 }
 
@@ -229,10 +237,7 @@ impl ExplainerStage {
             }
             let r = cnn.explain(t)?;
             if t.part == Part::WHOLE {
-                let station = r.key.key().stream();
-                for ((band, _), share) in BANDS.iter().zip(cnn.band_mass(&r.values)) {
-                    metrics.band_mass(&station, band, share);
-                }
+                record_band_shares(metrics, &r, &cnn.freqs_hz, cnn.shape().width);
             }
             rows.push((r, t.part));
         }

@@ -10,14 +10,14 @@ use arrow::array::{Array, StringArray, StringViewArray};
 
 use quakelens_explain::image::Part;
 use quakelens_lake::{
-    CnnShapRecord, ForestShapRecord, Keyed, Lake, LakeWriter, MagnitudeRecord, ScoreRecord,
+    CnnShapRecord, ForestShapRecord, Lake, LakeWriter, MagnitudeRecord, ScoreRecord,
     SpectrogramAxes, WindowRecord,
 };
 use quakelens_transport::topics::{header, DEAD_LETTER, MAGNITUDES, SCORES, SHAP_RESULTS, WINDOWS};
 use quakelens_transport::{Incoming, Outgoing, Position, Transport};
 
 use super::cnn_parts::{Origin, PartsBuffer};
-use super::explainer::{band_shares, BANDS};
+use super::explainer::record_band_shares;
 use super::{after_batch, dead_letter, now_ns, Stage, StageError, StageMetrics};
 use crate::messages::{
     decode_cnn_shap, decode_forest_shap, decode_magnitudes, decode_scores, decode_windows,
@@ -365,11 +365,7 @@ impl LakeSinkStage {
             if let Some(whole) = self.parts.add(record, part, origin)? {
                 // No worker saw this window whole: its band shares (the drift metric) are set here.
                 if let Some(axes) = &self.axes {
-                    let station = whole.key.key().stream();
-                    let shares = band_shares(&whole.values, &axes.freqs_hz, axes.times_s.len());
-                    for ((band, _), share) in BANDS.iter().zip(shares) {
-                        metrics.band_mass(&station, band, share);
-                    }
+                    record_band_shares(metrics, &whole, &axes.freqs_hz, axes.times_s.len());
                 }
                 out.push(whole);
             }

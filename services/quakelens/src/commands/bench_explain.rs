@@ -227,8 +227,7 @@ fn image_table(args: &ImageBenchArgs) -> anyhow::Result<()> {
         .collect();
     let mut margin = |images: &[f32], n: usize| -> Result<Vec<f64>, String> {
         model
-            .logits(images, n)
-            .map(|l| l.iter().map(|v| (v[1] - v[0]) as f64).collect())
+            .margins(images, n)
             .map_err(|e| format!("CNN on masked images: {e}"))
     };
     let masker = Masker::Blur { sigma: args.blur };
