@@ -269,6 +269,7 @@ impl Game for quakelens_models::cnn::MaskedCnn<'_> {
             .map(|(before, after, r)| quakelens_models::cnn::Step {
                 parent: before.words(),
                 child: after.words(),
+                rows: (r.r0, r.r1),
                 cols: (r.c0, r.c1),
             })
             .collect();

@@ -173,10 +173,15 @@ impl FoldedCnn2d {
 
     /// Convolution `i` (batch norm folded), its pooling where it has one, and ReLU.
     pub(crate) fn layer(&self, i: usize, xs: &Tensor) -> Tensor {
-        let (w, b, stride) = &self.convs[i];
-        let xs = xs.conv2d(w, Some(b), [*stride, *stride], [1, 1], [1, 1], 1);
+        let xs = self.convolve(i, xs);
         let mut xs = if i < 2 { xs.max_pool2d_default(2) } else { xs };
         xs.relu_()
+    }
+
+    /// Convolution `i` alone (batch norm folded): no pooling, no ReLU.
+    pub(crate) fn convolve(&self, i: usize, xs: &Tensor) -> Tensor {
+        let (w, b, stride) = &self.convs[i];
+        xs.conv2d(w, Some(b), [*stride, *stride], [1, 1], [1, 1], 1)
     }
 
     /// Everything after the first layer: `[N, 32, H/2, W/2]` → logits `[N, 2]`.

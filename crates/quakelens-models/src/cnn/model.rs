@@ -1,12 +1,14 @@
 //! Batched inference for a model loaded from a file: our own CNN2D (batch norm folded) or a
 //! user's TorchScript module.
 
+use std::cell::OnceCell;
 use std::path::Path;
 
 use tch::{CModule, Device, Kind, Tensor};
 
 use super::arch::{FoldedCnn2d, INPUT_SHAPE};
 use super::file::load_cnn;
+use super::masked::StepWeights;
 use super::{read_f32, CnnError};
 use crate::hash::ModelHash;
 
@@ -30,7 +32,8 @@ impl ModelKind {
 }
 
 enum Backend {
-    Native(FoldedCnn2d),
+    /// Our CNN2D, and the forms of its weights that masked coalitions use (made on first use).
+    Native(FoldedCnn2d, Box<OnceCell<StepWeights>>),
     TorchScript(CModule),
 }
 
@@ -88,7 +91,7 @@ impl CnnModel {
     /// Wraps a just-trained network (already saved as the file `hash` names).
     pub fn from_native(net: &super::Cnn2d, hash: ModelHash, device: Device) -> Self {
         Self {
-            backend: Backend::Native(FoldedCnn2d::new(net).to_device(device)),
+            backend: Backend::Native(FoldedCnn2d::new(net).to_device(device), Box::default()),
             kind: ModelKind::Native,
             hash,
             device,
@@ -156,8 +159,15 @@ impl CnnModel {
             })?;
         }
         match &self.backend {
-            Backend::Native(net) => {
-                super::MaskedCnn::new(net, self.device, window, background).map(Some)
+            Backend::Native(net, weights) => {
+                let weights = match weights.get() {
+                    Some(w) => w,
+                    None => {
+                        let _ = weights.set(StepWeights::new(net)?);
+                        weights.get().expect("just set")
+                    }
+                };
+                super::MaskedCnn::new(net, weights, self.device, window, background).map(Some)
             }
             Backend::TorchScript(_) => Ok(None),
         }
@@ -173,7 +183,7 @@ impl CnnModel {
     /// Logits `[n, 2]` of a batch already on the device.
     fn forward(&self, xs: &Tensor, n: usize) -> Result<Tensor, CnnError> {
         let out = match &self.backend {
-            Backend::Native(net) => net.forward(xs),
+            Backend::Native(net, _) => net.forward(xs),
             Backend::TorchScript(m) => m.forward_ts(&[xs]).map_err(|e| CnnError::Torch {
                 context: "TorchScript forward".into(),
                 error: e.to_string(),
