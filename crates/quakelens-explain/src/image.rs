@@ -201,7 +201,7 @@ impl Coalition {
 
 /// The game the explainers play: a model's output for each coalition of pixels, the others
 /// masked. [`Composed`] builds the images and calls a model on them; a model that knows its
-/// own structure can do better (the CNN reuses its first layer, see
+/// own structure can do better (the CNN recomputes only what a coalition changes, see
 /// `quakelens_models::cnn::MaskedCnn`).
 pub trait Game {
     fn play(&mut self, coalitions: &[&Coalition]) -> Result<Vec<f64>, String>;
@@ -279,7 +279,7 @@ impl Game for quakelens_models::cnn::MaskedCnn<'_> {
 }
 
 /// Runs `explain` on the game of `model`'s aftershock-minus-foreshock margin around window `x`:
-/// the first-layer-reusing [`quakelens_models::cnn::MaskedCnn`] for native models, composed
+/// the locally recomputing [`quakelens_models::cnn::MaskedCnn`] for native models, composed
 /// images for TorchScript ones.
 pub fn with_cnn_game<T>(
     model: &quakelens_models::cnn::CnnModel,

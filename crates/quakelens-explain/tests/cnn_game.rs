@@ -1,4 +1,4 @@
-//! The CNN's first-layer-reusing game gives the partition and exact explainers the values that
+//! The CNN's locally recomputing game gives the partition and exact explainers the values that
 //! composing every masked image gives.
 
 use quakelens_explain::image::{
