@@ -350,12 +350,7 @@ mod tests {
                     (r0 + 1 + rng.next() as usize % 20).min(h),
                     (c0 + 1 + rng.next() as usize % 60).min(w),
                 );
-                for r in r0..r1 {
-                    for c in c0..c1 {
-                        let p = r * w + c;
-                        m[p / 64] |= 1 << (p % 64);
-                    }
-                }
+                m = add(&m, (r0, r1, c0, c1));
             }
             coalitions.push(m);
         }
@@ -364,12 +359,7 @@ mod tests {
         let refs: Vec<&[u64]> = coalitions.iter().map(Vec::as_slice).collect();
         let got = masked.margins(&refs).unwrap();
         let want = composed(&model, &x, &b, &coalitions);
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert!(
-                (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                "coalition {i}: {g} vs {w}"
-            );
-        }
+        assert_close(&got, &want, "coalitions");
         // Not a constant: the coalitions give different margins.
         assert!((want[0] - want[1]).abs() > 1e-3, "{want:?}");
     }
@@ -398,16 +388,6 @@ mod tests {
         let b: Vec<f32> = (0..3 * h * w).map(|_| 0.3 * rng.normal()).collect();
         let masked = model.masked(&x, &b).unwrap().unwrap();
         let words = (h * w).div_ceil(64);
-        let add = |m: &[u64], (r0, r1, c0, c1): (usize, usize, usize, usize)| {
-            let mut m = m.to_vec();
-            for r in r0..r1 {
-                for c in c0..c1 {
-                    let p = r * w + c;
-                    m[p / 64] |= 1 << (p % 64);
-                }
-            }
-            m
-        };
         // Chains of regions as a partition explainer adds them: wide ones, narrow ones, and
         // ones at both image edges, so bands of every width and at every border are met.
         let regions = [
@@ -430,24 +410,10 @@ mod tests {
         }
         // Played in two batches: the second extends children of the first.
         for batch in [&chain[..4], &chain[4..]] {
-            let steps: Vec<Step<'_>> = batch
-                .iter()
-                .map(|(p, c, (r0, r1, c0, c1))| Step {
-                    parent: p,
-                    child: c,
-                    rows: (*r0, *r1),
-                    cols: (*c0, *c1),
-                })
-                .collect();
-            let got = masked.margins_steps(&steps).unwrap();
+            let got = play(&masked, batch);
             let children: Vec<Vec<u64>> = batch.iter().map(|(_, c, _)| c.clone()).collect();
             let want = composed(&model, &x, &b, &children);
-            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                    "step {i}: {g} vs {w}"
-                );
-            }
+            assert_close(&got, &want, "steps");
         }
         // Every coalition met (the empty one and each distinct child) is kept for later steps.
         let met: std::collections::HashSet<&Vec<u64>> = chain
@@ -472,8 +438,36 @@ mod tests {
         assert!(masked.margins(&[]).unwrap().is_empty());
     }
 
+    /// Rectangles (r0, r1, c0, c1) of a 33 × 153 image.
+    type Region = (usize, usize, usize, usize);
+
+    /// The margins of (parent, child, added region) steps, in one batch.
+    fn play(masked: &super::MaskedCnn<'_>, chain: &[(Vec<u64>, Vec<u64>, Region)]) -> Vec<f64> {
+        let steps: Vec<Step<'_>> = chain
+            .iter()
+            .map(|(p, c, (r0, r1, c0, c1))| Step {
+                parent: p,
+                child: c,
+                rows: (*r0, *r1),
+                cols: (*c0, *c1),
+            })
+            .collect();
+        masked.margins_steps(&steps).unwrap()
+    }
+
+    /// Margins equal to 1e-4 relative (f32 sums in a different order).
+    fn assert_close(got: &[f64], want: &[f64], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                "{what} {i}: {g} vs {w}"
+            );
+        }
+    }
+
     /// A coalition with rectangle (r0, r1, c0, c1) of a 33 × 153 image added.
-    fn add(m: &[u64], (r0, r1, c0, c1): (usize, usize, usize, usize)) -> Vec<u64> {
+    fn add(m: &[u64], (r0, r1, c0, c1): Region) -> Vec<u64> {
         let mut m = m.to_vec();
         for r in r0..r1 {
             for c in c0..c1 {
@@ -511,24 +505,10 @@ mod tests {
                 };
                 chain.push((parent.clone(), add(parent, r), r));
             }
-            let steps: Vec<Step<'_>> = chain
-                .iter()
-                .map(|(p, c, (r0, r1, c0, c1))| Step {
-                    parent: p,
-                    child: c,
-                    rows: (*r0, *r1),
-                    cols: (*c0, *c1),
-                })
-                .collect();
-            let got = masked.margins_steps(&steps).unwrap();
+            let got = play(&masked, &chain);
             frontier = chain.into_iter().map(|(_, c, _)| c).collect();
             let want = composed(&model, &x, &b, &frontier);
-            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                    "level {level}, step {i}: {g} vs {w}"
-                );
-            }
+            assert_close(&got, &want, &format!("level {level}"));
         }
     }
 
@@ -558,9 +538,7 @@ mod tests {
             steps(&first, &second, (5, 9), (80, 84)).unwrap()[0],
         ];
         let want = composed(&model, &x, &b, &[first, second]);
-        for (g, w) in got.iter().zip(&want) {
-            assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{g} vs {w}");
-        }
+        assert_close(&got, &want, "fallback");
         assert_eq!(masked.store.borrow().len(), 1);
     }
 
