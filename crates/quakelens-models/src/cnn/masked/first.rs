@@ -129,25 +129,22 @@ impl FirstLayer {
     /// channels-last memory).
     pub fn maps(&self, coalitions: &[&[u64]]) -> Tensor {
         let n = coalitions.len();
-        let cells = self.rows * self.cols;
-        let mut whole = vec![false; n * cells];
-        let mut edge_cells = Vec::new();
+        let mut sources = Vec::with_capacity(n * self.rows * self.cols);
         let mut edges = EdgePatches::default();
-        for (k, m) in coalitions.iter().enumerate() {
-            for i in 0..self.rows {
-                for j in 0..self.cols {
-                    let cell = k * cells + i * self.cols + j;
-                    match self.kind(m, i, j) {
-                        Cell::Window => whole[cell] = true,
-                        Cell::Background => {}
-                        Cell::Edge => {
-                            edge_cells.push(cell as i64);
-                            self.patch(m, i, j, &mut edges);
-                        }
-                    }
-                }
-            }
+        for m in coalitions {
+            let all = super::store::Rect::sized(self.rows, self.cols);
+            self.sources(m, all, &mut edges, &mut sources);
         }
+        let whole: Vec<bool> = sources
+            .iter()
+            .map(|s| matches!(s, Source::Window(_)))
+            .collect();
+        let edge_cells: Vec<i64> = sources
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s, Source::Edge(_)))
+            .map(|(cell, _)| cell as i64)
+            .collect();
         let cond = Tensor::from_slice(&whole)
             .view([n as i64, self.rows as i64, self.cols as i64, 1])
             .to_device(self.device);

@@ -328,6 +328,10 @@ mod tests {
                 .sum::<f32>()
                 - 6.0
         }
+        /// A 3 × 33 × 153 image of normal values times `scale`.
+        fn image(&mut self, scale: f32) -> Vec<f32> {
+            (0..3 * 33 * 153).map(|_| scale * self.normal()).collect()
+        }
     }
 
     #[test]
@@ -336,8 +340,7 @@ mod tests {
         let (h, w) = (33usize, 153usize);
         let hw = h * w;
         let mut rng = Lcg(5);
-        let x: Vec<f32> = (0..3 * hw).map(|_| rng.normal()).collect();
-        let b: Vec<f32> = (0..3 * hw).map(|_| 0.3 * rng.normal()).collect();
+        let (x, b) = (rng.image(1.0), rng.image(0.3));
         let masked = model.masked(&x, &b).unwrap().expect("native model");
         let words = hw.div_ceil(64);
         let mut coalitions: Vec<Vec<u64>> = vec![vec![0; words], vec![u64::MAX; words]];
@@ -384,8 +387,7 @@ mod tests {
         let model = model();
         let (h, w) = (33usize, 153usize);
         let mut rng = Lcg(9);
-        let x: Vec<f32> = (0..3 * h * w).map(|_| rng.normal()).collect();
-        let b: Vec<f32> = (0..3 * h * w).map(|_| 0.3 * rng.normal()).collect();
+        let (x, b) = (rng.image(1.0), rng.image(0.3));
         let masked = model.masked(&x, &b).unwrap().unwrap();
         let words = (h * w).div_ceil(64);
         // Chains of regions as a partition explainer adds them: wide ones, narrow ones, and
@@ -485,8 +487,7 @@ mod tests {
         let model = model();
         let (h, w) = (33usize, 153usize);
         let mut rng = Lcg(21);
-        let x: Vec<f32> = (0..3 * h * w).map(|_| rng.normal()).collect();
-        let b: Vec<f32> = (0..3 * h * w).map(|_| 0.3 * rng.normal()).collect();
+        let (x, b) = (rng.image(1.0), rng.image(0.3));
         let masked = model.masked(&x, &b).unwrap().unwrap();
         let mut frontier = vec![vec![0u64; (h * w).div_ceil(64)]; 6];
         for level in 0..8 {
@@ -517,7 +518,7 @@ mod tests {
         let model = model();
         let mut rng = Lcg(4);
         let n = 3 * 33 * 153;
-        let x: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
+        let x = rng.image(1.0);
         let b = vec![0.1f32; n];
         let masked = model.masked(&x, &b).unwrap().unwrap();
         *masked.store.borrow_mut() = super::Store::new(1);

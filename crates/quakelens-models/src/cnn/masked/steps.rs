@@ -70,8 +70,7 @@ impl MaskedCnn<'_> {
         // few conv2 cells that changed, one row per changed conv2 cell.
         let mut rows = Vec::new();
         for ((reach, new), &parent) in reaches.iter().zip(&a2).zip(&parents) {
-            for (r, c) in reach.a2.iter() {
-                let now = new.get(r, c).expect("a changed cell");
+            for ((r, c), now) in reach.a2.iter().zip(new.values.chunks_exact(d.c2)) {
                 let before = store.a2(parent, r, c);
                 rows.extend(now.iter().zip(before).map(|(a, b)| a - b));
             }
