@@ -62,24 +62,43 @@ impl KafkaConfig {
         c
     }
 
-    /// Applies the user's properties; consumer-only ones are kept off the producer (where
-    /// librdkafka would warn about them).
+    /// Applies the user's properties to the client they belong to, keeping consumer-only ones
+    /// off the producer and producer-only ones off the consumer (librdkafka warns about both).
     fn apply_overrides(&self, c: &mut ClientConfig, consumer: bool) {
-        const CONSUMER_ONLY: [&str; 8] = [
-            "statistics.interval.ms",
-            "session.timeout.ms",
-            "heartbeat.interval.ms",
-            "max.poll.interval.ms",
-            "auto.offset.reset",
-            "queued.max.messages.kbytes",
-            "fetch.max.bytes",
-            "partition.assignment.strategy",
-        ];
         for (k, v) in &self.properties {
-            if consumer || !(CONSUMER_ONLY.contains(&k.as_str()) || k.starts_with("group.")) {
+            if property_applies(k, consumer) {
                 c.set(k, v);
             }
         }
+    }
+}
+
+/// Whether librdkafka property `key` belongs on a consumer (`consumer`) or on a producer.
+fn property_applies(key: &str, consumer: bool) -> bool {
+    const CONSUMER_ONLY: [&str; 8] = [
+        "statistics.interval.ms",
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+        "max.poll.interval.ms",
+        "auto.offset.reset",
+        "queued.max.messages.kbytes",
+        "fetch.max.bytes",
+        "partition.assignment.strategy",
+    ];
+    const PRODUCER_ONLY: [&str; 8] = [
+        "enable.idempotence",
+        "acks",
+        "linger.ms",
+        "message.timeout.ms",
+        "compression.type",
+        "batch.size",
+        "retries",
+        "message.send.max.retries",
+    ];
+    if consumer {
+        !(PRODUCER_ONLY.contains(&key) || key.starts_with("queue.buffering."))
+    } else {
+        !(CONSUMER_ONLY.contains(&key) || key.starts_with("group."))
     }
 }
 
@@ -558,6 +577,21 @@ pub fn committed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn properties_go_to_the_client_they_belong_to() {
+        for key in ["enable.idempotence", "acks", "queue.buffering.max.ms"] {
+            assert!(property_applies(key, false), "{key} on the producer");
+            assert!(!property_applies(key, true), "{key} off the consumer");
+        }
+        for key in ["session.timeout.ms", "group.instance.id"] {
+            assert!(property_applies(key, true), "{key} on the consumer");
+            assert!(!property_applies(key, false), "{key} off the producer");
+        }
+        for key in ["max.in.flight.requests.per.connection", "socket.timeout.ms"] {
+            assert!(property_applies(key, true) && property_applies(key, false));
+        }
+    }
 
     #[test]
     fn broker_trouble_is_sent_again_but_refused_messages_are_not() {

@@ -131,6 +131,8 @@ pub struct Broker {
     storage: String,
     proc: Option<Proc>,
     dir: PathBuf,
+    /// Logs of this broker's runs, oldest first (a restart starts a new one).
+    logs: Vec<PathBuf>,
 }
 
 impl Broker {
@@ -148,6 +150,7 @@ impl Broker {
             storage,
             proc: None,
             dir: dir.to_path_buf(),
+            logs: Vec::new(),
         };
         b.launch();
         Some(b)
@@ -155,10 +158,9 @@ impl Broker {
 
     fn launch(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = self.dir.join(format!(
-            "broker-{}.log",
-            Instant::now().elapsed().as_nanos()
-        ));
+        let log = self.dir.join(format!("broker-{}.log", self.logs.len()));
+        // tansu logs to stdout and panics to stderr: both go to one file.
+        let out = std::fs::File::create(&log).expect("log file");
         let child = Command::new(&self.binary)
             .current_dir(&self.dir)
             .args([
@@ -169,10 +171,11 @@ impl Broker {
                 &url,
             ])
             .args(["--storage-engine", &self.storage])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out)
             .spawn()
             .expect("tansu starts");
+        self.logs.push(log.clone());
         self.proc = Some(Proc {
             name: "broker".into(),
             child: Some(child),
@@ -181,6 +184,31 @@ impl Broker {
         wait_for(Duration::from_secs(20), "broker port", || {
             std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
         });
+    }
+
+    /// For a failing test's message: each run's panics (with the line after, which says why)
+    /// and the last `lines` lines of its log.
+    pub fn log_tails(&self, lines: usize) -> String {
+        self.logs
+            .iter()
+            .map(|path| {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let all: Vec<&str> = text.lines().collect();
+                let panics: Vec<&str> = all
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| l.contains("panicked at"))
+                    .flat_map(|(i, _)| all[i..(i + 2).min(all.len())].iter().copied())
+                    .collect();
+                let tail = all[all.len().saturating_sub(lines)..].join("\n");
+                format!(
+                    "--- {} ---\npanics:\n{}\nlast lines:\n{tail}",
+                    path.display(),
+                    panics.join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     pub fn brokers(&self) -> String {
