@@ -5,6 +5,8 @@ Commands (raw little-endian f64 files):
       fit a scikit-learn RandomForestRegressor (MAX_DEPTH 0 = unlimited), export it with
       export_sklearn_forest.py, and write test rows X, shap.TreeExplainer's values and
       expected_value for them.
+  tree-interactions OUT.arrow X INTER BASE ROWS FEATURES TREES SEED MAX_DEPTH
+      as tree-shap, writing shap.TreeExplainer's shap_interaction_values (rows × F × F).
   bench-tree FOREST_X FOREST_Y ROWS FEATURES TREES EXPLAIN_ROWS OUT.arrow X SHAP
       fit on the given data, export, time shap.TreeExplainer on EXPLAIN_ROWS rows (JSON on
       stdout), write those rows to X and shap's values to SHAP.
@@ -35,9 +37,8 @@ def fit(X, y, trees, seed, max_depth):
     return RandomForestRegressor(n_estimators=int(trees), max_depth=depth, random_state=int(seed), n_jobs=1).fit(X, y)
 
 
-def cmd_tree_shap(out, x_path, shap_path, base_path, rows, features, trees, seed, max_depth):
-    import shap
-
+def tree_case(out, rows, features, trees, seed, max_depth):
+    """Fits and exports a forest; returns it with float32-exact test rows, some at thresholds."""
     from export_sklearn_forest import export_forest
 
     rng = np.random.default_rng(int(seed))
@@ -54,10 +55,28 @@ def cmd_tree_shap(out, x_path, shap_path, base_path, rows, features, trees, seed
     probe = np.repeat(Xt[:1], len(th), axis=0)
     probe[:, 0] = th.astype(np.float32)
     Xt = np.vstack([Xt, probe]).astype(np.float32).astype(np.float64)
+    return model, Xt
+
+
+def cmd_tree_shap(out, x_path, shap_path, base_path, rows, features, trees, seed, max_depth):
+    import shap
+
+    model, Xt = tree_case(out, rows, features, trees, seed, max_depth)
     explainer = shap.TreeExplainer(model)
     values = explainer.shap_values(Xt, check_additivity=True)
     write(x_path, Xt.ravel())
     write(shap_path, np.asarray(values).ravel())
+    write(base_path, np.atleast_1d(explainer.expected_value))
+
+
+def cmd_tree_interactions(out, x_path, inter_path, base_path, rows, features, trees, seed, max_depth):
+    import shap
+
+    model, Xt = tree_case(out, rows, features, trees, seed, max_depth)
+    explainer = shap.TreeExplainer(model)
+    values = explainer.shap_interaction_values(Xt)
+    write(x_path, Xt.ravel())
+    write(inter_path, np.asarray(values).ravel())
     write(base_path, np.atleast_1d(explainer.expected_value))
 
 
@@ -113,4 +132,4 @@ def cmd_bench_image(model_path, x_path, n, max_evals, threads):
 
 if __name__ == "__main__":
     cmd, *args = sys.argv[1:]
-    {"tree-shap": cmd_tree_shap, "bench-tree": cmd_bench_tree, "bench-image": cmd_bench_image}[cmd](*args)
+    {"tree-shap": cmd_tree_shap, "tree-interactions": cmd_tree_interactions, "bench-tree": cmd_bench_tree, "bench-image": cmd_bench_image}[cmd](*args)

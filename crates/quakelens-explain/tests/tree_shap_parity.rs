@@ -5,37 +5,64 @@ use quakelens_explain::{reference, ForestShap};
 use quakelens_models::forest::Forest;
 use quakelens_signal::reference::{python_for_tests, read_f64};
 
+const FEATURES: usize = 8;
+
+/// A forest fitted and exported by scikit-learn, test rows, and shap's answer for them.
+struct Case {
+    forest: Forest,
+    x: Vec<f32>,
+    /// shap's values (`command` tree-shap) or interaction values (tree-interactions), flat.
+    want: Vec<f64>,
+    want_base: f64,
+}
+
+impl Case {
+    fn fit(command: &str, max_depth: usize, trees: usize, seed: u64) -> Option<Case> {
+        let py = python_for_tests()?;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let p = |n: &str| d.join(n).display().to_string();
+        reference::run(
+            &py,
+            d,
+            command,
+            &[
+                p("forest.arrow"),
+                p("x.f64"),
+                p("want.f64"),
+                p("base.f64"),
+                "800".into(),
+                FEATURES.to_string(),
+                trees.to_string(),
+                seed.to_string(),
+                max_depth.to_string(),
+            ],
+        )
+        .unwrap();
+        Some(Case {
+            forest: Forest::load(&d.join("forest.arrow")).unwrap(),
+            x: read_f64(&d.join("x.f64"))
+                .unwrap()
+                .iter()
+                .map(|&v| v as f32)
+                .collect(),
+            want: read_f64(&d.join("want.f64")).unwrap(),
+            want_base: read_f64(&d.join("base.f64")).unwrap()[0],
+        })
+    }
+}
+
 fn parity(max_depth: usize, trees: usize, seed: u64) {
-    let Some(py) = python_for_tests() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let p = |n: &str| d.join(n).display().to_string();
-    let features = 8;
-    reference::run(
-        &py,
-        d,
-        "tree-shap",
-        &[
-            p("forest.arrow"),
-            p("x.f64"),
-            p("shap.f64"),
-            p("base.f64"),
-            "800".into(),
-            features.to_string(),
-            trees.to_string(),
-            seed.to_string(),
-            max_depth.to_string(),
-        ],
-    )
-    .unwrap();
-    let forest = Forest::load(&d.join("forest.arrow")).unwrap();
-    let x: Vec<f32> = read_f64(&d.join("x.f64"))
-        .unwrap()
-        .iter()
-        .map(|&v| v as f32)
-        .collect();
-    let want = read_f64(&d.join("shap.f64")).unwrap();
-    let want_base = read_f64(&d.join("base.f64")).unwrap()[0];
+    let Some(Case {
+        forest,
+        x,
+        want,
+        want_base,
+    }) = Case::fit("tree-shap", max_depth, trees, seed)
+    else {
+        return;
+    };
+    let features = FEATURES;
     let shap = ForestShap::new(&forest).unwrap();
     let got = shap.explain(&x).unwrap();
     assert_eq!(got.len() * features, want.len());
@@ -70,4 +97,50 @@ fn equals_shap_on_shallow_forests() {
 #[test]
 fn equals_shap_on_forests_of_unlimited_depth() {
     parity(0, 20, 11);
+}
+
+/// Interaction values against `shap_interaction_values`, and their sums against our SHAP values.
+fn interaction_parity(max_depth: usize, trees: usize, seed: u64) {
+    let Some(case) = Case::fit("tree-interactions", max_depth, trees, seed) else {
+        return;
+    };
+    let shap = ForestShap::new(&case.forest).unwrap();
+    let start = std::time::Instant::now();
+    let got = shap.interactions(&case.x).unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    let m = FEATURES;
+    assert_eq!(got.len() * m * m, case.want.len());
+    let err = got
+        .iter()
+        .flatten()
+        .zip(&case.want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    eprintln!(
+        "interactions vs shap, depth {} ({trees} trees, {} rows, {secs:.2} s): max |diff| {err:.2e}",
+        case.forest.max_depth(),
+        got.len()
+    );
+    assert!(err <= 1e-6, "max |ours - shap| = {err}");
+    assert!((shap.base_value() - case.want_base).abs() <= 1e-9);
+    let phi = shap.explain(&case.x).unwrap();
+    for (row, (matrix, phi)) in got.iter().zip(&phi).enumerate() {
+        for (i, p) in phi.iter().enumerate() {
+            let sum: f64 = matrix[i * m..(i + 1) * m].iter().sum();
+            assert!(
+                (sum - p).abs() <= 1e-9,
+                "row {row}, feature {i}: {sum} vs {p}"
+            );
+        }
+    }
+}
+
+#[test]
+fn interactions_equal_shap_on_shallow_forests() {
+    interaction_parity(6, 20, 5);
+}
+
+#[test]
+fn interactions_equal_shap_on_forests_of_unlimited_depth() {
+    interaction_parity(0, 10, 13);
 }

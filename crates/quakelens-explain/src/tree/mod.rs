@@ -12,12 +12,15 @@
 //!   whether the explained row did (`one`), and the Shapley weights of every subset size.
 //!   Extending the path and unwinding a feature are O(depth), so a tree costs
 //!   O(leaves · depth²).
+//!
+//! [`ForestShap::interactions`] gives SHAP interaction values ([`interactions`]).
 
 use std::borrow::Cow;
 
 use quakelens_models::forest::{Forest, Tree};
 use rayon::prelude::*;
 
+mod interactions;
 pub mod linear;
 
 use linear::{Quadrature, Scratch};
@@ -150,6 +153,22 @@ impl<'f> ForestShap<'f> {
         Ok(())
     }
 
+    /// Checks every row of a row-major matrix; returns the row width.
+    fn check_rows(&self, x: &[f32]) -> Result<usize, TreeShapError> {
+        let width = self.forest.n_features().max(1);
+        if !x.len().is_multiple_of(width) {
+            return Err(TreeShapError::Width {
+                row: x.len() / width,
+                got: x.len() % width,
+                want: width,
+            });
+        }
+        for (r, row) in x.chunks(width).enumerate() {
+            self.check(r, row)?;
+        }
+        Ok(width)
+    }
+
     /// SHAP values of one row: one per feature.
     pub fn explain_row(&self, x: &[f32]) -> Result<Vec<f64>, TreeShapError> {
         self.explain_row_with(x, Method::default())
@@ -197,17 +216,7 @@ impl<'f> ForestShap<'f> {
 
     /// As [`ForestShap::explain`], with the algorithm chosen.
     pub fn explain_with(&self, x: &[f32], method: Method) -> Result<Vec<Vec<f64>>, TreeShapError> {
-        let width = self.forest.n_features().max(1);
-        if !x.len().is_multiple_of(width) {
-            return Err(TreeShapError::Width {
-                row: x.len() / width,
-                got: x.len() % width,
-                want: width,
-            });
-        }
-        for (r, row) in x.chunks(width).enumerate() {
-            self.check(r, row)?;
-        }
+        let width = self.check_rows(x)?;
         Ok(x.par_chunks(width)
             .map(|row| {
                 self.explain_row_with(row, method)
@@ -483,6 +492,71 @@ mod tests {
             assert!((total - f.predict_row(&x)).abs() < 1e-10);
         }
         assert!((shap.base_value() - brute_force_base(&f)).abs() < 1e-12);
+    }
+
+    /// Shapley interaction values by enumerating every coalition: for i ≠ j the weighted sum of
+    /// v(S ∪ {i, j}) − v(S ∪ {i}) − v(S ∪ {j}) + v(S) over S without i and j, with weight
+    /// |S|! (M − |S| − 2)! / (2 (M − 1)!); the diagonal is what is left of φ_i.
+    fn brute_force_interactions(f: &Forest, x: &[f32]) -> Vec<f64> {
+        let m = f.n_features();
+        let v = |s: u32| {
+            f.trees.iter().map(|t| conditional(t, x, s, 0)).sum::<f64>() / f.trees.len() as f64
+        };
+        let fact = |k: usize| (1..=k).map(|i| i as f64).product::<f64>();
+        let mut out = vec![0.0; m * m];
+        for i in 0..m {
+            for j in (0..m).filter(|&j| j != i) {
+                let pair = (1u32 << i) | (1 << j);
+                out[i * m + j] = (0..1u32 << m)
+                    .filter(|s| s & pair == 0)
+                    .map(|s| {
+                        let k = s.count_ones() as usize;
+                        let w = fact(k) * fact(m - k - 2) / (2.0 * fact(m - 1));
+                        w * (v(s | pair) - v(s | 1 << i) - v(s | 1 << j) + v(s))
+                    })
+                    .sum();
+            }
+        }
+        let phi = brute_force(f, x);
+        for i in 0..m {
+            let rest: f64 = (0..m).filter(|&j| j != i).map(|j| out[i * m + j]).sum();
+            out[i * m + i] = phi[i] - rest;
+        }
+        out
+    }
+
+    #[test]
+    fn interactions_equal_brute_force_and_add_up() {
+        let mut rng = Lcg(7);
+        let m = 5;
+        let trees: Vec<Tree> = (0..5).map(|_| random_tree(&mut rng, m, 6)).collect();
+        let f = forest(trees, m);
+        let shap = ForestShap::new(&f).unwrap();
+        let rows: Vec<f32> = (0..12 * m)
+            .map(|_| (rng.next() * 2.4 - 1.2) as f32)
+            .collect();
+        let all = shap.interactions(&rows).unwrap();
+        for (x, got) in rows.chunks(m).zip(&all) {
+            let want = brute_force_interactions(&f, x);
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-10, "{got:?} vs {want:?}");
+            }
+            assert_eq!(got, &shap.interactions_row(x).unwrap());
+            for i in 0..m {
+                for j in 0..m {
+                    assert!((got[i * m + j] - got[j * m + i]).abs() < 1e-10, "symmetric");
+                }
+            }
+            let phi = shap.explain_row(x).unwrap();
+            for (i, p) in phi.iter().enumerate() {
+                let row: f64 = got[i * m..(i + 1) * m].iter().sum();
+                assert!((row - p).abs() < 1e-10, "row {i} sums to phi");
+            }
+            let total: f64 = got.iter().sum::<f64>() + shap.base_value();
+            assert!((total - f.predict_row(x)).abs() < 1e-10);
+        }
+        let err = shap.interactions(&[0.0; 7]).unwrap_err();
+        assert!(matches!(err, TreeShapError::Width { .. }), "{err}");
     }
 
     fn brute_force_base(f: &Forest) -> f64 {
