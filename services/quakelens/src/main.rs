@@ -29,6 +29,8 @@ enum Command {
     Score(commands::score::ScoreArgs),
     /// Explain the CNN's predictions for windows in the lake (image SHAP → cnn_shap).
     Explain(commands::explain::ExplainArgs),
+    /// Exact TreeSHAP interaction values of the magnitude forest for one window.
+    Interactions(commands::interactions::InteractionsArgs),
     /// Answer SQL over the lake (tables: windows, features, scores, magnitudes, forest_shap, cnn_shap).
     Sql(commands::sql::SqlArgs),
     /// PNG figures of the explanations: window overlay, class means, beeswarm, waterfall.
@@ -75,6 +77,7 @@ fn main() -> std::process::ExitCode {
         Command::Explain(args) => commands::explain::run(args),
         Command::Sql(args) => commands::sql::run(args),
         Command::Plot(command) => commands::plot::run(command),
+        Command::Interactions(args) => commands::interactions::run(args),
         Command::Synth(args) => commands::synth::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Bench(cmd) => commands::bench::run(cmd),

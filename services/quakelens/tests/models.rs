@@ -209,6 +209,60 @@ fn cnn_and_forest_train_to_target_and_score_every_window() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!Path::new(&d("x.png")).exists());
+    // Interaction values of the forest for one window: each feature's row adds up to its
+    // value in forest_shap, and the whole matrix plus the base value to the magnitude.
+    let csv = d("interactions.csv");
+    let said = stdout(&quakelens(&[
+        "interactions",
+        "--lake",
+        &lake,
+        "--forest",
+        &forest,
+        "--window-id",
+        &window_id,
+        "--csv",
+        &csv,
+    ]));
+    assert!(
+        said.contains("main effects") && said.contains("4761 entries"),
+        "{said}"
+    );
+    let mut rows: std::collections::BTreeMap<String, f64> = Default::default();
+    let text = std::fs::read_to_string(&csv).unwrap();
+    for line in text.lines().skip(1) {
+        let cells: Vec<&str> = line.split(',').collect();
+        *rows.entry(cells[0].to_string()).or_default() += cells[2].parse::<f64>().unwrap();
+    }
+    assert_eq!((text.lines().count(), rows.len()), (69 * 69 + 1, 69));
+    let values: Vec<String> = rows
+        .iter()
+        .map(|(feature, sum)| format!("('{feature}', {sum:e})"))
+        .collect();
+    assert_eq!(
+        sql_count(
+            &lake,
+            &format!(
+                "SELECT count(*) FROM forest_shap f JOIN (SELECT column1 AS feature, \
+                 column2 AS row_sum FROM (VALUES {})) r ON f.feature = r.feature \
+                 WHERE f.window_id = '{window_id}' AND abs(f.value - r.row_sum) < 1e-9",
+                values.join(", ")
+            )
+        ),
+        69
+    );
+    let total: f64 = rows.values().sum();
+    assert_eq!(
+        sql_count(
+            &lake,
+            &format!(
+                "SELECT count(*) FROM magnitudes m JOIN (SELECT DISTINCT window_id, base_value \
+                 FROM forest_shap) f ON m.window_id = f.window_id \
+                 WHERE m.window_id = '{window_id}' \
+                 AND abs(m.magnitude_pred - f.base_value - ({total:e})) < 1e-9"
+            )
+        ),
+        1
+    );
     // Scoring again with the same model replaces rows instead of adding them.
     quakelens(&["score", "--lake", &lake, "--cnn", &cnn]);
     assert_eq!(sql_count(&lake, "SELECT count(*) FROM scores"), windows);

@@ -7,6 +7,7 @@ pub mod bench_models;
 pub mod bench_services;
 pub mod explain;
 pub mod inspect;
+pub mod interactions;
 pub mod plot;
 pub mod query;
 pub mod run;
@@ -21,6 +22,11 @@ pub mod window_options;
 pub const DEFAULT_LAKE: &str = "quakelens-data/lake";
 /// Where `train` writes models and `run`/`score` look for them.
 pub const DEFAULT_MODELS: &str = "quakelens-data/models";
+
+/// `s` as an SQL string literal.
+pub fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
 
 /// A tokio runtime for the async lake API.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

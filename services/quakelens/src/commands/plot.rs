@@ -15,7 +15,7 @@ use quakelens_pipeline::transform::spectrogram_axes;
 use quakelens_plot::figures::{self, short_hash, ClassMap, Contribution, ForestValues, Grid};
 use quakelens_plot::Canvas;
 
-use super::{runtime, DEFAULT_LAKE};
+use super::{literal, runtime, DEFAULT_LAKE};
 
 #[derive(Subcommand, Debug)]
 pub enum PlotCommand {
@@ -125,10 +125,6 @@ pub fn run(command: PlotCommand) -> anyhow::Result<()> {
 }
 
 /// A string as an SQL literal.
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
 async fn open(lake: &Path) -> anyhow::Result<Lake> {
     Lake::open(lake)
         .await
