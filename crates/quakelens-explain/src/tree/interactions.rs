@@ -12,13 +12,11 @@ use rayon::prelude::*;
 
 use quakelens_models::forest::Tree;
 
-use super::{
-    extend, path_capacity, unwind, unwound_sum, ForestShap, Method, PathElement, TreeShapError,
-};
+use super::{path_capacity, ForestShap, Method, PathElement, TreeShapError, Walk};
 
 /// How the walk treats the feature being conditioned on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Condition {
+pub(super) enum Condition {
     /// Its splits follow the explained row.
     Present(i32),
     /// Its splits average both children by cover.
@@ -26,7 +24,7 @@ enum Condition {
 }
 
 impl Condition {
-    fn feature(self) -> i32 {
+    pub(super) fn feature(self) -> i32 {
         match self {
             Condition::Present(f) | Condition::Absent(f) => f,
         }
@@ -67,14 +65,14 @@ impl ForestShap<'_> {
                     (Condition::Present(i as i32), &mut on),
                     (Condition::Absent(i as i32), &mut off),
                 ] {
-                    ConditionedWalk {
+                    Walk {
                         tree,
                         x,
                         scale,
-                        condition,
+                        condition: Some(condition),
                         phi,
                     }
-                    .recurse(&mut paths, 0, 0, 1.0, 1.0, -1, 0, 1.0);
+                    .run(&mut paths);
                 }
                 let row = &mut out[i * m..(i + 1) * m];
                 for j in (0..m).filter(|&j| j != i) {
@@ -99,97 +97,4 @@ fn split_features(tree: &Tree, m: usize) -> impl Iterator<Item = usize> {
     used.into_iter()
         .enumerate()
         .filter_map(|(f, u)| u.then_some(f))
-}
-
-/// Algorithm 2 with one feature conditioned on: it never enters the path, and the share of
-/// training rows (absent) or the explained row's branch (present) at its splits scales every
-/// leaf below by `weight`.
-struct ConditionedWalk<'a> {
-    tree: &'a Tree,
-    x: &'a [f32],
-    scale: f64,
-    condition: Condition,
-    phi: &'a mut [f64],
-}
-
-impl ConditionedWalk<'_> {
-    /// As `Walk::recurse` (the parent's path is `paths[parent..parent + len]`, this level's
-    /// copy goes right after it), with `weight` the conditioned feature's share of this node.
-    #[allow(clippy::too_many_arguments)]
-    fn recurse(
-        &mut self,
-        paths: &mut [PathElement],
-        parent: usize,
-        len: usize,
-        zero: f64,
-        one: f64,
-        feature: i32,
-        node: usize,
-        weight: f64,
-    ) {
-        if weight == 0.0 {
-            return;
-        }
-        let start = parent + len + 1;
-        paths.copy_within(parent..parent + len, start);
-        let path = &mut paths[start..start + len + 1];
-        let mut len = len;
-        if feature != self.condition.feature() {
-            extend(path, len, zero, one, feature);
-            len += 1;
-        }
-        // The root's element (feature -1) is always there, so the path is never empty.
-        let last = len - 1;
-        let tree = self.tree;
-        if tree.is_leaf(node) {
-            let value = tree.value[node] * self.scale * weight;
-            for i in 1..=last {
-                let w = unwound_sum(path, last, i);
-                let e = path[i];
-                self.phi[e.feature as usize] += w * (e.one - e.zero) * value;
-            }
-            return;
-        }
-        let split = tree.feature[node];
-        let (left, right) = (tree.left[node] as usize, tree.right[node] as usize);
-        let (hot, cold) = if self.x[split as usize] as f64 <= tree.threshold[node] {
-            (left, right)
-        } else {
-            (right, left)
-        };
-        let cover = tree.cover[node];
-        let (hot_share, cold_share) = (tree.cover[hot] / cover, tree.cover[cold] / cover);
-        let (hot_weight, cold_weight) = match self.condition {
-            Condition::Present(f) if f == split => (weight, 0.0),
-            Condition::Absent(f) if f == split => (weight * hot_share, weight * cold_share),
-            _ => (weight, weight),
-        };
-        let (mut in_zero, mut in_one) = (1.0, 1.0);
-        if let Some(k) = path[..len].iter().position(|e| e.feature == split) {
-            in_zero = path[k].zero;
-            in_one = path[k].one;
-            unwind(path, last, k);
-            len -= 1;
-        }
-        self.recurse(
-            paths,
-            start,
-            len,
-            hot_share * in_zero,
-            in_one,
-            split,
-            hot,
-            hot_weight,
-        );
-        self.recurse(
-            paths,
-            start,
-            len,
-            cold_share * in_zero,
-            0.0,
-            split,
-            cold,
-            cold_weight,
-        );
-    }
 }

@@ -23,6 +23,7 @@ use rayon::prelude::*;
 mod interactions;
 pub mod linear;
 
+use interactions::Condition;
 use linear::{Quadrature, Scratch};
 
 /// Which exact algorithm computes the values.
@@ -199,9 +200,10 @@ impl<'f> ForestShap<'f> {
                         tree,
                         x,
                         scale,
+                        condition: None,
                         phi: &mut phi,
                     }
-                    .recurse(&mut paths, 0, 0, 1.0, 1.0, -1, 0);
+                    .run(&mut paths);
                 }
             }
         }
@@ -244,37 +246,56 @@ fn path_capacity(depth: usize) -> usize {
     (depth + 2) * (depth + 3) / 2 + depth + 2
 }
 
+/// Algorithm 2 over one tree, adding each feature's share of every leaf to `phi`. With a
+/// `condition` (interaction values), that feature never enters the path: its splits scale the
+/// leaves below by `weight` instead (the row's branch only, or both by cover).
 struct Walk<'a> {
     tree: &'a Tree,
     x: &'a [f32],
     scale: f64,
+    condition: Option<Condition>,
     phi: &'a mut [f64],
 }
 
 impl Walk<'_> {
+    /// Walks the whole tree.
+    fn run(mut self, paths: &mut [PathElement]) {
+        self.recurse(paths, 0, 0, 1.0, 1.0, -1, 0, 1.0);
+    }
+
     /// Visits `node`, reached by a split on `feature` with fractions `zero`/`one`. The parent's
-    /// path is `paths[parent..parent + depth]`; this level's copy, extended by that split, goes
+    /// path is `paths[parent..parent + len]`; this level's copy, extended by that split, goes
     /// right after it, so every level keeps its own path in one buffer.
     #[allow(clippy::too_many_arguments)]
     fn recurse(
         &mut self,
         paths: &mut [PathElement],
         parent: usize,
-        depth: usize,
+        len: usize,
         zero: f64,
         one: f64,
         feature: i32,
         node: usize,
+        weight: f64,
     ) {
-        let start = parent + depth + 1;
-        paths.copy_within(parent..parent + depth, start);
-        let path = &mut paths[start..start + depth + 1];
-        extend(path, depth, zero, one, feature);
+        if weight == 0.0 {
+            return;
+        }
+        let start = parent + len + 1;
+        paths.copy_within(parent..parent + len, start);
+        let path = &mut paths[start..start + len + 1];
+        let mut len = len;
+        if self.condition.map(Condition::feature) != Some(feature) {
+            extend(path, len, zero, one, feature);
+            len += 1;
+        }
+        // The root's element (feature -1) is always there, so the path is never empty.
+        let last = len - 1;
         let tree = self.tree;
         if tree.is_leaf(node) {
-            let value = tree.value[node] * self.scale;
-            for i in 1..=depth {
-                let w = unwound_sum(path, depth, i);
+            let value = tree.value[node] * self.scale * weight;
+            for i in 1..=last {
+                let w = unwound_sum(path, last, i);
                 let e = path[i];
                 self.phi[e.feature as usize] += w * (e.one - e.zero) * value;
             }
@@ -288,33 +309,27 @@ impl Walk<'_> {
             (right, left)
         };
         let cover = tree.cover[node];
+        let (hot_share, cold_share) = (tree.cover[hot] / cover, tree.cover[cold] / cover);
+        let (hot_weight, cold_weight) = match self.condition {
+            Some(Condition::Present(f)) if f == split => (weight, 0.0),
+            Some(Condition::Absent(f)) if f == split => (weight * hot_share, weight * cold_share),
+            _ => (weight, weight),
+        };
         let (mut in_zero, mut in_one) = (1.0, 1.0);
-        let mut depth = depth;
         // A feature split on before: undo its element and redo it with this split folded in.
-        if let Some(k) = path[..=depth].iter().position(|e| e.feature == split) {
+        if let Some(k) = path[..len].iter().position(|e| e.feature == split) {
             in_zero = path[k].zero;
             in_one = path[k].one;
-            unwind(path, depth, k);
-            depth -= 1;
+            unwind(path, last, k);
+            len -= 1;
         }
-        self.recurse(
-            paths,
-            start,
-            depth + 1,
-            tree.cover[hot] / cover * in_zero,
-            in_one,
-            split,
-            hot,
-        );
-        self.recurse(
-            paths,
-            start,
-            depth + 1,
-            tree.cover[cold] / cover * in_zero,
-            0.0,
-            split,
-            cold,
-        );
+        let children = [
+            (hot, hot_share * in_zero, in_one, hot_weight),
+            (cold, cold_share * in_zero, 0.0, cold_weight),
+        ];
+        for (child, zero, one, weight) in children {
+            self.recurse(paths, start, len, zero, one, split, child, weight);
+        }
     }
 }
 
