@@ -52,6 +52,13 @@ impl Case {
     }
 }
 
+/// The largest |ours − shap| over entries taken in the same order.
+fn max_abs_diff<'a>(ours: impl Iterator<Item = &'a f64>, shap: &[f64]) -> f64 {
+    ours.zip(shap)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max)
+}
+
 fn parity(max_depth: usize, trees: usize, seed: u64) {
     let Some(Case {
         forest,
@@ -66,12 +73,7 @@ fn parity(max_depth: usize, trees: usize, seed: u64) {
     let shap = ForestShap::new(&forest).unwrap();
     let got = shap.explain(&x).unwrap();
     assert_eq!(got.len() * features, want.len());
-    let err = got
-        .iter()
-        .flatten()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
+    let err = max_abs_diff(got.iter().flatten(), &want);
     let base_err = (shap.base_value() - want_base).abs();
     eprintln!(
         "TreeSHAP vs shap, depth {} ({} trees, {} rows): max |diff| {err:.2e}, base {base_err:.2e}",
@@ -110,12 +112,7 @@ fn interaction_parity(max_depth: usize, trees: usize, seed: u64) {
     let secs = start.elapsed().as_secs_f64();
     let m = FEATURES;
     assert_eq!(got.len() * m * m, case.want.len());
-    let err = got
-        .iter()
-        .flatten()
-        .zip(&case.want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
+    let err = max_abs_diff(got.iter().flatten(), &case.want);
     eprintln!(
         "interactions vs shap, depth {} ({trees} trees, {} rows, {secs:.2} s): max |diff| {err:.2e}",
         case.forest.max_depth(),

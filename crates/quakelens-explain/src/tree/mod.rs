@@ -466,20 +466,26 @@ mod tests {
         }
     }
 
+    /// The forest's value for coalition `s` (a bit per feature).
+    fn coalition_value(f: &Forest, x: &[f32], s: u32) -> f64 {
+        f.trees.iter().map(|t| conditional(t, x, s, 0)).sum::<f64>() / f.trees.len() as f64
+    }
+
+    fn factorial(k: usize) -> f64 {
+        (1..=k).map(|i| i as f64).product()
+    }
+
     /// Shapley values by enumerating every coalition.
     fn brute_force(f: &Forest, x: &[f32]) -> Vec<f64> {
         let m = f.n_features();
-        let v = |s: u32| {
-            f.trees.iter().map(|t| conditional(t, x, s, 0)).sum::<f64>() / f.trees.len() as f64
-        };
-        let fact = |k: usize| (1..=k).map(|i| i as f64).product::<f64>();
+        let v = |s: u32| coalition_value(f, x, s);
         (0..m)
             .map(|i| {
                 (0..1u32 << m)
                     .filter(|s| s & (1 << i) == 0)
                     .map(|s| {
                         let k = s.count_ones() as usize;
-                        fact(k) * fact(m - k - 1) / fact(m) * (v(s | 1 << i) - v(s))
+                        factorial(k) * factorial(m - k - 1) / factorial(m) * (v(s | 1 << i) - v(s))
                     })
                     .sum()
             })
@@ -514,10 +520,7 @@ mod tests {
     /// |S|! (M − |S| − 2)! / (2 (M − 1)!); the diagonal is what is left of φ_i.
     fn brute_force_interactions(f: &Forest, x: &[f32]) -> Vec<f64> {
         let m = f.n_features();
-        let v = |s: u32| {
-            f.trees.iter().map(|t| conditional(t, x, s, 0)).sum::<f64>() / f.trees.len() as f64
-        };
-        let fact = |k: usize| (1..=k).map(|i| i as f64).product::<f64>();
+        let v = |s: u32| coalition_value(f, x, s);
         let mut out = vec![0.0; m * m];
         for i in 0..m {
             for j in (0..m).filter(|&j| j != i) {
@@ -526,7 +529,7 @@ mod tests {
                     .filter(|s| s & pair == 0)
                     .map(|s| {
                         let k = s.count_ones() as usize;
-                        let w = fact(k) * fact(m - k - 2) / (2.0 * fact(m - 1));
+                        let w = factorial(k) * factorial(m - k - 2) / (2.0 * factorial(m - 1));
                         w * (v(s | pair) - v(s | 1 << i) - v(s | 1 << j) + v(s))
                     })
                     .sum();

@@ -124,7 +124,6 @@ pub fn run(command: PlotCommand) -> anyhow::Result<()> {
     })
 }
 
-/// A string as an SQL literal.
 async fn open(lake: &Path) -> anyhow::Result<Lake> {
     Lake::open(lake)
         .await
