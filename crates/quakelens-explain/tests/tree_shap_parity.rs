@@ -69,10 +69,9 @@ fn parity(max_depth: usize, trees: usize, seed: u64) {
     else {
         return;
     };
-    let features = FEATURES;
     let shap = ForestShap::new(&forest).unwrap();
     let got = shap.explain(&x).unwrap();
-    assert_eq!(got.len() * features, want.len());
+    assert_eq!(got.len() * FEATURES, want.len());
     let err = max_abs_diff(got.iter().flatten(), &want);
     let base_err = (shap.base_value() - want_base).abs();
     eprintln!(

@@ -3,7 +3,7 @@
 //! together, optionally the whole matrix as CSV.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
@@ -19,9 +19,9 @@ use super::{literal, runtime, set_threads, DEFAULT_LAKE, DEFAULT_MODELS};
 pub struct InteractionsArgs {
     #[arg(long, env = "QUAKELENS_LAKE", default_value = DEFAULT_LAKE)]
     lake: PathBuf,
-    /// The forest to explain (default: the one `quakelens train forest` wrote).
-    #[arg(long)]
-    forest: Option<PathBuf>,
+    /// The forest to explain (`quakelens train forest` writes the default).
+    #[arg(long, default_value_os_t = Path::new(DEFAULT_MODELS).join("forest.arrow"))]
+    forest: PathBuf,
     /// The window to explain.
     #[arg(long)]
     window_id: String,
@@ -37,11 +37,8 @@ pub struct InteractionsArgs {
 
 pub fn run(args: InteractionsArgs) -> anyhow::Result<()> {
     set_threads(args.threads)?;
-    let path = args
-        .forest
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_MODELS).join("forest.arrow"));
-    let forest = Forest::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let forest =
+        Forest::load(&args.forest).with_context(|| format!("loading {}", args.forest.display()))?;
     let sel = Selection {
         spectrograms: false,
         inputs: forest.spec.features.clone(),
@@ -97,7 +94,7 @@ pub fn run(args: InteractionsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_csv(path: &std::path::Path, names: &[String], matrix: &[f64]) -> std::io::Result<()> {
+fn write_csv(path: &Path, names: &[String], matrix: &[f64]) -> std::io::Result<()> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     writeln!(out, "feature_a,feature_b,value")?;
     for (k, v) in matrix.iter().enumerate() {
