@@ -278,26 +278,30 @@ impl Game for quakelens_models::cnn::MaskedCnn<'_> {
     }
 }
 
-/// Runs `explain` on the game of `model`'s aftershock-minus-foreshock margin around window `x`:
-/// the locally recomputing [`quakelens_models::cnn::MaskedCnn`] for native models, composed
-/// images for TorchScript ones.
+/// Runs `explain` on the game of `model`'s output `Σ output[k] · logit_k` (the margin is
+/// `[-1, 1]`) around window `x`: the locally recomputing
+/// [`quakelens_models::cnn::MaskedCnn`] for native models, composed images for TorchScript ones.
 pub fn with_cnn_game<T>(
     model: &quakelens_models::cnn::CnnModel,
     x: &[f32],
     shape: Shape,
     masker: Masker,
+    output: &[f64],
     explain: impl FnOnce(&mut dyn Game) -> Result<T, String>,
 ) -> Result<T, String> {
     let background = masker.background(x, shape);
-    if let Some(mut game) = model.masked(x, &background).map_err(|e| e.to_string())? {
+    if let Some(mut game) = model
+        .masked(x, &background, output)
+        .map_err(|e| e.to_string())?
+    {
         return explain(&mut game);
     }
-    let mut margin = |images: &[f32], n: usize| -> Result<Vec<f64>, String> {
+    let mut f = |images: &[f32], n: usize| -> Result<Vec<f64>, String> {
         model
-            .margins(images, n)
+            .outputs(images, n, output)
             .map_err(|e| format!("CNN on masked images: {e}"))
     };
-    explain(&mut Composed::new(&mut margin, x, background, shape))
+    explain(&mut Composed::new(&mut f, x, background, shape))
 }
 
 /// `x` where `mask` holds the pixel, `background` elsewhere, appended to `out`.

@@ -5,7 +5,7 @@ use quakelens_explain::image::{
     exact_shapley, exact_shapley_game, partition, partition_game, with_cnn_game, Hierarchy, Masker,
     Shape,
 };
-use quakelens_models::cnn::{save_cnn, Cnn2d, CnnModel, INPUT_SHAPE};
+use quakelens_models::cnn::{save_cnn, Cnn2d, CnnModel, INPUT_SHAPE, MARGIN};
 
 const SHAPE: Shape = Shape {
     channels: 3,
@@ -18,7 +18,7 @@ fn random_cnn(dir: &std::path::Path) -> CnnModel {
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let _net = Cnn2d::new(&vs.root(), INPUT_SHAPE);
     let path = dir.join("cnn.safetensors");
-    save_cnn(&vs, INPUT_SHAPE, None, &path).unwrap();
+    save_cnn(&vs, INPUT_SHAPE, &Default::default(), None, &path).unwrap();
     CnnModel::load(&path, tch::Device::Cpu).unwrap()
 }
 
@@ -52,7 +52,7 @@ fn fast_and_composed_games_give_the_same_explanations() {
     };
     for masker in [Masker::Blur { sigma: 2.0 }, Masker::ChannelMean] {
         let slow = partition(&mut margin, &x, SHAPE, masker, 400, 50).unwrap();
-        let fast = with_cnn_game(&model, &x, SHAPE, masker, |g| {
+        let fast = with_cnn_game(&model, &x, SHAPE, masker, &MARGIN, |g| {
             partition_game(g, SHAPE, 400, 50)
         })
         .unwrap();
@@ -69,7 +69,7 @@ fn fast_and_composed_games_give_the_same_explanations() {
     let groups = Hierarchy::new(SHAPE).level(3);
     let masker = Masker::Blur { sigma: 2.0 };
     let slow = exact_shapley(&mut margin, &x, SHAPE, masker, &groups, 64).unwrap();
-    let fast = with_cnn_game(&model, &x, SHAPE, masker, |g| {
+    let fast = with_cnn_game(&model, &x, SHAPE, masker, &MARGIN, |g| {
         exact_shapley_game(g, SHAPE, &groups, 64)
     })
     .unwrap();

@@ -1,25 +1,53 @@
-//! The quakelens lake: Parquet tables partitioned by day and station stream, written atomically,
-//! answered with SQL by DataFusion.
+//! The quakelens lake: one Delta Lake table per record kind, on a local directory or any S3
+//! prefix, written in commits that carry the source positions they cover (exactly-once through
+//! the transaction log), compacted and vacuumed, answered with SQL by DataFusion.
 //!
-//! Layout: `<root>/<table>/day=YYYY-MM-DD/stream=NET.STA.LOC.BAND/part-<hash>.parquet`, plus
-//! `<root>/lake.json` (schema version and spectrogram shape). File names derive from the window
-//! ids they hold, so writing the same windows again replaces a file instead of duplicating rows.
-//! DuckDB and pyarrow read the same files (`hive_partitioning`).
+//! Layout: `<lake>/<table>/` is a Delta table partitioned by `day` (UTC day of the window start)
+//! and `stream` (`NET.STA.LOC.BAND`). What the lake's windows are (spectrogram shape and input,
+//! feature set, schema version) is in the tables' properties. Spark, Trino, DuckDB and the Python
+//! `deltalake` package read the same tables.
 
-mod explanations;
-mod layout;
+mod batches;
+mod convert;
+mod error;
+mod location;
+mod maintenance;
 mod query;
 mod record;
 mod schema;
-mod scores;
+mod single_writer;
+mod tables;
 mod writer;
 
-pub use explanations::{
-    cnn_shap_schema, forest_shap_schema, CnnShapRecord, ForestShapRecord, SpectrogramAxes,
+pub use batches::SpectrogramAxes;
+pub use convert::{convert_old_lake, Converted};
+pub use error::LakeError;
+pub use location::LakeLocation;
+pub use maintenance::{file_counts, optimize, vacuum, Optimized, Vacuumed};
+pub use query::{Answer, AsOf, Lake, QueryError, QueryLimits};
+pub use record::{
+    catalog_number, is_missing, predicted_index, softmax, CatalogRow, CnnShapRecord,
+    ForestShapRecord, KeyRef, Keyed, MagnitudeRecord, ScoreRecord, SourceAttributes, WindowKey,
+    WindowRecord,
 };
-pub use layout::{LakeError, LakeManifest, TABLES};
-pub use query::{Answer, Lake, QueryError, QueryLimits};
-pub use record::{KeyRef, Keyed, SourceAttributes, WindowKey, WindowRecord};
-pub use schema::{features_schema, windows_schema, SCHEMA_VERSION};
-pub use scores::{magnitudes_schema, scores_schema, MagnitudeRecord, ScoreRecord};
-pub use writer::{write_atomically, LakeWriter, WriteSummary};
+pub use schema::{
+    cnn_shap_schema, features_schema, forest_shap_schema, magnitudes_schema, parse_shape, property,
+    scores_schema, windows_schema, LakeFormat, Table, PARTITIONS, SCHEMA_VERSION,
+};
+pub use tables::{recent_keys, Committed, Txn};
+pub use writer::LakeWriter;
+
+/// Writes a small file (a model, a report) atomically: a temporary sibling, synced, renamed
+/// over `path`, so readers never see half a file.
+pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}

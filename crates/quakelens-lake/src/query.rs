@@ -1,15 +1,12 @@
-//! SQL over the lake with DataFusion, read-only: only queries run, under optional time, memory
-//! and row limits, and only the lake's own tables are reachable (no DDL to register a path, no
-//! `COPY` to write one, no URL tables).
+//! SQL over the lake with DataFusion on delta-rs's table providers, read-only: only queries run,
+//! under optional time, memory and row limits, and only the lake's own tables are reachable (no
+//! DDL to register a path, no `COPY` to write one, no URL tables). Each table is read at one
+//! Delta snapshot, so a query never sees a file twice while compaction replaces files.
 
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, SchemaRef};
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::ListingOptions;
+use arrow::datatypes::SchemaRef;
 use datafusion::error::DataFusionError;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -19,18 +16,17 @@ use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::Statement;
 use futures::StreamExt;
 
-use crate::layout::TABLES;
+use crate::error::LakeError;
+use crate::location::LakeLocation;
+use crate::schema::{LakeFormat, Table};
+use crate::tables::{open_table, properties};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
-    #[error("no lake at {0}: run `quakelens run` first or pass --lake")]
-    NoLake(String),
-    #[error("registering table {table} at {path}: {reason}")]
-    Register {
-        table: String,
-        path: String,
-        reason: String,
-    },
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error("registering table {table}: {reason}")]
+    Register { table: String, reason: String },
     /// Anything but a single query: the lake is read-only through SQL.
     #[error("refused: the lake is read-only and only single SELECT queries are served ({0})")]
     Refused(String),
@@ -40,6 +36,16 @@ pub enum QueryError {
     Memory { limit_mib: usize, reason: String },
     #[error("{0}")]
     Sql(String),
+}
+
+/// Which snapshot of every table a session reads (Delta time travel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AsOf {
+    /// The table version, for every table (a table with fewer versions is read at its last):
+    /// meaningful when a query reads one table.
+    Version(i64),
+    /// The last commit at or before this time (ns since the epoch), table by table.
+    Time(i64),
 }
 
 /// Guard rails for one query. `Default` is unlimited (the local `quakelens sql` command).
@@ -72,45 +78,101 @@ impl Answer {
 pub struct Lake {
     ctx: SessionContext,
     limits: QueryLimits,
+    location: LakeLocation,
+    format: Option<LakeFormat>,
+    tables: Vec<Table>,
 }
 
 impl Lake {
     /// Registers the lake's tables (partition columns `day` and `stream` included), unlimited.
-    pub async fn open(root: &Path) -> Result<Self, QueryError> {
-        Self::open_with(root, QueryLimits::default()).await
+    pub async fn open(location: &LakeLocation) -> Result<Self, QueryError> {
+        Self::open_with(location, QueryLimits::default(), None).await
     }
 
-    /// As [`Lake::open`], with every query run under `limits`.
-    pub async fn open_with(root: &Path, limits: QueryLimits) -> Result<Self, QueryError> {
-        if !root.is_dir() {
-            return Err(QueryError::NoLake(root.display().to_string()));
-        }
-        let root = root
-            .canonicalize()
-            .map_err(|e| QueryError::NoLake(format!("{}: {e}", root.display())))?;
+    /// As [`Lake::open`], with every query run under `limits`, reading the tables `as_of` a
+    /// version or time (the latest when `None`).
+    pub async fn open_with(
+        location: &LakeLocation,
+        limits: QueryLimits,
+        as_of: Option<AsOf>,
+    ) -> Result<Self, QueryError> {
+        crate::convert::refuse_old_layout(location)?;
         let ctx = session(&limits)?;
-        for table in TABLES {
-            let dir = root.join(table);
-            // A table nothing was written to yet has no schema to infer: leave it out.
-            if !holds_parquet(&dir) {
+        let mut found = Vec::new();
+        let mut props = std::collections::HashMap::new();
+        for table in Table::ALL {
+            // A table nothing was written to yet does not exist: leave it out.
+            let Some(mut t) = open_table(location, table).await? else {
                 continue;
+            };
+            match as_of {
+                Some(AsOf::Version(v)) => {
+                    let latest = t.version().unwrap_or(0) as i64;
+                    if v < latest {
+                        t.load_version(v.max(0) as u64)
+                            .await
+                            .map_err(|e| LakeError::store(location, table.name(), e))?
+                    }
+                }
+                Some(AsOf::Time(ns)) => {
+                    let at = chrono::DateTime::from_timestamp_nanos(ns);
+                    t.load_with_datetime(at)
+                        .await
+                        .map_err(|e| LakeError::store(location, table.name(), e))?
+                }
+                None => {}
             }
-            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                .with_file_extension(".parquet")
-                .with_table_partition_cols(vec![
-                    ("day".to_string(), DataType::Utf8),
-                    ("stream".to_string(), DataType::Utf8),
-                ]);
-            let url = format!("{}/", dir.display());
-            ctx.register_listing_table(table, &url, options, None, None)
-                .await
+            crate::tables::check_compatible(location, table, &properties(&t), None)?;
+            props.insert(table, properties(&t));
+            t.update_datafusion_session(&ctx.state())
+                .map_err(|e| LakeError::store(location, table.name(), e))?;
+            let provider = t.table_provider().await.map_err(|e| QueryError::Register {
+                table: table.name().into(),
+                reason: e.to_string(),
+            })?;
+            ctx.register_table(table.name(), provider)
                 .map_err(|e| QueryError::Register {
-                    table: table.to_string(),
-                    path: url.clone(),
+                    table: table.name().into(),
                     reason: e.to_string(),
                 })?;
+            found.push(table);
         }
-        Ok(Self { ctx, limits })
+        if found.is_empty() {
+            return Err(LakeError::NoLake {
+                location: location.to_string(),
+            }
+            .into());
+        }
+        let format = props
+            .get(&Table::Windows)
+            .map(|w| LakeFormat::from_properties(w, props.get(&Table::Features)))
+            .transpose()
+            .map_err(|reason| LakeError::Incompatible {
+                location: location.to_string(),
+                table: "windows".into(),
+                reason,
+            })?;
+        Ok(Self {
+            ctx,
+            limits,
+            location: location.clone(),
+            format,
+            tables: found,
+        })
+    }
+
+    /// What the lake's windows are (`None` before any window was written).
+    pub fn format(&self) -> Option<&LakeFormat> {
+        self.format.as_ref()
+    }
+
+    pub fn location(&self) -> &LakeLocation {
+        &self.location
+    }
+
+    /// Whether `table` exists (was written to).
+    pub fn has(&self, table: Table) -> bool {
+        self.tables.contains(&table)
     }
 
     /// Runs one query and collects the result (all rows unless a row limit is set).
@@ -259,19 +321,4 @@ fn statement_kind(s: &Statement) -> String {
         [first, ..] => first.to_string(),
         [] => "an empty statement".to_string(),
     }
-}
-
-/// Whether `dir` (recursively) holds at least one Parquet file.
-fn holds_parquet(dir: &Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return false;
-    };
-    entries.flatten().any(|e| {
-        let p = e.path();
-        if p.is_dir() {
-            holds_parquet(&p)
-        } else {
-            p.extension().is_some_and(|x| x == "parquet")
-        }
-    })
 }

@@ -3,9 +3,18 @@
 
 use std::time::{Duration, Instant};
 
-use quakelens_lake::{Lake, LakeWriter, QueryError, QueryLimits, WindowRecord};
+use quakelens_lake::{
+    Lake, LakeFormat, LakeLocation, LakeWriter, QueryError, QueryLimits, WindowRecord,
+};
 
-const SHAPE: [usize; 3] = [3, 4, 5];
+const FORMAT: LakeFormat = LakeFormat {
+    shape: [3, 4, 5],
+    input: quakelens_signal::spectrogram::SpectrogramInput {
+        power: quakelens_signal::spectrogram::Power::Log,
+        scaling: quakelens_signal::spectrogram::ImageScaling::Raw,
+    },
+    features: quakelens_signal::features::FeatureSet::Study,
+};
 
 fn records(n: usize) -> Vec<WindowRecord> {
     (0..n)
@@ -25,11 +34,14 @@ fn records(n: usize) -> Vec<WindowRecord> {
             resampled: false,
             gap_runs: 0,
             filled_samples: 0,
+            flat_channels: 0,
             channel_order: "NEZ".into(),
             event_id: None,
             label: None,
             magnitude: None,
+            ttf_s: None,
             source: Default::default(),
+            catalog: Vec::new(),
             spectrogram: vec![i as f32; 60],
             features: vec![i as f64; 69],
         })
@@ -38,11 +50,14 @@ fn records(n: usize) -> Vec<WindowRecord> {
 
 async fn lake(limits: QueryLimits) -> (tempfile::TempDir, Lake) {
     let dir = tempfile::tempdir().unwrap();
-    LakeWriter::open(dir.path(), SHAPE)
+    let at = LakeLocation::local(dir.path()).unwrap();
+    LakeWriter::open(&at, FORMAT)
+        .await
         .unwrap()
-        .write(&records(10))
+        .write_windows_and_features(&records(10), &[])
+        .await
         .unwrap();
-    let lake = Lake::open_with(dir.path(), limits).await.unwrap();
+    let lake = Lake::open_with(&at, limits, None).await.unwrap();
     (dir, lake)
 }
 

@@ -1,11 +1,23 @@
-//! Real Parquet written by the lake writer, read back by DataFusion, DuckDB and pyarrow.
+//! Real Delta tables written by the lake writer: read back by DataFusion, by the Python
+//! `deltalake` package (and pyarrow and DuckDB through it), compacted and vacuumed, and old
+//! plain-Parquet lakes refused and converted.
 
-use std::path::Path;
 use std::process::Command;
 
-use quakelens_lake::{Lake, LakeError, LakeWriter, WindowRecord};
+use quakelens_lake::{
+    AsOf, Lake, LakeError, LakeFormat, LakeLocation, LakeWriter, Table, Txn, WindowRecord,
+};
+use quakelens_signal::features::FeatureSet;
+use quakelens_signal::spectrogram::SpectrogramInput;
 
-const SHAPE: [usize; 3] = [3, 4, 5];
+const FORMAT: LakeFormat = LakeFormat {
+    shape: [3, 4, 5],
+    input: SpectrogramInput {
+        power: quakelens_signal::spectrogram::Power::Log,
+        scaling: quakelens_signal::spectrogram::ImageScaling::Raw,
+    },
+    features: FeatureSet::Study,
+};
 
 fn record(i: usize, station: &str, start_ns: i64) -> WindowRecord {
     WindowRecord {
@@ -24,11 +36,17 @@ fn record(i: usize, station: &str, start_ns: i64) -> WindowRecord {
         resampled: false,
         gap_runs: (i % 2) as i32,
         filled_samples: (i % 2) as i32 * 7,
+        flat_channels: (i % 3 == 0) as i32,
         channel_order: "NEZ".into(),
         event_id: Some(format!("ev{i}")),
         label: Some((i % 2) as i32),
         magnitude: Some(1.0 + i as f64 / 10.0),
+        ttf_s: Some(-60.0 * i as f64),
         source: Default::default(),
+        catalog: vec![
+            ("source_id".into(), format!("ev{i}")),
+            ("trace_name".into(), format!("t{i}")),
+        ],
         spectrogram: (0..60).map(|k| (i * 100 + k) as f32).collect(),
         features: (0..69)
             .map(|k| {
@@ -66,19 +84,29 @@ async fn scalar(lake: &Lake, sql: &str) -> String {
         .to_string()
 }
 
-#[tokio::test]
-async fn writes_partitioned_files_that_datafusion_queries() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("lake");
-    let writer = LakeWriter::open(&root, SHAPE).unwrap();
-    let summary = writer.write(&records()).unwrap();
-    assert_eq!(summary.rows, 8);
-    assert_eq!(summary.files.len(), 8, "4 partitions × 2 tables");
-    assert!(summary.files[0]
-        .to_string_lossy()
-        .contains("day=2023-11-14/stream=XX.A.00.HH"));
+fn location(dir: &std::path::Path) -> LakeLocation {
+    LakeLocation::local(&dir.join("lake")).unwrap()
+}
 
-    let lake = Lake::open(&root).await.unwrap();
+#[tokio::test]
+async fn windows_land_in_partitioned_delta_tables_that_datafusion_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = location(dir.path());
+    let mut writer = LakeWriter::open(&at, FORMAT).await.unwrap();
+    let c = writer
+        .write_windows_and_features(&records(), &[])
+        .await
+        .unwrap();
+    assert_eq!(c.rows, 8);
+    assert_eq!(c.files, 8, "4 partitions × 2 tables");
+    let root = at.local_dir().unwrap();
+    assert!(root.join("windows/_delta_log").is_dir());
+    assert!(root
+        .join("windows/day=2023-11-14/stream=XX.A.00.HH")
+        .is_dir());
+
+    let lake = Lake::open(&at).await.unwrap();
+    assert_eq!(lake.format(), Some(&FORMAT));
     assert_eq!(scalar(&lake, "SELECT count(*) FROM windows").await, "8");
     assert_eq!(
         scalar(&lake, "SELECT count(DISTINCT day) FROM features").await,
@@ -109,7 +137,6 @@ async fn writes_partitioned_files_that_datafusion_queries() {
         .await,
         "4"
     );
-    // The spectrogram round-trips as a fixed-size list.
     assert_eq!(
         scalar(
             &lake,
@@ -118,28 +145,188 @@ async fn writes_partitioned_files_that_datafusion_queries() {
         .await,
         "301.0"
     );
-
-    // Writing the same windows again replaces files: still 8 rows.
-    writer.write(&records()).unwrap();
-    let lake = Lake::open(&root).await.unwrap();
-    assert_eq!(scalar(&lake, "SELECT count(*) FROM windows").await, "8");
-    assert_no_temp_files(&root);
+    assert_eq!(
+        scalar(
+            &lake,
+            "SELECT catalog['trace_name'] FROM windows WHERE window_id = '0000000000000005'"
+        )
+        .await,
+        "t5"
+    );
+    assert_eq!(
+        scalar(&lake, "SELECT sum(flat_channels) FROM windows").await,
+        "3"
+    );
+    // µs timestamps in UTC.
+    assert_eq!(
+        scalar(
+            &lake,
+            "SELECT CAST(min(start_time) AS VARCHAR) FROM windows"
+        )
+        .await,
+        "2023-11-14T22:13:20Z"
+    );
 }
 
-fn assert_no_temp_files(root: &Path) {
-    for entry in walk(root) {
-        assert!(
-            !entry.to_string_lossy().ends_with(".tmp"),
-            "left over: {}",
-            entry.display()
+#[tokio::test]
+async fn commits_carry_positions_that_a_new_writer_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = location(dir.path());
+    let mut writer = LakeWriter::open(&at, FORMAT).await.unwrap();
+    let txn = |v| {
+        vec![
+            Txn {
+                app_id: "lake/windows/0".into(),
+                version: v,
+            },
+            Txn {
+                app_id: "lake/windows/1".into(),
+                version: 2 * v,
+            },
+        ]
+    };
+    let all = records();
+    writer.write_windows(&all[..4], &txn(10)).await.unwrap();
+    writer.write_windows(&all[4..], &txn(25)).await.unwrap();
+    drop(writer);
+    let mut again = LakeWriter::open(&at, FORMAT).await.unwrap();
+    for (app, want) in [
+        ("lake/windows/0", Some(25)),
+        ("lake/windows/1", Some(50)),
+        ("lake/windows/2", None),
+    ] {
+        assert_eq!(
+            again.txn_version(Table::Windows, app).await.unwrap(),
+            want,
+            "{app}"
         );
     }
+    // Features were not committed by those calls: their positions are their own.
+    assert_eq!(
+        again
+            .txn_version(Table::Features, "lake/windows/0")
+            .await
+            .unwrap(),
+        None
+    );
+    // Time travel: the first version held 4 windows.
+    let old = Lake::open_with(&at, Default::default(), Some(AsOf::Version(1)))
+        .await
+        .unwrap();
+    assert_eq!(scalar(&old, "SELECT count(*) FROM windows").await, "4");
 }
 
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+#[tokio::test]
+async fn a_lake_of_other_windows_or_rows_of_the_wrong_shape_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = location(dir.path());
+    LakeWriter::open(&at, FORMAT).await.unwrap();
+    let mut other = FORMAT;
+    other.shape = [3, 33, 153];
+    let err = LakeWriter::open(&at, other).await.err().unwrap();
+    assert!(matches!(err, LakeError::Incompatible { .. }), "{err}");
+    assert!(err.to_string().contains("3,4,5"), "{err}");
+    let mut physical = FORMAT;
+    physical.features = FeatureSet::Physical;
+    let mut w = LakeWriter::open(&at, FORMAT).await.unwrap();
+    w.write_features(&records()[..1], &[]).await.unwrap();
+    let err = LakeWriter::open(&at, physical)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("feature set study") && err.contains("physical"),
+        "{err}"
+    );
+    let mut bad = record(1, "A", 0);
+    bad.spectrogram.pop();
+    let err = w.write_windows(&[bad], &[]).await.unwrap_err().to_string();
+    assert!(err.contains("59 spectrogram values"), "{err}");
+    // Nothing of the refused batch was committed.
+    let lake = Lake::open(&at).await.unwrap();
+    assert_eq!(scalar(&lake, "SELECT count(*) FROM features").await, "1");
+    assert!(!lake.has(Table::Scores));
+}
+
+#[tokio::test]
+async fn missing_lake_and_bad_sql_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = location(dir.path());
+    let err = Lake::open(&at).await.err().unwrap().to_string();
+    assert!(err.contains("no lake at") && err.contains("lake"), "{err}");
+    LakeWriter::open(&at, FORMAT)
+        .await
+        .unwrap()
+        .write_windows_and_features(&records(), &[])
+        .await
+        .unwrap();
+    let lake = Lake::open(&at).await.unwrap();
+    let err = lake
+        .sql("SELECT nope FROM windows")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nope"), "{err}");
+}
+
+#[tokio::test]
+async fn optimize_compacts_small_files_and_vacuum_deletes_the_replaced_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = location(dir.path());
+    let mut w = LakeWriter::open(&at, FORMAT).await.unwrap();
+    // Eight commits of one window each: 8 small files in 4 partitions.
+    for r in records() {
+        w.write_windows(std::slice::from_ref(&r), &[])
+            .await
+            .unwrap();
+    }
+    let before = quakelens_lake::file_counts(&at).await.unwrap();
+    assert_eq!(before, vec![(Table::Windows, 8)]);
+    let report = quakelens_lake::optimize(&at, &[], 128 << 20).await.unwrap();
+    assert_eq!(report.len(), 1);
+    assert_eq!((report[0].files_before, report[0].files_after), (8, 4));
+    let lake = Lake::open(&at).await.unwrap();
+    assert_eq!(
+        scalar(
+            &lake,
+            "SELECT count(DISTINCT window_id) || '/' || count(*) FROM windows"
+        )
+        .await,
+        "8/8"
+    );
+    let on_disk = |root: &std::path::Path| {
+        walk(&root.join("windows"))
+            .iter()
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "parquet")
+                    && !p.to_string_lossy().contains("_delta_log")
+            })
+            .count()
+    };
+    let root = at.local_dir().unwrap();
+    assert_eq!(
+        on_disk(&root),
+        12,
+        "the 8 replaced files stay for older snapshots"
+    );
+    let dry = quakelens_lake::vacuum(&at, &[], std::time::Duration::ZERO, true)
+        .await
+        .unwrap();
+    assert_eq!(dry[0].files_deleted, 8);
+    assert_eq!(on_disk(&root), 12);
+    quakelens_lake::vacuum(&at, &[], std::time::Duration::ZERO, false)
+        .await
+        .unwrap();
+    assert_eq!(on_disk(&root), 4);
+    let lake = Lake::open(&at).await.unwrap();
+    assert_eq!(scalar(&lake, "SELECT count(*) FROM windows").await, "8");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
         if p.is_dir() {
             out.extend(walk(&p));
         } else {
@@ -149,67 +336,48 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-#[test]
-fn refuses_a_lake_of_another_shape() {
-    let dir = tempfile::tempdir().unwrap();
-    LakeWriter::open(dir.path(), SHAPE).unwrap();
-    let err = LakeWriter::open(dir.path(), [3, 33, 153]).err().unwrap();
-    assert!(matches!(err, LakeError::Incompatible { .. }), "{err}");
-    let writer = LakeWriter::open(dir.path(), SHAPE).unwrap();
-    let mut bad = record(1, "A", 0);
-    bad.spectrogram.pop();
-    let err = writer.write(&[bad]).unwrap_err().to_string();
-    assert!(err.contains("59 spectrogram values"), "{err}");
-}
-
+/// The Python `deltalake` package reads every table; pyarrow and DuckDB query its dataset; all
+/// agree with DataFusion row for row.
 #[tokio::test]
-async fn missing_lake_and_bad_sql_are_clear_errors() {
-    let err = Lake::open(Path::new("/nonexistent/lake"))
-        .await
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("no lake at /nonexistent/lake"), "{err}");
-    let dir = tempfile::tempdir().unwrap();
-    LakeWriter::open(dir.path(), SHAPE)
-        .unwrap()
-        .write(&records())
-        .unwrap();
-    let lake = Lake::open(dir.path()).await.unwrap();
-    let err = lake
-        .sql("SELECT nope FROM windows")
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("nope"), "{err}");
-}
-
-/// DuckDB and pyarrow read the same files with hive partitioning.
-#[test]
-fn duckdb_and_pyarrow_read_the_lake() {
+async fn python_deltalake_pyarrow_and_duckdb_read_the_same_rows() {
     let Some(python) = quakelens_signal::reference::python_for_tests() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    LakeWriter::open(dir.path(), SHAPE)
-        .unwrap()
-        .write(&records())
+    let at = location(dir.path());
+    let mut w = LakeWriter::open(&at, FORMAT).await.unwrap();
+    w.write_windows_and_features(&records()[..5], &[])
+        .await
+        .unwrap();
+    w.write_windows_and_features(&records()[5..], &[])
+        .await
+        .unwrap();
+    let lake = Lake::open(&at).await.unwrap();
+    let ours = lake
+        .sql_table("SELECT window_id, station, day, label, spectrogram[60] AS last FROM windows ORDER BY window_id")
+        .await
         .unwrap();
     let script = r#"
-import sys, duckdb, pyarrow.dataset as ds
+import sys, duckdb
+from deltalake import DeltaTable
 root = sys.argv[1]
-t = ds.dataset(root + "/features", format="parquet", partitioning="hive").to_table()
-w = ds.dataset(root + "/windows", format="parquet", partitioning="hive").to_table()
-assert w.schema.field("spectrogram").type.list_size == 60, w.schema
+w = DeltaTable(root + "/windows")
+f = DeltaTable(root + "/features")
+assert w.metadata().configuration["quakelens.spectrogram_shape"] == "3,4,5"
+assert sorted(w.metadata().partition_columns) == ["day", "stream"]
+t = w.to_pyarrow_table().sort_by("window_id")
+rows = [(r["window_id"], r["station"], r["day"], r["label"], r["spectrogram"][59]) for r in t.to_pylist()]
+for r in rows:
+    print("%s|%s|%s|%s|%.1f" % r)
 con = duckdb.connect()
-n, s = con.execute(f"SELECT count(*), sum(f1_c0_maximum_amplitude) FROM read_parquet('{root}/features/**/*.parquet', hive_partitioning=true)").fetchone()
-days = con.execute(f"SELECT count(DISTINCT day) FROM read_parquet('{root}/windows/**/*.parquet', hive_partitioning=true)").fetchone()[0]
-print(t.num_rows, w.num_rows, n, int(s), days)
+con.register("features", f.to_pyarrow_dataset())
+n, s = con.execute("SELECT count(*), sum(f1_c0_maximum_amplitude) FROM features").fetchone()
+print("features", n, int(s), w.version())
 "#;
     let out = Command::new(python)
         .arg("-c")
         .arg(script)
-        .arg(dir.path())
+        .arg(at.local_dir().unwrap())
         .output()
         .unwrap();
     assert!(
@@ -217,5 +385,21 @@ print(t.num_rows, w.num_rows, n, int(s), days)
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "8 8 8 28000 2");
+    let theirs = String::from_utf8_lossy(&out.stdout);
+    let mut lines: Vec<&str> = theirs.lines().collect();
+    assert_eq!(lines.pop(), Some("features 8 28000 2"));
+    let ours: Vec<String> = ours
+        .lines()
+        .skip(3)
+        .filter(|l| l.starts_with('|'))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect();
+    assert_eq!(ours.len(), 8);
+    assert_eq!(lines, ours.iter().map(String::as_str).collect::<Vec<_>>());
 }

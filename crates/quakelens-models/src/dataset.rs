@@ -1,13 +1,17 @@
 //! Training and scoring data read back from the lake, and the split by event.
 
-use arrow::array::{
-    Array, FixedSizeListArray, Float32Array, Float64Array, Int32Array, Int64Array, StringArray,
-};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, Float64Array, Int32Array, MapArray, StringArray};
+use arrow::datatypes::{DataType, Float32Type, TimeUnit, TimestampNanosecondType};
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
-use quakelens_lake::{KeyRef, Keyed, Lake, SourceAttributes};
+use quakelens_lake::{CatalogRow, KeyRef, Keyed, Lake, SourceAttributes};
+use quakelens_signal::features::FeatureSet;
 use quakelens_signal::window::fnv1a;
+
+use crate::forest::{InputMap, InputSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
@@ -15,6 +19,8 @@ pub enum DatasetError {
     Query(#[from] quakelens_lake::QueryError),
     #[error("lake column {column}: {reason}")]
     Column { column: String, reason: String },
+    #[error("the lake has no windows yet")]
+    NoWindows,
 }
 
 /// One window as the models see it.
@@ -30,10 +36,13 @@ pub struct Example {
     pub group: String,
     pub label: Option<i32>,
     pub magnitude: Option<f64>,
+    pub ttf_s: Option<f64>,
     /// Empty unless requested.
     pub spectrogram: Vec<f32>,
-    /// Named numeric inputs (waveform features, then catalogue attributes); NaN = null.
+    /// The forest inputs asked for, in their order; NaN = missing.
     pub inputs: Vec<f64>,
+    /// The window's catalogue row (read when an input or a caller needs it).
+    pub catalog: CatalogRow,
 }
 
 impl Keyed for Example {
@@ -53,66 +62,65 @@ impl Keyed for Example {
 #[derive(Clone, Debug, Default)]
 pub struct Selection {
     pub spectrograms: bool,
-    /// Columns of `features` or catalogue columns of `windows` to read into `inputs`.
+    /// Forest inputs to read into `inputs`: waveform features of the lake's set, catalogue
+    /// attributes, or catalogue columns.
     pub inputs: Vec<String>,
+    /// Read every window's catalogue row into `catalog`.
+    pub catalog: bool,
     pub only_labelled: bool,
     /// Extra SQL condition on `w` (windows) / `f` (features), e.g. `w.day = '2024-03-01'`.
     pub filter: Option<String>,
 }
 
-/// The 69 waveform features (`features` table).
-pub fn waveform_inputs() -> Vec<String> {
-    quakelens_signal::features::column_names()
-}
-
-/// Waveform features plus every catalogue attribute.
-pub fn waveform_and_catalog_inputs() -> Vec<String> {
-    let mut v = waveform_inputs();
-    v.extend(SourceAttributes::COLUMNS.iter().map(|c| c.to_string()));
-    v
-}
-
-fn qualified(input: &str) -> Result<String, DatasetError> {
-    if SourceAttributes::COLUMNS.contains(&input) {
-        Ok(format!("w.\"{input}\""))
-    } else if waveform_inputs().iter().any(|c| c == input) {
-        Ok(format!("f.\"{input}\""))
-    } else {
-        Err(DatasetError::Column {
-            column: input.into(),
-            reason: "not a waveform feature or catalogue attribute of the lake".into(),
-        })
-    }
+/// The feature set of the lake's `features` table.
+pub fn lake_feature_set(lake: &Lake) -> Result<FeatureSet, DatasetError> {
+    lake.format()
+        .map(|f| f.features)
+        .ok_or(DatasetError::NoWindows)
 }
 
 /// Reads the selected windows, ordered by window id (deterministic).
 pub async fn load_examples(lake: &Lake, sel: &Selection) -> Result<Vec<Example>, DatasetError> {
+    let set = lake_feature_set(lake)?;
+    let map = InputMap::new(&sel.inputs, set);
+    let needs_features = map
+        .sources
+        .iter()
+        .any(|s| matches!(s, InputSource::Feature(_)));
+    let needs_catalog = sel.catalog
+        || map
+            .sources
+            .iter()
+            .any(|s| matches!(s, InputSource::Catalog(_)));
     let mut cols = vec![
         "w.window_id".to_string(),
         "w.network".into(),
         "w.station".into(),
         "w.location".into(),
         "w.band".into(),
-        "CAST(w.start_time AS BIGINT) AS start_ns".into(),
+        "w.start_time".into(),
         "w.event_id".into(),
         "w.label".into(),
         "w.magnitude".into(),
+        "w.ttf_s".into(),
     ];
+    cols.extend(
+        SourceAttributes::COLUMNS
+            .iter()
+            .map(|c| format!("w.\"{c}\"")),
+    );
+    if needs_catalog {
+        cols.push("w.catalog".into());
+    }
     if sel.spectrograms {
         cols.push("w.spectrogram".into());
     }
-    for (i, input) in sel.inputs.iter().enumerate() {
-        cols.push(format!(
-            "CAST({} AS DOUBLE) AS input_{i}",
-            qualified(input)?
-        ));
+    let names = set.column_names();
+    if needs_features {
+        cols.extend(names.iter().map(|n| format!("f.\"{n}\"")));
     }
-    let join = if sel
-        .inputs
-        .iter()
-        .any(|c| !SourceAttributes::COLUMNS.contains(&c.as_str()))
-    {
-        " JOIN features f ON w.window_id = f.window_id"
+    let join = if needs_features {
+        " JOIN features f ON w.window_id = f.window_id AND w.day = f.day AND w.stream = f.stream"
     } else {
         ""
     };
@@ -135,39 +143,97 @@ pub async fn load_examples(lake: &Lake, sel: &Selection) -> Result<Vec<Example>,
     let batches = lake.sql(&sql).await?;
     let mut out = Vec::new();
     for b in &batches {
-        append(b, sel, &mut out)?;
+        append(
+            b,
+            sel,
+            &map,
+            needs_features.then_some(&names[..]),
+            needs_catalog,
+            &mut out,
+        )?;
     }
     Ok(out)
+}
+
+fn column_err(name: &str, reason: impl Into<String>) -> DatasetError {
+    DatasetError::Column {
+        column: name.into(),
+        reason: reason.into(),
+    }
 }
 
 fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T, DatasetError> {
     b.column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<T>())
-        .ok_or_else(|| DatasetError::Column {
-            column: name.into(),
-            reason: "missing or of an unexpected type".into(),
-        })
+        .ok_or_else(|| column_err(name, "missing or of an unexpected type"))
 }
 
 /// A text column as `Utf8` whatever string type DataFusion chose (it reads Parquet strings as
 /// `Utf8View`).
 fn text(b: &RecordBatch, name: &str) -> Result<StringArray, DatasetError> {
-    let err = |reason: String| DatasetError::Column {
-        column: name.into(),
-        reason,
-    };
     let c = b
         .column_by_name(name)
-        .ok_or_else(|| err("missing".into()))?;
-    let c = arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8)
-        .map_err(|e| err(e.to_string()))?;
+        .ok_or_else(|| column_err(name, "missing"))?;
+    let c =
+        arrow::compute::cast(c, &DataType::Utf8).map_err(|e| column_err(name, e.to_string()))?;
     c.as_any()
         .downcast_ref::<StringArray>()
         .cloned()
-        .ok_or_else(|| err("not text".into()))
+        .ok_or_else(|| column_err(name, "not text"))
 }
 
-fn append(b: &RecordBatch, sel: &Selection, out: &mut Vec<Example>) -> Result<(), DatasetError> {
+/// A timestamp column in ns since the epoch, whatever unit it is stored in.
+fn nanos(b: &RecordBatch, name: &str) -> Result<Vec<i64>, DatasetError> {
+    let c = b
+        .column_by_name(name)
+        .ok_or_else(|| column_err(name, "missing"))?;
+    let c = arrow::compute::cast(c, &DataType::Timestamp(TimeUnit::Nanosecond, None))
+        .map_err(|e| column_err(name, e.to_string()))?;
+    Ok(c.as_primitive::<TimestampNanosecondType>()
+        .values()
+        .to_vec())
+}
+
+fn float64(b: &RecordBatch, name: &str) -> Result<Float64Array, DatasetError> {
+    let c = b
+        .column_by_name(name)
+        .ok_or_else(|| column_err(name, "missing"))?;
+    let c =
+        arrow::compute::cast(c, &DataType::Float64).map_err(|e| column_err(name, e.to_string()))?;
+    Ok(c.as_primitive::<arrow::datatypes::Float64Type>().clone())
+}
+
+fn catalog_rows(b: &RecordBatch) -> Result<Vec<CatalogRow>, DatasetError> {
+    let m = col::<MapArray>(b, "catalog")?;
+    let mut out = Vec::with_capacity(m.len());
+    for r in 0..m.len() {
+        if m.is_null(r) {
+            out.push(Vec::new());
+            continue;
+        }
+        let e = m.value(r);
+        let keys = arrow::compute::cast(e.column(0), &DataType::Utf8)
+            .map_err(|x| column_err("catalog", x.to_string()))?;
+        let values = arrow::compute::cast(e.column(1), &DataType::Utf8)
+            .map_err(|x| column_err("catalog", x.to_string()))?;
+        let (keys, values) = (keys.as_string::<i32>(), values.as_string::<i32>());
+        let mut row: CatalogRow = (0..e.len())
+            .map(|i| (keys.value(i).to_string(), values.value(i).to_string()))
+            .collect();
+        row.sort();
+        out.push(row);
+    }
+    Ok(out)
+}
+
+fn append(
+    b: &RecordBatch,
+    sel: &Selection,
+    map: &InputMap,
+    feature_names: Option<&[String]>,
+    with_catalog: bool,
+    out: &mut Vec<Example>,
+) -> Result<(), DatasetError> {
     let text = |name: &str| text(b, name);
     let (ids, net, sta, loc, band, event) = (
         text("window_id")?,
@@ -177,32 +243,60 @@ fn append(b: &RecordBatch, sel: &Selection, out: &mut Vec<Example>) -> Result<()
         text("band")?,
         text("event_id")?,
     );
-    let start = col::<Int64Array>(b, "start_ns")?;
+    let start = nanos(b, "start_time")?;
     let label = col::<Int32Array>(b, "label")?;
-    let magnitude = col::<Float64Array>(b, "magnitude")?;
+    let magnitude = float64(b, "magnitude")?;
+    let ttf = float64(b, "ttf_s")?;
+    let attrs: Vec<Float64Array> = SourceAttributes::COLUMNS
+        .iter()
+        .map(|c| float64(b, c))
+        .collect::<Result<_, _>>()?;
+    let catalogs = if with_catalog {
+        catalog_rows(b)?
+    } else {
+        vec![Vec::new(); b.num_rows()]
+    };
+    let features: Vec<Float64Array> = match feature_names {
+        Some(names) => names
+            .iter()
+            .map(|n| float64(b, n))
+            .collect::<Result<_, _>>()?,
+        None => Vec::new(),
+    };
     let spectrograms = if sel.spectrograms {
-        Some(col::<FixedSizeListArray>(b, "spectrogram")?)
+        let c = b
+            .column_by_name("spectrogram")
+            .ok_or_else(|| column_err("spectrogram", "missing"))?;
+        let list = arrow::compute::cast(
+            c,
+            &DataType::List(Arc::new(arrow::datatypes::Field::new(
+                "item",
+                DataType::Float32,
+                true,
+            ))),
+        )
+        .map_err(|e| column_err("spectrogram", e.to_string()))?;
+        Some(list)
     } else {
         None
     };
-    let inputs: Vec<&Float64Array> = (0..sel.inputs.len())
-        .map(|i| col::<Float64Array>(b, &format!("input_{i}")))
-        .collect::<Result<_, _>>()?;
-    for r in 0..b.num_rows() {
-        let opt_f = |a: &Float64Array| (!a.is_null(r)).then(|| a.value(r));
-        let spectrogram = match spectrograms {
-            Some(list) => {
-                let v = list.value(r);
-                let v = v.as_any().downcast_ref::<Float32Array>().ok_or_else(|| {
-                    DatasetError::Column {
-                        column: "spectrogram".into(),
-                        reason: "items are not f32".into(),
-                    }
-                })?;
-                v.values().to_vec()
-            }
+    let opt = |a: &Float64Array, r: usize| (!a.is_null(r)).then(|| a.value(r));
+    for (r, catalog) in catalogs.into_iter().enumerate() {
+        let spectrogram = match &spectrograms {
+            Some(list) => list
+                .as_list::<i32>()
+                .value(r)
+                .as_primitive::<Float32Type>()
+                .values()
+                .to_vec(),
             None => Vec::new(),
         };
+        let source = SourceAttributes::from_values(std::array::from_fn(|k| opt(&attrs[k], r)));
+        let row_features: Vec<f64> = features
+            .iter()
+            .map(|a| opt(a, r).unwrap_or(f64::NAN))
+            .collect();
+        let (inputs, _) = map.row_of(&row_features, &source, &catalog);
         let window_id = ids.value(r).to_string();
         out.push(Example {
             group: if event.is_null(r) {
@@ -215,14 +309,13 @@ fn append(b: &RecordBatch, sel: &Selection, out: &mut Vec<Example>) -> Result<()
             station: sta.value(r).into(),
             location: loc.value(r).into(),
             band: band.value(r).into(),
-            start_ns: start.value(r),
+            start_ns: start[r],
             label: (!label.is_null(r)).then(|| label.value(r)),
-            magnitude: opt_f(magnitude),
+            magnitude: opt(&magnitude, r),
+            ttf_s: opt(&ttf, r),
             spectrogram,
-            inputs: inputs
-                .iter()
-                .map(|a| opt_f(a).unwrap_or(f64::NAN))
-                .collect(),
+            inputs,
+            catalog,
         });
     }
     Ok(())

@@ -9,7 +9,7 @@ fn margin_gradients_match_finite_differences() {
     tch::manual_seed(3);
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let _net = Cnn2d::new(&vs.root(), INPUT_SHAPE);
-    save_cnn(&vs, INPUT_SHAPE, None, &path).unwrap();
+    save_cnn(&vs, INPUT_SHAPE, &Default::default(), None, &path).unwrap();
     let model = CnnModel::load(&path, tch::Device::Cpu).unwrap();
     let len = INPUT_SHAPE.iter().product::<i64>() as usize;
     let x: Vec<f32> = (0..2 * len)

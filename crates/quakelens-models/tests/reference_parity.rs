@@ -124,7 +124,7 @@ fn native_cnn_file_is_read_by_pytorch_with_the_same_outputs() {
             .copy_(&Tensor::from_slice(&[2.0f32, 0.5, 1.5]));
     });
     let path = d.join("cnn.safetensors");
-    let hash = save_cnn(&vs, INPUT_SHAPE, None, &path).unwrap();
+    let hash = save_cnn(&vs, INPUT_SHAPE, &Default::default(), None, &path).unwrap();
     let model = CnnModel::load(&path, Device::Cpu).unwrap();
     assert_eq!(model.hash, hash, "hash is of the file's bytes");
     let n = 6;

@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use quakelens_signal::spectrogram::{ImageScaling, SpectrogramParams};
+use quakelens_lake::{LakeFormat, LakeLocation};
+use quakelens_signal::features::FeatureSet;
+use quakelens_signal::spectrogram::{SpectrogramInput, SpectrogramParams};
 use quakelens_signal::stream::ChannelOrder;
 use quakelens_signal::window::{GapPolicy, WindowMode};
 
@@ -15,8 +17,11 @@ pub struct PipelineConfig {
     pub gaps: GapPolicy,
     pub order: ChannelOrder,
     pub spectrogram: SpectrogramParams,
-    pub scaling: ImageScaling,
-    pub lake: PathBuf,
+    /// What the stored spectrograms are (log or linear, the study's image pipeline or not).
+    pub input: SpectrogramInput,
+    pub features: FeatureSet,
+    /// Where the embedded run writes (services that write no lake leave it `None`).
+    pub lake: Option<LakeLocation>,
     /// Catalogue CSV that labels windows (`event_id,station,p_time,magnitude,class`).
     pub catalog: Option<PathBuf>,
     /// Largest |onset − catalogued P| that still matches an event (s).
@@ -38,13 +43,14 @@ pub struct PipelineConfig {
 }
 
 impl PipelineConfig {
-    pub fn new(lake: PathBuf) -> Self {
+    pub fn new(lake: Option<LakeLocation>) -> Self {
         Self {
             mode: WindowMode::default(),
             gaps: GapPolicy::default(),
             order: ChannelOrder::default(),
             spectrogram: SpectrogramParams::default(),
-            scaling: ImageScaling::default(),
+            input: SpectrogramInput::default(),
+            features: FeatureSet::default(),
             lake,
             catalog: None,
             label_tolerance_s: 1.0,
@@ -61,5 +67,14 @@ impl PipelineConfig {
     pub fn spectrogram_shape(&self) -> [usize; 3] {
         let n = self.mode.window_samples();
         [3, self.spectrogram.n_freqs(), self.spectrogram.n_frames(n)]
+    }
+
+    /// What these settings' windows are, as the lake records it.
+    pub fn format(&self) -> LakeFormat {
+        LakeFormat {
+            shape: self.spectrogram_shape(),
+            input: self.input,
+            features: self.features,
+        }
     }
 }

@@ -1,30 +1,39 @@
-//! Input stage for Laurenti et al.'s D-set layout, what the study's users hold: per station
-//! `<STA>_waveforms_pre.hdf5` / `<STA>_waveforms_post.hdf5` (one `(3, 2500)` float64 dataset per
-//! trace, named by `trace_name`: 25 s at 100 Hz, P at 5 s) and `<STA>_attributes_pre.csv` /
-//! `_post.csv` (trace_name, source_magnitude, p_travel_sec, …). `pre` = foreshock (label 0),
-//! `post` = aftershock (label 1). Traces are already P-aligned windows, so they skip the trigger
-//! and go straight to the transform stage.
+//! Input stage for the study's D-set, laid out as its users hold it: files
+//! `<STA>_waveforms_pre.hdf5` / `<STA>_waveforms_post.hdf5` anywhere below the dataset folder
+//! (the study keeps one folder per station, `dataset/NRCA/NRCA_waveforms_pre.hdf5`), one
+//! `(3, 2500)` float64 dataset per trace named by `trace_name` (25 s at 100 Hz, P at 5 s), and
+//! beside each the attributes file of the same name with `waveforms` → `attributes` and
+//! `.hdf5` → `.csv`. `pre` = foreshock (label 0), `post` = aftershock (label 1).
+//!
+//! Rows stay in the file's order: channel i of the spectrogram and the features is row i, as in
+//! the study. Which component each row is (given with `--dset-rows`) is recorded in
+//! `channel_order`, never used to reorder. Every column of a trace's attributes row lands in the
+//! window's catalogue, so the study's forest inputs can be formed from the lake.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use quakelens_lake::{SourceAttributes, WindowRecord};
+use quakelens_lake::{CatalogRow, SourceAttributes, WindowRecord};
 use quakelens_signal::stream::{ChannelOrder, StationKey};
 use quakelens_signal::window::{fnv1a, Window};
 use quakelens_signal::TARGET_RATE_HZ;
 
 /// Samples per D-set trace (25 s at 100 Hz).
 pub const DSET_SAMPLES: usize = 2500;
+/// Rows per D-set trace.
+pub const DSET_ROWS: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DsetError {
     #[error("{path}: {reason}")]
     File { path: String, reason: String },
-    #[error("{0}: no <STA>_waveforms_pre.hdf5 / _post.hdf5 files")]
+    #[error(
+        "{0}: no <STA>_waveforms_pre.hdf5 / <STA>_waveforms_post.hdf5 files in it or below it"
+    )]
     Empty(String),
 }
 
-/// One trace's catalogue row.
+/// One trace's attributes row: every column, as text.
 #[derive(Clone, Debug, Default)]
 struct Attributes(HashMap<String, String>);
 
@@ -55,30 +64,81 @@ impl Attributes {
             receiver_longitude: self.number("receiver_longitude"),
         }
     }
+
+    fn catalog(&self) -> CatalogRow {
+        let mut row: CatalogRow = self.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        row.sort();
+        row
+    }
+}
+
+/// What the file says about one trace, attached to its window after the transform.
+#[derive(Clone, Debug)]
+pub struct TraceLabel {
+    pub label: i32,
+    pub magnitude: Option<f64>,
+    /// `source_id`, else the trace name: the unit of the split.
+    pub event: String,
+    pub source: SourceAttributes,
+    pub catalog: CatalogRow,
 }
 
 /// Windows read from a D-set directory, with their labels, and what was skipped.
 #[derive(Debug, Default)]
 pub struct DsetBatch {
     pub windows: Vec<Window>,
-    /// Per window: (label, magnitude, event id, catalogue attributes).
-    pub labels: Vec<(i32, Option<f64>, String, SourceAttributes)>,
-    /// `file: trace: reason` for traces not used (fewer than 3 rows, wrong length, NaN, …).
+    /// Per window, in the same order.
+    pub labels: Vec<TraceLabel>,
+    /// `file: trace: reason` for traces not used (not (3, 2500), NaN, unreadable, …).
     pub skipped: Vec<String>,
     pub files: usize,
 }
 
 impl DsetBatch {
-    /// Attaches labels and catalogue attributes to the transformed records (same order).
+    /// Attaches labels and catalogue rows to the transformed records (same order).
     pub fn label(&self, records: &mut [WindowRecord], offset: usize) {
-        for (r, (label, magnitude, event, source)) in records.iter_mut().zip(&self.labels[offset..])
-        {
-            r.label = Some(*label);
-            r.magnitude = *magnitude;
-            r.event_id = Some(event.clone());
-            r.source = *source;
+        for (r, t) in records.iter_mut().zip(&self.labels[offset..]) {
+            r.label = Some(t.label);
+            r.magnitude = t.magnitude;
+            r.event_id = Some(t.event.clone());
+            r.source = t.source;
+            r.catalog = t.catalog.clone();
         }
     }
+}
+
+/// Splits CSV text into rows of fields (RFC 4180: quoted fields may hold commas, quotes as
+/// `""` and line breaks).
+fn csv_records(text: &str) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let mut row = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') if field.is_empty() => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut field)),
+            (false, '\r') => {}
+            (false, '\n') => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    if !field.is_empty() || !row.is_empty() {
+        row.push(field);
+        rows.push(row);
+    }
+    rows.retain(|r| !(r.len() == 1 && r[0].trim().is_empty()));
+    rows
 }
 
 fn read_attributes(path: &Path) -> Result<HashMap<String, Attributes>, DsetError> {
@@ -90,23 +150,22 @@ fn read_attributes(path: &Path) -> Result<HashMap<String, Attributes>, DsetError
         return Ok(HashMap::new());
     }
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let mut lines = text.lines();
-    let header: Vec<String> = lines
+    let mut records = csv_records(text.trim_start_matches('\u{feff}')).into_iter();
+    let header: Vec<String> = records
         .next()
         .ok_or_else(|| err("empty CSV".into()))?
-        .split(',')
+        .into_iter()
         .map(|h| h.trim().to_string())
         .collect();
     if !header.iter().any(|h| h == "trace_name") {
         return Err(err("no trace_name column".into()));
     }
     let mut out = HashMap::new();
-    for (i, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let cells: Vec<&str> = line.split(',').collect();
+    for (i, cells) in records.enumerate() {
         if cells.len() != header.len() {
             return Err(err(format!(
-                "line {}: {} fields, header has {}",
-                i + 2,
+                "record {}: {} fields, the header has {}",
+                i + 1,
                 cells.len(),
                 header.len()
             )));
@@ -114,61 +173,79 @@ fn read_attributes(path: &Path) -> Result<HashMap<String, Attributes>, DsetError
         let row: HashMap<String, String> = header
             .iter()
             .cloned()
-            .zip(cells.iter().map(|c| c.trim().to_string()))
+            .zip(cells.into_iter().map(|c| c.trim().to_string()))
             .collect();
         out.insert(row["trace_name"].clone(), Attributes(row));
     }
     Ok(out)
 }
 
-/// `(station, class label, waveform file, attribute file)` for every D-set file pair in `dir`.
-fn discover(dir: &Path) -> Result<Vec<(String, i32, PathBuf, PathBuf)>, DsetError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| DsetError::File {
-        path: dir.display().to_string(),
-        reason: e.to_string(),
-    })?;
+/// A waveform file of the D-set: its station, class and attributes file.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct DsetFile {
+    station: String,
+    label: i32,
+    waveforms: PathBuf,
+    attributes: PathBuf,
+}
+
+/// Every D-set waveform file in or below `dir`, sorted by path.
+fn discover(dir: &Path) -> Result<Vec<DsetFile>, DsetError> {
     let mut found = Vec::new();
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        for (suffix, label, part) in [
-            ("_waveforms_pre.hdf5", 0, "pre"),
-            ("_waveforms_post.hdf5", 1, "post"),
-        ] {
-            if let Some(station) = name.strip_suffix(suffix) {
-                let attrs = dir.join(format!("{station}_attributes_{part}.csv"));
-                found.push((station.to_string(), label, e.path(), attrs));
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let entries = std::fs::read_dir(&d).map_err(|e| DsetError::File {
+            path: d.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let name = e.file_name().to_string_lossy().into_owned();
+            for (suffix, label) in [("_waveforms_pre.hdf5", 0), ("_waveforms_post.hdf5", 1)] {
+                if let Some(station) = name.strip_suffix(suffix) {
+                    let attributes = path.with_file_name(
+                        name.replacen("waveforms", "attributes", 1)
+                            .replace(".hdf5", ".csv"),
+                    );
+                    found.push(DsetFile {
+                        station: station.to_string(),
+                        label,
+                        waveforms: path.clone(),
+                        attributes,
+                    });
+                }
             }
         }
     }
-    found.sort();
+    found.sort_by(|a, b| a.waveforms.cmp(&b.waveforms));
     if found.is_empty() {
         return Err(DsetError::Empty(dir.display().to_string()));
     }
     Ok(found)
 }
 
-/// Reads every trace of a D-set directory. `rows` is the component order of the datasets'
-/// three rows (the study's files are E, N, Z); windows come out in `order`.
-pub fn read_dset(
-    dir: &Path,
-    rows: ChannelOrder,
-    order: ChannelOrder,
-) -> Result<DsetBatch, DsetError> {
+/// Reads every trace below a D-set directory. `rows` names the component of each dataset row
+/// (recorded, not used to reorder).
+pub fn read_dset(dir: &Path, rows: ChannelOrder) -> Result<DsetBatch, DsetError> {
     let mut batch = DsetBatch::default();
-    for (station, label, h5, csv) in discover(dir)? {
+    for file in discover(dir)? {
         batch.files += 1;
-        let attrs = read_attributes(&csv)?;
-        let shown = h5.display().to_string();
+        let attrs = read_attributes(&file.attributes)?;
+        let shown = file.waveforms.display().to_string();
         let file_err = |reason: String| DsetError::File {
             path: shown.clone(),
             reason,
         };
-        let file = hdf5_metno::File::open(&h5).map_err(|e| file_err(e.to_string()))?;
-        let mut names = file.member_names().map_err(|e| file_err(e.to_string()))?;
+        let h5 = hdf5_metno::File::open(&file.waveforms).map_err(|e| file_err(e.to_string()))?;
+        let mut names = h5.member_names().map_err(|e| file_err(e.to_string()))?;
         names.sort();
         for name in names {
             let skip = |reason: String| format!("{shown}: {name}: {reason}");
-            let ds = match file.dataset(&name) {
+            let ds = match h5.dataset(&name) {
                 Ok(ds) => ds,
                 Err(e) => {
                     batch.skipped.push(skip(format!("not a dataset ({e})")));
@@ -176,16 +253,10 @@ pub fn read_dset(
                 }
             };
             let shape = ds.shape();
-            if shape.len() != 2 || shape[0] < 3 {
-                batch
-                    .skipped
-                    .push(skip(format!("shape {shape:?}, need (3, {DSET_SAMPLES})")));
-                continue;
-            }
-            if shape[1] != DSET_SAMPLES {
-                batch
-                    .skipped
-                    .push(skip(format!("{} samples, need {DSET_SAMPLES}", shape[1])));
+            if shape != [DSET_ROWS, DSET_SAMPLES] {
+                batch.skipped.push(skip(format!(
+                    "shape {shape:?}, a D-set trace is ({DSET_ROWS}, {DSET_SAMPLES})"
+                )));
                 continue;
             }
             let values: Vec<f64> = match ds.read_raw::<f64>() {
@@ -196,30 +267,37 @@ pub fn read_dset(
                 }
             };
             if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-                batch
-                    .skipped
-                    .push(skip(format!("non-finite sample at {i}")));
+                batch.skipped.push(skip(format!(
+                    "non-finite sample at row {}, sample {}",
+                    i / DSET_SAMPLES,
+                    i % DSET_SAMPLES
+                )));
                 continue;
             }
             let a = attrs.get(&name).cloned().unwrap_or_default();
             let key = StationKey {
-                network: a.get("station_network_code").unwrap_or("XX").to_string(),
-                station: a.get("station_code").unwrap_or(&station).to_string(),
+                network: a
+                    .get("station_network_code")
+                    .or(a.get("network_code"))
+                    .unwrap_or("XX")
+                    .to_string(),
+                station: a
+                    .get("station_code")
+                    .or(a.get("receiver_name"))
+                    .unwrap_or(&file.station)
+                    .to_string(),
                 location: a.get("station_location_code").unwrap_or("").to_string(),
                 band: a.get("station_channels").unwrap_or("HH").to_string(),
             };
-            let mut data: [Vec<f64>; 3] = Default::default();
-            for (row, &component) in rows.0.iter().enumerate() {
-                let at = order.index_of(component);
-                data[at] = values[row * DSET_SAMPLES..(row + 1) * DSET_SAMPLES].to_vec();
-            }
+            let data: [Vec<f64>; 3] = std::array::from_fn(|row| {
+                values[row * DSET_SAMPLES..(row + 1) * DSET_SAMPLES].to_vec()
+            });
             let start_ns = a
                 .get("trace_start_time")
                 .and_then(quakelens_signal::time::parse_ns)
                 .unwrap_or(0);
             let onset_ns = a
-                .get("trace_P_arrival_sample")
-                .and_then(|s| s.parse::<f64>().ok())
+                .number("trace_P_arrival_sample")
                 .map(|p| start_ns + (p * 1e9 / TARGET_RATE_HZ) as i64)
                 .or(Some(start_ns + 5_000_000_000));
             batch.windows.push(Window {
@@ -228,7 +306,7 @@ pub fn read_dset(
                 station: key,
                 start_ns,
                 data,
-                order,
+                order: rows,
                 mode: "dset",
                 onset_ns,
                 trigger_ratio: None,
@@ -237,14 +315,57 @@ pub fn read_dset(
                 source_rate: TARGET_RATE_HZ,
                 resampled: false,
             });
-            let event = a
-                .get("source_id")
-                .map(str::to_string)
-                .unwrap_or_else(|| name.clone());
-            batch
-                .labels
-                .push((label, a.number("source_magnitude"), event, a.source()));
+            batch.labels.push(TraceLabel {
+                label: file.label,
+                magnitude: a.number("source_magnitude"),
+                event: a
+                    .get("source_id")
+                    .map(str::to_string)
+                    .unwrap_or_else(|| name.clone()),
+                source: a.source(),
+                catalog: a.catalog(),
+            });
         }
     }
     Ok(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_may_be_quoted() {
+        let rows = csv_records("a,b,c\r\n1,\"x, y\",\"say \"\"hi\"\"\"\n2,,\"multi\nline\"\n\n");
+        assert_eq!(
+            rows,
+            vec![
+                vec!["a", "b", "c"],
+                vec!["1", "x, y", "say \"hi\""],
+                vec!["2", "", "multi\nline"],
+            ]
+        );
+    }
+
+    #[test]
+    fn files_are_found_below_the_folder_with_their_attributes() {
+        let dir = tempfile::tempdir().unwrap();
+        let station = dir.path().join("dataset/NRCA");
+        std::fs::create_dir_all(&station).unwrap();
+        for name in [
+            "NRCA_waveforms_pre.hdf5",
+            "NRCA_waveforms_post.hdf5",
+            "notes.txt",
+        ] {
+            std::fs::write(station.join(name), b"").unwrap();
+        }
+        let found = discover(dir.path()).unwrap();
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].label, 1);
+        assert_eq!(found[0].station, "NRCA");
+        assert_eq!(found[1].attributes, station.join("NRCA_attributes_pre.csv"));
+        let empty = tempfile::tempdir().unwrap();
+        let err = discover(empty.path()).unwrap_err().to_string();
+        assert!(err.contains("no <STA>_waveforms_pre.hdf5"), "{err}");
+    }
 }

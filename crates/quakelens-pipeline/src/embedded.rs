@@ -1,14 +1,20 @@
 //! The embedded runner: every stage in one process, no broker. Input files (or the synthetic
 //! generator) → windows → spectrograms + features → labels → lake.
+//!
+//! Reruns are idempotent through the lake's log: each chunk of windows is committed with the
+//! position `run/<digest of its window ids>` (per model for model outputs), so running the
+//! same input again writes nothing twice, and new models add their rows beside the old ones.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use quakelens_lake::{LakeError, LakeWriter, WindowRecord};
+use quakelens_lake::{LakeError, LakeLocation, LakeWriter, Table, Txn, WindowRecord};
 use quakelens_signal::stream::ChannelOrder;
+use quakelens_signal::window::fnv1a;
 use quakelens_synth::{read_catalog, write_dataset, CatalogError, SynthConfig, WriteError};
 
 use crate::config::PipelineConfig;
@@ -26,8 +32,8 @@ pub enum Input {
     Paths(Vec<PathBuf>),
     /// Generate a labelled synthetic dataset into `dir`, then process it like real data.
     Synthetic { config: SynthConfig, dir: PathBuf },
-    /// A Laurenti D-set directory (HDF5 traces + attribute CSVs); `rows` is the component order
-    /// of each dataset's rows.
+    /// The study's D-set directory (HDF5 traces + attribute CSVs, searched recursively);
+    /// `rows` names the component of each dataset's rows (recorded, rows are not reordered).
     Dset { dir: PathBuf, rows: ChannelOrder },
 }
 
@@ -35,16 +41,20 @@ pub enum Input {
 pub enum RunError {
     #[error(transparent)]
     Ingest(#[from] IngestError),
-    #[error("writing synthetic data: {0}")]
+    #[error("writing synthetic data")]
     Synthetic(#[from] WriteError),
-    #[error("catalogue: {0}")]
+    #[error("catalogue")]
     Catalog(#[from] CatalogError),
-    #[error("lake: {0}")]
+    #[error(transparent)]
     Lake(#[from] LakeError),
-    #[error("scoring: {0}")]
+    #[error("scoring")]
     Score(#[from] ScoreError),
-    #[error("D-set: {0}")]
+    #[error("D-set input")]
     Dset(#[from] DsetError),
+    #[error("no --lake given")]
+    NoLake,
+    #[error("starting the lake's I/O runtime: {0}")]
+    Runtime(std::io::Error),
     #[error("no decodable waveform data in the input:\n  {0}")]
     NoData(String),
     #[error("explaining the CNN: {0}")]
@@ -66,6 +76,10 @@ pub struct RunReport {
     pub overlap_samples: u64,
     pub windows: usize,
     pub windows_with_filled_gaps: usize,
+    /// Windows with a constant (dead) channel: its image is all zero (see `flat_channels`).
+    pub windows_with_flat_channels: usize,
+    /// Chunks of windows already in the lake from an earlier run of the same input.
+    pub chunks_already_in_lake: usize,
     pub dropped_windows: Vec<String>,
     /// D-set traces not used, with the reason (fewer than 3 rows, wrong length, NaN).
     pub skipped_traces: Vec<String>,
@@ -85,7 +99,7 @@ pub struct RunReport {
     pub forest_model: Option<String>,
     pub rows_written: usize,
     pub lake_files: usize,
-    pub lake: PathBuf,
+    pub lake: String,
     pub seconds: f64,
 }
 
@@ -100,6 +114,21 @@ fn bar(enabled: bool, len: usize, what: &str) -> ProgressBar {
     pb.set_style(style);
     pb.set_message(what.to_string());
     pb
+}
+
+/// The position name of a chunk of windows: a digest of the lake format and the windows' ids,
+/// so the same windows (whatever run cut them) are recognised in the lake's log.
+fn chunk_digest(cfg: &PipelineConfig, windows: &[quakelens_signal::window::Window]) -> String {
+    let format = cfg.format();
+    let text = windows.iter().fold(
+        format!("{}|{}|{:?}", format.input, format.features, format.shape),
+        |mut t, w| {
+            t.push('|');
+            t.push_str(&w.id);
+            t
+        },
+    );
+    format!("{:016x}", fnv1a(text.bytes()))
 }
 
 /// Runs the whole pipeline on `input` with `cfg`, writing into `cfg.lake`.
@@ -118,9 +147,10 @@ pub fn run(input: Input, cfg: &PipelineConfig) -> Result<RunReport, RunError> {
     // An explicit catalogue wins over the one written beside synthetic data.
     let catalog_path = cfg.catalog.clone().or(generated_catalog);
     let files = collect_inputs(&paths)?;
+    let lake = cfg.lake.as_ref().ok_or(RunError::NoLake)?;
     let mut report = RunReport {
         files: files.len(),
-        lake: cfg.lake.clone(),
+        lake: lake.to_string(),
         ..RunReport::default()
     };
 
@@ -162,10 +192,16 @@ pub fn run(input: Input, cfg: &PipelineConfig) -> Result<RunReport, RunError> {
         Some(path) => Some(Labeller::new(read_catalog(path)?, cfg.label_tolerance_s)),
         None => None,
     };
-    let sink = Sink::open(cfg, &mut report)?;
-    let transformer = WindowTransformer::new(cfg.spectrogram, cfg.scaling.clone());
+    let mut sink = Sink::open(lake, cfg, &mut report)?;
+    let transformer = WindowTransformer::new(cfg.spectrogram, cfg.input, cfg.features);
     let pb = bar(cfg.progress, windowed.windows.len(), "windows");
     for chunk in windowed.windows.chunks(cfg.batch_windows.max(1)) {
+        sink.start_chunk(chunk_digest(cfg, chunk));
+        if sink.done()? {
+            report.chunks_already_in_lake += 1;
+            pb.inc(chunk.len() as u64);
+            continue;
+        }
         let mut records = transformer.transform(chunk, || pb.inc(1));
         if let Some(l) = &labeller {
             report.labelled += l.label(&mut records);
@@ -180,25 +216,39 @@ pub fn run(input: Input, cfg: &PipelineConfig) -> Result<RunReport, RunError> {
 /// The end of every run: lake tables, plus scores when models are loaded.
 struct Sink {
     writer: LakeWriter,
+    runtime: tokio::runtime::Runtime,
     scorer: Scorer,
+    format: quakelens_lake::LakeFormat,
+    /// `run/<chunk digest>`: the position of the chunk being written.
+    app: String,
     /// CNN explanation budget (0: off) and where its values sit.
     explain_evals: usize,
     axes: Option<quakelens_lake::SpectrogramAxes>,
+    /// Which tables hold the current chunk (read from the log, then kept).
+    held: std::collections::HashMap<Table, bool>,
 }
 
 impl Sink {
-    fn open(cfg: &PipelineConfig, report: &mut RunReport) -> Result<Self, RunError> {
-        let writer = LakeWriter::open(&cfg.lake, cfg.spectrogram_shape())?;
+    fn open(
+        lake: &LakeLocation,
+        cfg: &PipelineConfig,
+        report: &mut RunReport,
+    ) -> Result<Self, RunError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(RunError::Runtime)?;
+        let format = cfg.format();
+        let writer = runtime.block_on(LakeWriter::open(lake, format))?;
         let mut scorer = Scorer::load(&cfg.models, cfg.score_batch)?;
+        scorer.check(&format)?;
         scorer.explain = true;
         report.cnn_model = scorer.cnn.as_ref().map(|m| m.hash.0.clone());
-        report.forest_model = scorer
-            .forest
-            .as_ref()
-            .and_then(|(f, _)| f.hash.as_ref().map(|h| h.0.clone()));
+        report.forest_model = scorer.forest.as_ref().map(|f| f.hash());
         let axes = if cfg.explain_evals > 0 && scorer.cnn.is_some() {
             Some(
-                crate::transform::spectrogram_axes(cfg.spectrogram_shape())
+                crate::transform::spectrogram_axes(format.shape)
                     .map_err(|e| RunError::Explain(format!("--explain-cnn: {e}")))?,
             )
         } else {
@@ -206,83 +256,211 @@ impl Sink {
         };
         Ok(Self {
             writer,
+            runtime,
             scorer,
+            format,
+            app: String::new(),
             explain_evals: cfg.explain_evals,
             axes,
+            held: Default::default(),
         })
     }
 
-    fn write(&self, records: &[WindowRecord], report: &mut RunReport) -> Result<(), RunError> {
-        let written = self.writer.write(records)?;
-        report.rows_written += written.rows;
-        report.lake_files += written.files.len();
-        if !self.scorer.is_empty() {
-            let scored = self.scorer.score(records)?;
-            report.scored += scored.scores.len();
-            report.magnitudes += scored.magnitudes.len();
-            report.lake_files += self.writer.write_scores(&scored.scores)?.files.len();
-            report.lake_files += self
-                .writer
-                .write_magnitudes(&scored.magnitudes)?
-                .files
-                .len();
-            report.unscored.extend(scored.unscored);
-            if let (Some(model), Some(axes)) = (&self.scorer.cnn, &self.axes) {
-                let masker = quakelens_explain::image::Masker::Blur { sigma: 2.0 };
-                let rows = records
-                    .iter()
-                    .map(|r| {
-                        crate::score::cnn_explanation(
-                            model,
-                            &quakelens_lake::WindowKey::of(r),
-                            &r.spectrogram,
-                            self.explain_evals,
-                            masker,
-                        )
-                    })
-                    .collect::<Result<Vec<_>, String>>()
-                    .map_err(RunError::Explain)?;
-                report.cnn_explained += rows.len();
-                report.lake_files += self.writer.write_cnn_shap(&rows, axes)?.files.len();
+    /// The chunk the next calls are about.
+    fn start_chunk(&mut self, digest: String) {
+        self.app = format!("run/{digest}");
+        self.held.clear();
+    }
+
+    /// The position name of `table`'s rows: per model for model outputs.
+    fn app_id(&self, table: Table) -> String {
+        let model = match table {
+            Table::Scores | Table::CnnShap => self.scorer.cnn.as_ref().map(|m| m.hash.0.clone()),
+            Table::Magnitudes | Table::ForestShap => self.scorer.forest.as_ref().map(|f| f.hash()),
+            Table::Windows | Table::Features => None,
+        };
+        match model {
+            Some(m) => format!("{}/{m}", self.app),
+            None => self.app.clone(),
+        }
+    }
+
+    /// The tables this run writes.
+    fn tables(&self) -> Vec<Table> {
+        let mut t = vec![Table::Windows, Table::Features];
+        if self.scorer.cnn.is_some() {
+            t.push(Table::Scores);
+            if self.axes.is_some() {
+                t.push(Table::CnnShap);
             }
-            if let Some((forest, _)) = &self.scorer.forest {
-                report.explained += scored.forest_shap.len();
+        }
+        if self.scorer.forest.is_some() {
+            t.extend([Table::Magnitudes, Table::ForestShap]);
+        }
+        t
+    }
+
+    /// Whether every table already holds the current chunk.
+    fn done(&mut self) -> Result<bool, RunError> {
+        for table in self.tables() {
+            if !self.table_done(table)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn table_done(&mut self, table: Table) -> Result<bool, RunError> {
+        if let Some(&held) = self.held.get(&table) {
+            return Ok(held);
+        }
+        let app = self.app_id(table);
+        let held = self
+            .runtime
+            .block_on(self.writer.txn_version(table, &app))?
+            .is_some();
+        self.held.insert(table, held);
+        Ok(held)
+    }
+
+    /// The position the current chunk records in `table` (and, once committed, holds).
+    fn txn(&mut self, table: Table) -> Vec<Txn> {
+        self.held.insert(table, true);
+        vec![Txn {
+            app_id: self.app_id(table),
+            version: 1,
+        }]
+    }
+
+    /// Writes the current chunk into every table that lacks it.
+    fn write(&mut self, records: &[WindowRecord], report: &mut RunReport) -> Result<(), RunError> {
+        report.windows_with_flat_channels += records.iter().filter(|r| r.flat_channels > 0).count();
+        for table in [Table::Windows, Table::Features] {
+            if self.table_done(table)? {
+                continue;
+            }
+            let txn = self.txn(table);
+            let c = match table {
+                Table::Windows => self
+                    .runtime
+                    .block_on(self.writer.write_windows(records, &txn))?,
+                _ => self
+                    .runtime
+                    .block_on(self.writer.write_features(records, &txn))?,
+            };
+            if table == Table::Windows {
+                report.rows_written += c.rows;
+            }
+            report.lake_files += c.files;
+        }
+        if self.scorer.is_empty() {
+            return Ok(());
+        }
+        let scored = self.scorer.score(records, &self.format)?;
+        report.scored += scored.scores.len();
+        report.magnitudes += scored.magnitudes.len();
+        report.unscored.extend(scored.unscored);
+        if self.scorer.cnn.is_some() && !self.table_done(Table::Scores)? {
+            let txn = self.txn(Table::Scores);
+            report.lake_files += self
+                .runtime
+                .block_on(self.writer.write_scores(&scored.scores, &txn))?
+                .files;
+        }
+        if self.axes.is_some() && self.scorer.cnn.is_some() && !self.table_done(Table::CnnShap)? {
+            let rows = self.cnn_explanations(records)?;
+            report.cnn_explained += rows.len();
+            let axes = self.axes.clone().expect("checked above");
+            let txn = self.txn(Table::CnnShap);
+            report.lake_files += self
+                .runtime
+                .block_on(self.writer.write_cnn_shap(&rows, &axes, &txn))?
+                .files;
+        }
+        if let Some(names) = self
+            .scorer
+            .forest
+            .as_ref()
+            .map(|f| f.forest.spec.features.clone())
+        {
+            report.explained += scored.forest_shap.len();
+            if !self.table_done(Table::Magnitudes)? {
+                let txn = self.txn(Table::Magnitudes);
                 report.lake_files += self
-                    .writer
-                    .write_forest_shap(&scored.forest_shap, &forest.spec.features)?
-                    .files
-                    .len();
+                    .runtime
+                    .block_on(self.writer.write_magnitudes(&scored.magnitudes, &txn))?
+                    .files;
+            }
+            if !self.table_done(Table::ForestShap)? {
+                let txn = self.txn(Table::ForestShap);
+                let groups = [(names, scored.forest_shap)];
+                report.lake_files += self
+                    .runtime
+                    .block_on(self.writer.write_forest_shap(&groups, &txn))?
+                    .files;
             }
         }
         Ok(())
+    }
+
+    /// Image SHAP of every record's spectrogram (the margin, blur masker).
+    fn cnn_explanations(
+        &self,
+        records: &[WindowRecord],
+    ) -> Result<Vec<quakelens_lake::CnnShapRecord>, RunError> {
+        let Some(model) = &self.scorer.cnn else {
+            return Ok(Vec::new());
+        };
+        let masker = quakelens_explain::image::Masker::Blur { sigma: 2.0 };
+        records
+            .iter()
+            .map(|r| {
+                crate::score::cnn_explanation(
+                    model,
+                    &quakelens_lake::WindowKey::of(r),
+                    &r.spectrogram,
+                    self.explain_evals,
+                    masker,
+                    crate::score::ExplainTarget::Margin,
+                )
+            })
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(RunError::Explain)
     }
 }
 
 /// D-set traces are already P-aligned 25 s windows: transform, label from the file names and
 /// attribute CSVs, score, write.
 fn run_dset(
-    dir: &std::path::Path,
+    dir: &Path,
     rows: ChannelOrder,
     cfg: &PipelineConfig,
     started: Instant,
 ) -> Result<RunReport, RunError> {
-    let batch = read_dset(dir, rows, cfg.order)?;
+    let lake = cfg.lake.as_ref().ok_or(RunError::NoLake)?;
+    let batch = read_dset(dir, rows)?;
     let mut report = RunReport {
         files: batch.files,
         traces: batch.windows.len() + batch.skipped.len(),
         windows: batch.windows.len(),
         skipped_traces: batch.skipped.clone(),
-        lake: cfg.lake.clone(),
+        lake: lake.to_string(),
         ..RunReport::default()
     };
     for s in &report.skipped_traces {
         tracing::warn!("skipped trace: {s}");
     }
-    let sink = Sink::open(cfg, &mut report)?;
-    let transformer = WindowTransformer::new(cfg.spectrogram, cfg.scaling.clone());
+    let mut sink = Sink::open(lake, cfg, &mut report)?;
+    let transformer = WindowTransformer::new(cfg.spectrogram, cfg.input, cfg.features);
     let pb = bar(cfg.progress, batch.windows.len(), "traces");
     let size = cfg.batch_windows.max(1);
     for (i, chunk) in batch.windows.chunks(size).enumerate() {
+        sink.start_chunk(chunk_digest(cfg, chunk));
+        if sink.done()? {
+            report.chunks_already_in_lake += 1;
+            pb.inc(chunk.len() as u64);
+            continue;
+        }
         let mut records = transformer.transform(chunk, || pb.inc(1));
         batch.label(&mut records, i * size);
         report.labelled += records.len();

@@ -5,8 +5,8 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, ListArray,
-    RecordBatch, StringArray,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int32Array, Int64Array, ListArray,
+    MapArray, MapBuilder, MapFieldNames, RecordBatch, StringArray, StringBuilder,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -16,8 +16,8 @@ use arrow::ipc::CompressionType;
 
 use quakelens_explain::image::Part;
 use quakelens_lake::{
-    CnnShapRecord, ForestShapRecord, MagnitudeRecord, ScoreRecord, SourceAttributes, WindowKey,
-    WindowRecord,
+    property, CatalogRow, CnnShapRecord, ForestShapRecord, LakeFormat, MagnitudeRecord,
+    ScoreRecord, SourceAttributes, WindowKey, WindowRecord,
 };
 
 /// Schema metadata key naming the message kind and version.
@@ -38,6 +38,8 @@ pub enum MessageError {
     Null { row: usize, what: String },
     #[error("row {row}: {reason}")]
     Invalid { row: usize, reason: String },
+    #[error("schema metadata {key}: {reason}")]
+    Metadata { key: &'static str, reason: String },
 }
 
 fn encode(kind: &str, fields: Vec<Field>, columns: Vec<ArrayRef>) -> Vec<u8> {
@@ -114,10 +116,6 @@ impl Columns<'_> {
         let c = self.get::<Float64Array>(name)?;
         Ok((!c.is_null(row)).then(|| c.value(row)))
     }
-    fn f32(&self, name: &str, row: usize) -> Result<Option<f32>, MessageError> {
-        let c = self.get::<Float32Array>(name)?;
-        Ok((!c.is_null(row)).then(|| c.value(row)))
-    }
 }
 
 fn required<T>(v: Option<T>, row: usize, what: &str) -> Result<T, MessageError> {
@@ -177,12 +175,89 @@ fn key_at(c: &Columns<'_>, row: usize) -> Result<WindowKey, MessageError> {
     })
 }
 
-const WINDOWS_KIND: &str = "windows/v1";
-const SCORES_KIND: &str = "scores/v1";
+const WINDOWS_KIND: &str = "windows/v2";
+const SCORES_KIND: &str = "scores/v2";
 const MAGNITUDES_KIND: &str = "magnitudes/v1";
 
-/// Encodes windows (with spectrograms and features) as one message.
-pub fn encode_windows(rows: &[WindowRecord]) -> Vec<u8> {
+/// The format a windows message's windows were made with, as schema metadata (the lake's
+/// table property keys).
+fn format_metadata(format: &LakeFormat) -> Vec<(&'static str, String)> {
+    let [c, h, w] = format.shape;
+    vec![
+        (property::SPECTROGRAM_SHAPE, format!("{c},{h},{w}")),
+        (property::SPECTROGRAM, format.input.to_string()),
+        (property::FEATURE_SET, format.features.to_string()),
+    ]
+}
+
+fn format_of(meta: &std::collections::HashMap<String, String>) -> Result<LakeFormat, MessageError> {
+    let get = |key: &'static str| {
+        meta.get(key).ok_or(MessageError::Metadata {
+            key,
+            reason: "missing".into(),
+        })
+    };
+    let shape = quakelens_lake::parse_shape(get(property::SPECTROGRAM_SHAPE)?).ok_or(
+        MessageError::Metadata {
+            key: property::SPECTROGRAM_SHAPE,
+            reason: "not C,H,W".into(),
+        },
+    )?;
+    let input = get(property::SPECTROGRAM)?
+        .parse()
+        .map_err(|reason| MessageError::Metadata {
+            key: property::SPECTROGRAM,
+            reason,
+        })?;
+    let features =
+        get(property::FEATURE_SET)?
+            .parse()
+            .map_err(|reason| MessageError::Metadata {
+                key: property::FEATURE_SET,
+                reason,
+            })?;
+    Ok(LakeFormat {
+        shape,
+        input,
+        features,
+    })
+}
+
+fn catalog_array(rows: &[WindowRecord]) -> ArrayRef {
+    let names = MapFieldNames {
+        entry: "entries".into(),
+        key: "key".into(),
+        value: "value".into(),
+    };
+    let mut b = MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new());
+    for r in rows {
+        for (k, v) in &r.catalog {
+            b.keys().append_value(k);
+            b.values().append_value(v);
+        }
+        b.append(!r.catalog.is_empty())
+            .expect("keys and values are appended in pairs");
+    }
+    Arc::new(b.finish())
+}
+
+fn catalog_at(c: &Columns<'_>, row: usize) -> Result<CatalogRow, MessageError> {
+    let m = c.get::<MapArray>("catalog")?;
+    if m.is_null(row) {
+        return Ok(Vec::new());
+    }
+    let entries = m.value(row);
+    let keys = entries.column(0).as_string::<i32>();
+    let values = entries.column(1).as_string::<i32>();
+    let mut out: CatalogRow = (0..entries.len())
+        .map(|i| (keys.value(i).to_string(), values.value(i).to_string()))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Encodes windows (with spectrograms and features) of `format` as one message.
+pub fn encode_windows(rows: &[WindowRecord], format: &LakeFormat) -> Vec<u8> {
     let keys: Vec<WindowKey> = rows.iter().map(WindowKey::of).collect();
     let mut fields = key_fields();
     let mut columns = key_columns(keys.iter());
@@ -235,6 +310,12 @@ pub fn encode_windows(rows: &[WindowRecord]) -> Vec<u8> {
             )),
         ),
         (
+            Field::new("flat_channels", DataType::Int32, false),
+            Arc::new(Int32Array::from_iter_values(
+                rows.iter().map(|r| r.flat_channels),
+            )),
+        ),
+        (
             Field::new("channel_order", DataType::Utf8, false),
             utf8(rows.iter().map(|r| r.channel_order.as_str())),
         ),
@@ -254,6 +335,10 @@ pub fn encode_windows(rows: &[WindowRecord]) -> Vec<u8> {
             Field::new("magnitude", DataType::Float64, true),
             f64s(|r| r.magnitude),
         ),
+        (
+            Field::new("ttf_s", DataType::Float64, true),
+            f64s(|r| r.ttf_s),
+        ),
     ];
     for (i, name) in SourceAttributes::COLUMNS.iter().enumerate() {
         extra.push((
@@ -265,6 +350,11 @@ pub fn encode_windows(rows: &[WindowRecord]) -> Vec<u8> {
             ),
         ));
     }
+    let catalog = catalog_array(rows);
+    extra.push((
+        Field::new("catalog", catalog.data_type().clone(), true),
+        catalog,
+    ));
     extra.push((
         Field::new(
             "spectrogram",
@@ -295,7 +385,7 @@ pub fn encode_windows(rows: &[WindowRecord]) -> Vec<u8> {
         fields.push(f);
         columns.push(c);
     }
-    encode(WINDOWS_KIND, fields, columns)
+    encode_with(WINDOWS_KIND, &format_metadata(format), fields, columns)
 }
 
 fn list_values<T: arrow::datatypes::ArrowPrimitiveType>(
@@ -312,10 +402,19 @@ fn list_values<T: arrow::datatypes::ArrowPrimitiveType>(
     Ok(p.values().to_vec())
 }
 
-/// Decodes a windows message.
-pub fn decode_windows(bytes: &[u8]) -> Result<Vec<WindowRecord>, MessageError> {
+/// Decodes a windows message: the format its windows were made with, and the windows.
+pub fn decode_windows(bytes: &[u8]) -> Result<(LakeFormat, Vec<WindowRecord>), MessageError> {
+    let reader = StreamReader::try_new(Cursor::new(bytes), None)?;
+    let found = reader.schema().metadata().get(KIND).cloned();
+    if found.as_deref() != Some(WINDOWS_KIND) {
+        return Err(MessageError::Kind {
+            found,
+            expected: WINDOWS_KIND,
+        });
+    }
+    let format = format_of(reader.schema().metadata())?;
     let mut out = Vec::new();
-    for batch in decode(bytes, WINDOWS_KIND)? {
+    for batch in reader.collect::<Result<Vec<_>, _>>()? {
         let c = Columns(&batch);
         for row in 0..batch.num_rows() {
             let key = key_at(&c, row)?;
@@ -339,10 +438,13 @@ pub fn decode_windows(bytes: &[u8]) -> Result<Vec<WindowRecord>, MessageError> {
                 resampled: c.get::<BooleanArray>("resampled")?.value(row),
                 gap_runs: required(c.i32("gap_runs", row)?, row, "gap_runs")?,
                 filled_samples: required(c.i32("filled_samples", row)?, row, "filled_samples")?,
+                flat_channels: required(c.i32("flat_channels", row)?, row, "flat_channels")?,
                 channel_order: c.text("channel_order", row)?,
                 event_id: c.opt_text("event_id", row)?,
                 label: c.i32("label", row)?,
                 magnitude: c.f64("magnitude", row)?,
+                ttf_s: c.f64("ttf_s", row)?,
+                catalog: catalog_at(&c, row)?,
                 source: SourceAttributes {
                     p_travel_sec: attrs[0],
                     s_travel_sec: attrs[1],
@@ -357,30 +459,82 @@ pub fn decode_windows(bytes: &[u8]) -> Result<Vec<WindowRecord>, MessageError> {
             });
         }
     }
-    Ok(out)
+    for (row, r) in out.iter().enumerate() {
+        if r.spectrogram.len() != format.spectrogram_len() {
+            return Err(MessageError::Invalid {
+                row,
+                reason: format!(
+                    "{} spectrogram values, the message's shape {:?} has {}",
+                    r.spectrogram.len(),
+                    format.shape,
+                    format.spectrogram_len()
+                ),
+            });
+        }
+        if r.features.len() != quakelens_signal::features::FEATURES_PER_WINDOW {
+            return Err(MessageError::Invalid {
+                row,
+                reason: format!(
+                    "{} features, a window has {}",
+                    r.features.len(),
+                    quakelens_signal::features::FEATURES_PER_WINDOW
+                ),
+            });
+        }
+    }
+    Ok((format, out))
+}
+
+fn f32_list_values(c: &Columns<'_>, name: &str, row: usize) -> Result<Vec<f32>, MessageError> {
+    list_values::<arrow::datatypes::Float32Type>(c, name, row)
+}
+
+fn string_lists<'a>(lists: impl Iterator<Item = &'a [String]>) -> ArrayRef {
+    let mut b = arrow::array::ListBuilder::new(StringBuilder::new());
+    for l in lists {
+        for v in l {
+            b.values().append_value(v);
+        }
+        b.append(true);
+    }
+    Arc::new(b.finish())
 }
 
 /// Encodes CNN scores as one message.
 pub fn encode_scores(rows: &[ScoreRecord]) -> Vec<u8> {
     let mut fields = key_fields();
     let mut columns = key_columns(rows.iter().map(|r| &r.key));
-    let f32s = |f: fn(&ScoreRecord) -> f32| -> ArrayRef {
-        Arc::new(Float32Array::from_iter_values(rows.iter().map(f)))
-    };
+    let classes = string_lists(rows.iter().map(|r| r.classes.as_slice()));
     fields.extend([
         Field::new("model_kind", DataType::Utf8, false),
         Field::new("model_hash", DataType::Utf8, false),
-        Field::new("logit_foreshock", DataType::Float32, false),
-        Field::new("logit_aftershock", DataType::Float32, false),
-        Field::new("p_aftershock", DataType::Float32, false),
+        Field::new(
+            "logits",
+            DataType::List(Arc::new(Field::new("item", DataType::Float32, false))),
+            false,
+        ),
+        Field::new(
+            "probabilities",
+            DataType::List(Arc::new(Field::new("item", DataType::Float32, false))),
+            false,
+        ),
+        Field::new("classes", classes.data_type().clone(), false),
         Field::new("scored_ns", DataType::Int64, false),
     ]);
     columns.extend([
         utf8(rows.iter().map(|r| r.model_kind.as_str())),
         utf8(rows.iter().map(|r| r.model_hash.as_str())),
-        f32s(|r| r.logit_foreshock),
-        f32s(|r| r.logit_aftershock),
-        f32s(|r| r.p_aftershock),
+        list::<arrow::datatypes::Float32Type>(
+            rows.iter().flat_map(|r| r.logits.iter().copied()).collect(),
+            rows.iter().map(|r| r.logits.len()),
+        ),
+        list::<arrow::datatypes::Float32Type>(
+            rows.iter()
+                .flat_map(|r| r.probabilities.iter().copied())
+                .collect(),
+            rows.iter().map(|r| r.probabilities.len()),
+        ),
+        classes,
         Arc::new(Int64Array::from_iter_values(
             rows.iter().map(|r| r.scored_ns),
         )),
@@ -392,19 +546,39 @@ pub fn decode_scores(bytes: &[u8]) -> Result<Vec<ScoreRecord>, MessageError> {
     let mut out = Vec::new();
     for batch in decode(bytes, SCORES_KIND)? {
         let c = Columns(&batch);
+        let classes = c.get::<ListArray>("classes")?;
         for row in 0..batch.num_rows() {
-            let f = |name: &str| -> Result<f32, MessageError> {
-                required(c.f32(name, row)?, row, name)
-            };
-            out.push(ScoreRecord {
+            let names = classes.value(row);
+            let names = names
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| MessageError::Column("classes".into()))?;
+            let r = ScoreRecord {
                 key: key_at(&c, row)?,
                 model_kind: c.text("model_kind", row)?,
                 model_hash: c.text("model_hash", row)?,
-                logit_foreshock: f("logit_foreshock")?,
-                logit_aftershock: f("logit_aftershock")?,
-                p_aftershock: f("p_aftershock")?,
+                logits: f32_list_values(&c, "logits", row)?,
+                probabilities: f32_list_values(&c, "probabilities", row)?,
+                classes: (0..names.len())
+                    .map(|i| names.value(i).to_string())
+                    .collect(),
                 scored_ns: required(c.i64("scored_ns", row)?, row, "scored_ns")?,
-            });
+            };
+            if r.logits.is_empty()
+                || r.logits.len() != r.probabilities.len()
+                || r.logits.len() != r.classes.len()
+            {
+                return Err(MessageError::Invalid {
+                    row,
+                    reason: format!(
+                        "{} logits, {} probabilities and {} classes",
+                        r.logits.len(),
+                        r.probabilities.len(),
+                        r.classes.len()
+                    ),
+                });
+            }
+            out.push(r);
         }
     }
     Ok(out)
@@ -567,8 +741,8 @@ pub fn decode_forest_shap(
     Ok((out, names))
 }
 
-const CNN_SHAP_TASKS_KIND: &str = "shap-tasks/cnn/v1";
-const CNN_SHAP_KIND: &str = "cnn-shap/v1";
+const CNN_SHAP_TASKS_KIND: &str = "shap-tasks/cnn/v2";
+const CNN_SHAP_KIND: &str = "cnn-shap/v2";
 
 /// The kind a message names in its schema metadata (`None` when it is not Arrow IPC).
 pub fn message_kind(bytes: &[u8]) -> Option<String> {
@@ -596,6 +770,8 @@ pub fn is_cnn_result(bytes: &[u8]) -> bool {
 pub struct CnnShapTask {
     pub key: WindowKey,
     pub model_hash: String,
+    /// The output to explain: `margin` or `top-class` (see `score::ExplainTarget`).
+    pub target: String,
     pub end_ns: i64,
     pub spectrogram: Vec<f32>,
     pub part: Part,
@@ -617,11 +793,8 @@ fn part_columns<'a>(parts: impl Iterator<Item = &'a Part> + Clone) -> [ArrayRef;
     ]
 }
 
-/// The part a row names; messages written before parts existed are whole windows.
+/// The part a row names.
 fn part_at(c: &Columns, row: usize) -> Result<Part, MessageError> {
-    if c.0.column_by_name("parts").is_none() {
-        return Ok(Part::WHOLE);
-    }
     let index = required(c.i32("part", row)?, row, "part")?;
     let count = required(c.i32("parts", row)?, row, "parts")?;
     if count < 1 || index < 0 || index >= count {
@@ -661,6 +834,8 @@ pub fn encode_cnn_shap_tasks(tasks: &[CnnShapTask]) -> Vec<u8> {
         ),
     ]);
     columns.extend(part_columns(tasks.iter().map(|t| &t.part)));
+    fields.push(Field::new("target", DataType::Utf8, false));
+    columns.push(utf8(tasks.iter().map(|t| t.target.as_str())));
     encode(CNN_SHAP_TASKS_KIND, fields, columns)
 }
 
@@ -672,6 +847,7 @@ pub fn decode_cnn_shap_tasks(bytes: &[u8]) -> Result<Vec<CnnShapTask>, MessageEr
             out.push(CnnShapTask {
                 key: key_at(&c, row)?,
                 model_hash: c.text("model_hash", row)?,
+                target: c.text("target", row)?,
                 end_ns: required(c.i64("end_ns", row)?, row, "end_ns")?,
                 spectrogram: list_values::<arrow::datatypes::Float32Type>(&c, "spectrogram", row)?,
                 part: part_at(&c, row)?,
@@ -691,6 +867,7 @@ pub fn encode_cnn_shap(rows: &[(CnnShapRecord, Part)]) -> Vec<u8> {
     fields.extend([
         Field::new("model_hash", DataType::Utf8, false),
         Field::new("method", DataType::Utf8, false),
+        Field::new("target", DataType::Utf8, false),
         Field::new("budget", DataType::Int32, false),
         Field::new("seed", DataType::Int64, false),
         Field::new("output", DataType::Float64, false),
@@ -704,6 +881,7 @@ pub fn encode_cnn_shap(rows: &[(CnnShapRecord, Part)]) -> Vec<u8> {
     columns.extend([
         utf8(rows.iter().map(|r| r.model_hash.as_str())),
         utf8(rows.iter().map(|r| r.method.as_str())),
+        utf8(rows.iter().map(|r| r.target.as_str())),
         Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.budget))) as ArrayRef,
         Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.seed))),
         Arc::new(Float64Array::from_iter_values(
@@ -733,6 +911,7 @@ pub fn decode_cnn_shap(bytes: &[u8]) -> Result<Vec<(CnnShapRecord, Part)>, Messa
                     key: key_at(&c, row)?,
                     model_hash: c.text("model_hash", row)?,
                     method: c.text("method", row)?,
+                    target: c.text("target", row)?,
                     budget: required(c.i32("budget", row)?, row, "budget")?,
                     seed: required(c.i64("seed", row)?, row, "seed")?,
                     output: required(c.f64("output", row)?, row, "output")?,
@@ -747,8 +926,8 @@ pub fn decode_cnn_shap(bytes: &[u8]) -> Result<Vec<(CnnShapRecord, Part)>, Messa
 }
 
 /// Schema of a windows message (documentation and tests).
-pub fn windows_message_schema() -> SchemaRef {
-    let empty = encode_windows(&[]);
+pub fn windows_message_schema(format: &LakeFormat) -> SchemaRef {
+    let empty = encode_windows(&[], format);
     StreamReader::try_new(Cursor::new(empty), None)
         .map(|r| r.schema())
         .expect("an empty message decodes")
@@ -771,6 +950,7 @@ mod tests {
         let tasks = vec![CnnShapTask {
             key: key.clone(),
             model_hash: "sha256:c".into(),
+            target: "top-class".into(),
             end_ns: 9,
             spectrogram: vec![0.5; 12],
             part: Part { index: 1, count: 3 },
@@ -787,6 +967,7 @@ mod tests {
             key,
             model_hash: "sha256:c".into(),
             method: "partition".into(),
+            target: "logit:aftershock".into(),
             budget: 1000,
             seed: 0,
             output: 1.5,
@@ -800,32 +981,6 @@ mod tests {
         let bytes = encode_cnn_shap(&rows);
         assert!(is_cnn_result(&bytes) && message_kind(b"junk").is_none());
         assert_eq!(decode_cnn_shap(&bytes).unwrap(), rows);
-        // Messages from before parts existed are whole windows.
-        let key_only = key_fields();
-        let old = encode(
-            CNN_SHAP_TASKS_KIND,
-            key_only
-                .into_iter()
-                .chain([
-                    Field::new("model_hash", DataType::Utf8, false),
-                    Field::new("end_ns", DataType::Int64, false),
-                    Field::new(
-                        "spectrogram",
-                        DataType::List(Arc::new(Field::new("item", DataType::Float32, false))),
-                        false,
-                    ),
-                ])
-                .collect(),
-            key_columns([&tasks[0].key].into_iter())
-                .into_iter()
-                .chain([
-                    utf8(["sha256:c"].into_iter()),
-                    Arc::new(Int64Array::from_iter_values([9])) as ArrayRef,
-                    list::<arrow::datatypes::Float32Type>(vec![0.5; 12], [12].into_iter()),
-                ])
-                .collect(),
-        );
-        assert_eq!(decode_cnn_shap_tasks(&old).unwrap()[0].part, Part::WHOLE);
     }
 
     #[test]
@@ -886,13 +1041,23 @@ mod tests {
             resampled: true,
             gap_runs: 1,
             filled_samples: 3,
+            flat_channels: i as i32 % 2,
             channel_order: "NEZ".into(),
             event_id: Some("ev1".into()),
             label: Some(1),
             magnitude: None,
+            ttf_s: Some(-3600.0 * i as f64),
             source: SourceAttributes {
                 p_travel_sec: Some(3.5),
                 ..Default::default()
+            },
+            catalog: if i == 0 {
+                Vec::new()
+            } else {
+                vec![
+                    ("source_id".into(), format!("ev{i}")),
+                    ("trace_name".into(), "t".into()),
+                ]
             },
             spectrogram: (0..3 * 33 * 153)
                 .map(|v| v as f32 * 0.5 + i as f32)
@@ -901,14 +1066,32 @@ mod tests {
         }
     }
 
+    fn format() -> LakeFormat {
+        LakeFormat {
+            shape: [3, 33, 153],
+            input: quakelens_signal::spectrogram::SpectrogramInput::study_image(
+                quakelens_signal::spectrogram::Power::Log,
+            ),
+            features: quakelens_signal::features::FeatureSet::Study,
+        }
+    }
+
     #[test]
-    fn windows_round_trip_and_compress() {
+    fn windows_round_trip_with_their_format_and_compress() {
         let rows: Vec<WindowRecord> = (0..4).map(window).collect();
-        let bytes = encode_windows(&rows);
-        assert_eq!(decode_windows(&bytes).unwrap(), rows);
+        let bytes = encode_windows(&rows, &format());
+        assert_eq!(decode_windows(&bytes).unwrap(), (format(), rows.clone()));
         let raw = rows.len() * (3 * 33 * 153 * 4 + 69 * 8);
         assert!(bytes.len() < raw, "{} >= {raw}", bytes.len());
-        assert_eq!(windows_message_schema().fields().len(), 6 + 13 + 7 + 2);
+        assert_eq!(
+            windows_message_schema(&format()).fields().len(),
+            6 + 15 + 7 + 3
+        );
+        // Windows whose spectrograms do not have the shape the message names are refused.
+        let mut small = format();
+        small.shape = [3, 33, 100];
+        let err = decode_windows(&encode_windows(&rows, &small)).unwrap_err();
+        assert!(err.to_string().contains("[3, 33, 100]"), "{err}");
     }
 
     #[test]
@@ -918,12 +1101,15 @@ mod tests {
             key: key.clone(),
             model_kind: "quakelens-cnn".into(),
             model_hash: "sha256:ab".into(),
-            logit_foreshock: -1.0,
-            logit_aftershock: 2.0,
-            p_aftershock: 0.95,
+            logits: vec![-1.0, 2.0],
+            probabilities: vec![0.05, 0.95],
+            classes: vec!["foreshock".into(), "aftershock".into()],
             scored_ns: 7,
         }];
         assert_eq!(decode_scores(&encode_scores(&s)).unwrap(), s);
+        let mut bad = s.clone();
+        bad[0].classes.pop();
+        assert!(decode_scores(&encode_scores(&bad)).is_err());
         let m = vec![MagnitudeRecord {
             key,
             model_hash: "sha256:cd".into(),
@@ -938,11 +1124,11 @@ mod tests {
         let scores = encode_scores(&[]);
         let err = decode_windows(&scores).unwrap_err().to_string();
         assert!(
-            err.contains("scores/v1") && err.contains("windows/v1"),
+            err.contains("scores/v2") && err.contains("windows/v2"),
             "{err}"
         );
         assert!(decode_windows(b"garbage").is_err());
-        let mut cut = encode_windows(&[window(1)]);
+        let mut cut = encode_windows(&[window(1)], &format());
         cut.truncate(cut.len() / 2);
         assert!(decode_windows(&cut).is_err());
     }

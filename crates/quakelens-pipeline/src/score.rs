@@ -2,14 +2,15 @@
 //! magnitudes. Transport-agnostic: the embedded runner and the `score` command call it; the
 //! Kafka `scorer`/`forest` services wrap the same functions.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use quakelens_explain::ForestShap;
 use quakelens_lake::{
-    ForestShapRecord, MagnitudeRecord, ScoreRecord, SourceAttributes, WindowKey, WindowRecord,
+    softmax, ForestShapRecord, LakeFormat, MagnitudeRecord, ScoreRecord, WindowKey, WindowRecord,
 };
 use quakelens_models::cnn::{CnnError, CnnModel};
-use quakelens_models::forest::{Forest, ForestFileError};
+use quakelens_models::forest::{Forest, ForestFileError, InputMap};
+use quakelens_signal::features::FeatureSet;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScoreError {
@@ -17,10 +18,10 @@ pub enum ScoreError {
     Cnn(#[from] CnnError),
     #[error("forest: {0}")]
     Forest(#[from] ForestFileError),
-    #[error(
-        "forest {path}: input {name:?} is neither a waveform feature nor a catalogue attribute"
-    )]
-    UnknownInput { path: String, name: String },
+    /// The model was made for other windows than these (another spectrogram input, feature
+    /// set or shape): nothing about these windows can be scored with it.
+    #[error("{0}")]
+    Incompatible(String),
     #[error("explaining the forest: {0}")]
     Explain(String),
 }
@@ -32,19 +33,48 @@ pub struct ModelPaths {
     pub forest: Option<PathBuf>,
 }
 
-/// Where a forest input comes from in a [`WindowRecord`].
-#[derive(Clone, Copy, Debug)]
-pub enum InputSource {
-    /// Index into the 69 waveform features.
-    Feature(usize),
-    /// Index into [`SourceAttributes::COLUMNS`].
-    Attribute(usize),
+/// A forest with where it was loaded from.
+pub struct LoadedForest {
+    pub forest: Forest,
+    pub path: String,
+}
+
+impl LoadedForest {
+    pub fn hash(&self) -> String {
+        self.forest
+            .hash
+            .as_ref()
+            .map(|h| h.0.clone())
+            .unwrap_or_default()
+    }
+
+    /// Refuses windows whose features are of another set than the forest was grown on.
+    pub fn check(&self, features: FeatureSet) -> Result<(), ScoreError> {
+        match self.forest.spec.waveform_set() {
+            Some(own) if own != features => Err(ScoreError::Incompatible(format!(
+                "forest {} was grown on the {own} feature set, these windows carry {features} features",
+                self.path
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Each record's inputs in the forest's order (NaN where missing) with the reason a value
+    /// could not be read, if any.
+    pub fn rows(
+        &self,
+        records: &[WindowRecord],
+        features: FeatureSet,
+    ) -> Vec<(Vec<f64>, Option<String>)> {
+        let map = InputMap::new(&self.forest.spec.features, features);
+        records.iter().map(|r| map.row(r)).collect()
+    }
 }
 
 /// The loaded models plus how to feed them.
 pub struct Scorer {
     pub cnn: Option<CnnModel>,
-    pub forest: Option<(Forest, Vec<InputSource>)>,
+    pub forest: Option<LoadedForest>,
     pub batch: usize,
     /// Also explain the forest's magnitudes (exact TreeSHAP).
     pub explain: bool,
@@ -73,11 +103,10 @@ impl Scorer {
             None => None,
         };
         let forest = match &paths.forest {
-            Some(p) => {
-                let f = Forest::load(p)?;
-                let map = input_map(&f, p)?;
-                Some((f, map))
-            }
+            Some(p) => Some(LoadedForest {
+                forest: Forest::load(p)?,
+                path: p.display().to_string(),
+            }),
             None => None,
         };
         Ok(Self {
@@ -92,68 +121,52 @@ impl Scorer {
         self.cnn.is_none() && self.forest.is_none()
     }
 
-    /// Scores `records` with whichever models are loaded.
-    pub fn score(&self, records: &[WindowRecord]) -> Result<Scored, ScoreError> {
+    /// Refuses windows of `format` that the models were not made for.
+    pub fn check(&self, format: &LakeFormat) -> Result<(), ScoreError> {
+        if let Some(model) = &self.cnn {
+            let [c, h, w] = model.input_shape();
+            if [c as usize, h as usize, w as usize] != format.shape {
+                return Err(ScoreError::Incompatible(format!(
+                    "the CNN {} takes spectrograms of {:?}, these windows have {:?}",
+                    model.hash,
+                    model.input_shape(),
+                    format.shape
+                )));
+            }
+            model
+                .check_input(&format.input)
+                .map_err(|e| ScoreError::Incompatible(e.to_string()))?;
+        }
+        if let Some(f) = &self.forest {
+            f.check(format.features)?;
+        }
+        Ok(())
+    }
+
+    /// Scores `records` (windows of `format`) with whichever models are loaded.
+    pub fn score(
+        &self,
+        records: &[WindowRecord],
+        format: &LakeFormat,
+    ) -> Result<Scored, ScoreError> {
+        self.check(format)?;
         let keys: Vec<WindowKey> = records.iter().map(WindowKey::of).collect();
         let mut out = Scored::default();
         if let Some(model) = &self.cnn {
             let inputs: Vec<&[f32]> = records.iter().map(|r| r.spectrogram.as_slice()).collect();
             out.scores = cnn_scores(model, &keys, &inputs, self.batch)?;
         }
-        if let (Some((forest, _)), Some(rows)) = (&self.forest, self.forest_rows(records)) {
-            let (m, unscored) = forest_magnitudes(forest, &keys, &rows);
+        if let Some(f) = &self.forest {
+            let rows = f.rows(records, format.features);
+            let (m, unscored) = forest_magnitudes(&f.forest, &keys, &rows);
             out.magnitudes = m;
             out.unscored = unscored;
             if self.explain {
-                out.forest_shap = forest_explanations(forest, &keys, &rows)?;
+                out.forest_shap = forest_explanations(&f.forest, &keys, &rows)?;
             }
         }
         Ok(out)
     }
-}
-
-impl Scorer {
-    /// Each record's forest inputs in the forest's order (NaN where missing); `None` without
-    /// a forest.
-    pub fn forest_rows(&self, records: &[WindowRecord]) -> Option<Vec<Vec<f64>>> {
-        let (_, map) = self.forest.as_ref()?;
-        Some(
-            records
-                .iter()
-                .map(|r| {
-                    map.iter()
-                        .map(|s| match *s {
-                            InputSource::Feature(i) => {
-                                r.features.get(i).copied().unwrap_or(f64::NAN)
-                            }
-                            InputSource::Attribute(i) => r.source.values()[i].unwrap_or(f64::NAN),
-                        })
-                        .collect()
-                })
-                .collect(),
-        )
-    }
-}
-
-fn input_map(forest: &Forest, path: &Path) -> Result<Vec<InputSource>, ScoreError> {
-    let features = quakelens_signal::features::column_names();
-    forest
-        .spec
-        .features
-        .iter()
-        .map(|name| {
-            if let Some(i) = features.iter().position(|f| f == name) {
-                Ok(InputSource::Feature(i))
-            } else if let Some(i) = SourceAttributes::COLUMNS.iter().position(|c| c == name) {
-                Ok(InputSource::Attribute(i))
-            } else {
-                Err(ScoreError::UnknownInput {
-                    path: path.display().to_string(),
-                    name: name.clone(),
-                })
-            }
-        })
-        .collect()
 }
 
 /// CNN scores for windows given as keys and spectrograms.
@@ -165,6 +178,7 @@ pub fn cnn_scores(
 ) -> Result<Vec<ScoreRecord>, ScoreError> {
     let scores = model.score(spectrograms, batch)?;
     let at = now_ns();
+    let classes = model.classes();
     Ok(keys
         .iter()
         .zip(scores)
@@ -172,20 +186,35 @@ pub fn cnn_scores(
             key: k.clone(),
             model_kind: model.kind.name().into(),
             model_hash: model.hash.0.clone(),
-            logit_foreshock: s.logits[0],
-            logit_aftershock: s.logits[1],
-            p_aftershock: s.p_aftershock,
+            logits: s.logits.to_vec(),
+            probabilities: softmax(&s.logits),
+            classes: classes.clone(),
             scored_ns: at,
         })
         .collect())
 }
 
-/// Forest magnitudes for rows of inputs in the forest's order; rows with a missing (NaN) input
-/// are returned as reasons instead of guessed.
+/// The forest's input row for scoring: missing values replaced by the forest's fill values
+/// when it has them, else the reason the window cannot be scored.
+fn complete_row(
+    forest: &Forest,
+    key: &WindowKey,
+    (row, problem): &(Vec<f64>, Option<String>),
+) -> Result<Vec<f32>, String> {
+    if let Some(p) = problem {
+        return Err(format!("{}: {p}", key.window_id));
+    }
+    forest
+        .complete_inputs(row)
+        .map_err(|e| format!("{}: {e}", key.window_id))
+}
+
+/// Forest magnitudes for rows of inputs in the forest's order; rows with a missing input the
+/// forest has no fill value for are returned as reasons instead of guessed.
 pub fn forest_magnitudes(
     forest: &Forest,
     keys: &[WindowKey],
-    rows: &[Vec<f64>],
+    rows: &[(Vec<f64>, Option<String>)],
 ) -> (Vec<MagnitudeRecord>, Vec<String>) {
     let at = now_ns();
     let hash = forest
@@ -195,33 +224,26 @@ pub fn forest_magnitudes(
         .unwrap_or_default();
     let mut out = Vec::new();
     let mut unscored = Vec::new();
-    let mut x32 = Vec::with_capacity(forest.n_features());
     for (k, row) in keys.iter().zip(rows) {
-        if let Some(i) = row.iter().position(|v| !v.is_finite()) {
-            unscored.push(format!(
-                "{}: forest input {} is missing",
-                k.window_id, forest.spec.features[i]
-            ));
-            continue;
+        match complete_row(forest, k, row) {
+            Ok(x) => out.push(MagnitudeRecord {
+                key: k.clone(),
+                model_hash: hash.clone(),
+                magnitude: forest.predict_row(&x),
+                scored_ns: at,
+            }),
+            Err(reason) => unscored.push(reason),
         }
-        x32.clear();
-        x32.extend(row.iter().map(|&v| v as f32));
-        out.push(MagnitudeRecord {
-            key: k.clone(),
-            model_hash: hash.clone(),
-            magnitude: forest.predict_row(&x32),
-            scored_ns: at,
-        });
     }
     (out, unscored)
 }
 
-/// TreeSHAP explanations of the forest's magnitudes for the rows it can score (rows with a
-/// missing input are skipped, as [`forest_magnitudes`] skips them); rows in parallel.
+/// TreeSHAP explanations of the forest's magnitudes for the rows it can score (the others are
+/// skipped, as [`forest_magnitudes`] skips them); rows in parallel.
 pub fn forest_explanations(
     forest: &Forest,
     keys: &[WindowKey],
-    rows: &[Vec<f64>],
+    rows: &[(Vec<f64>, Option<String>)],
 ) -> Result<Vec<ForestShapRecord>, ScoreError> {
     let shap = ForestShap::new(forest).map_err(|e| ScoreError::Explain(e.to_string()))?;
     let hash = forest
@@ -232,8 +254,7 @@ pub fn forest_explanations(
     let complete: Vec<(&WindowKey, Vec<f32>)> = keys
         .iter()
         .zip(rows)
-        .filter(|(_, row)| row.iter().all(|v| v.is_finite()))
-        .map(|(k, row)| (k, row.iter().map(|&v| v as f32).collect()))
+        .filter_map(|(k, row)| complete_row(forest, k, row).ok().map(|x| (k, x)))
         .collect();
     use rayon::prelude::*;
     complete
@@ -252,14 +273,67 @@ pub fn forest_explanations(
         .collect()
 }
 
-/// Image SHAP of one window's spectrogram for `model`'s aftershock-minus-foreshock logit: the
-/// partition explainer with `max_evals` model evaluations, 100 masked images per forward pass.
+/// The CNN output an explanation explains.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExplainTarget {
+    /// The aftershock-minus-foreshock logit (ours).
+    #[default]
+    Margin,
+    /// The predicted class's logit (the study's `outputs = argsort.flip[:1]`).
+    TopClass,
+}
+
+impl ExplainTarget {
+    pub fn name(self) -> &'static str {
+        match self {
+            ExplainTarget::Margin => "margin",
+            ExplainTarget::TopClass => "top-class",
+        }
+    }
+}
+
+impl std::str::FromStr for ExplainTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "margin" => Ok(ExplainTarget::Margin),
+            "top-class" => Ok(ExplainTarget::TopClass),
+            other => Err(format!(
+                "unknown explanation target {other:?}: use margin or top-class"
+            )),
+        }
+    }
+}
+
+/// The output coefficients of `target` at window `x`, and the name recorded with the values
+/// (`margin`, or `logit:<class>`).
+pub fn target_output(
+    model: &CnnModel,
+    x: &[f32],
+    target: ExplainTarget,
+) -> Result<(Vec<f64>, String), String> {
+    match target {
+        ExplainTarget::Margin => Ok((quakelens_models::cnn::MARGIN.to_vec(), "margin".into())),
+        ExplainTarget::TopClass => {
+            let logits = model.logits(x, 1).map_err(|e| e.to_string())?;
+            let k = quakelens_lake::predicted_index(&logits[0]);
+            let classes = model.classes();
+            let mut c = vec![0.0; classes.len()];
+            c[k] = 1.0;
+            Ok((c, format!("logit:{}", classes[k])))
+        }
+    }
+}
+
+/// Image SHAP of one window's spectrogram for `model`'s `target` output: the partition
+/// explainer with `max_evals` model evaluations, 100 masked images per forward pass.
 pub fn cnn_explanation(
     model: &CnnModel,
     key: &WindowKey,
     spectrogram: &[f32],
     max_evals: usize,
     masker: quakelens_explain::image::Masker,
+    target: ExplainTarget,
 ) -> Result<quakelens_lake::CnnShapRecord, String> {
     cnn_explanation_part(
         model,
@@ -267,6 +341,7 @@ pub fn cnn_explanation(
         spectrogram,
         max_evals,
         masker,
+        target,
         quakelens_explain::image::Part::WHOLE,
     )
 }
@@ -279,6 +354,7 @@ pub fn cnn_explanation_part(
     spectrogram: &[f32],
     max_evals: usize,
     masker: quakelens_explain::image::Masker,
+    target: ExplainTarget,
     part: quakelens_explain::image::Part,
 ) -> Result<quakelens_lake::CnnShapRecord, String> {
     let [c, h, w] = model.input_shape();
@@ -295,8 +371,10 @@ pub fn cnn_explanation_part(
             shape.len()
         ));
     }
+    let (output, name) = target_output(model, spectrogram, target)
+        .map_err(|e| format!("window {}: {e}", key.window_id))?;
     use quakelens_explain::image::{partition_part, with_cnn_game};
-    let a = with_cnn_game(model, spectrogram, shape, masker, |game| {
+    let a = with_cnn_game(model, spectrogram, shape, masker, &output, |game| {
         partition_part(game, shape, max_evals, 100, part)
     })
     .map_err(|e| format!("window {}: {e}", key.window_id))?;
@@ -304,6 +382,7 @@ pub fn cnn_explanation_part(
         key: key.clone(),
         model_hash: model.hash.0.clone(),
         method: "partition".into(),
+        target: name,
         budget: max_evals as i32,
         seed: 0,
         output: a.f_image,

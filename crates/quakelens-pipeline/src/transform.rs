@@ -4,22 +4,24 @@
 use rayon::prelude::*;
 
 use quakelens_lake::WindowRecord;
-use quakelens_signal::features::FeatureExtractor;
+use quakelens_signal::features::{FeatureExtractor, FeatureSet};
 use quakelens_signal::spectrogram::{
-    ImageScaling, SpectrogramParams, SpectrogramTransform, TransformScratch,
+    SpectrogramInput, SpectrogramParams, SpectrogramTransform, TransformScratch,
 };
 use quakelens_signal::window::Window;
 use quakelens_signal::TARGET_RATE_HZ;
 
-/// Holds the (immutable, shared) spectrogram plan.
+/// Holds the (immutable, shared) spectrogram plan and the feature set.
 pub struct WindowTransformer {
     spectrogram: SpectrogramTransform,
+    features: FeatureSet,
 }
 
 impl WindowTransformer {
-    pub fn new(params: SpectrogramParams, scaling: ImageScaling) -> Self {
+    pub fn new(params: SpectrogramParams, input: SpectrogramInput, features: FeatureSet) -> Self {
         Self {
-            spectrogram: SpectrogramTransform::new(params, scaling),
+            spectrogram: SpectrogramTransform::new(params, input),
+            features,
         }
     }
 
@@ -31,7 +33,7 @@ impl WindowTransformer {
                 || {
                     (
                         TransformScratch::default(),
-                        FeatureExtractor::new(TARGET_RATE_HZ),
+                        FeatureExtractor::new(self.features, TARGET_RATE_HZ),
                     )
                 },
                 |(scratch, fx), w| {
@@ -42,18 +44,19 @@ impl WindowTransformer {
                     ];
                     let mut spectrogram =
                         Vec::with_capacity(self.spectrogram.output_len(w.samples()));
-                    self.spectrogram
+                    let flat = self
+                        .spectrogram
                         .transform(channels, &mut spectrogram, scratch);
                     let features = fx.window_features(channels).to_vec();
                     on_window();
-                    record(w, spectrogram, features)
+                    record(w, spectrogram, features, flat)
                 },
             )
             .collect()
     }
 }
 
-fn record(w: &Window, spectrogram: Vec<f32>, features: Vec<f64>) -> WindowRecord {
+fn record(w: &Window, spectrogram: Vec<f32>, features: Vec<f64>, flat: u32) -> WindowRecord {
     WindowRecord {
         window_id: w.id.clone(),
         network: w.station.network.clone(),
@@ -70,11 +73,14 @@ fn record(w: &Window, spectrogram: Vec<f32>, features: Vec<f64>) -> WindowRecord
         resampled: w.resampled,
         gap_runs: w.gap_runs as i32,
         filled_samples: w.filled_samples as i32,
+        flat_channels: flat as i32,
         channel_order: w.order.to_string(),
         event_id: None,
         label: None,
         magnitude: None,
+        ttf_s: None,
         source: Default::default(),
+        catalog: Vec::new(),
         spectrogram,
         features,
     }

@@ -370,7 +370,7 @@ mod tests {
 
     #[test]
     fn record_by_record_equals_all_at_once() {
-        let cfg = PipelineConfig::new("unused".into());
+        let cfg = PipelineConfig::new(None);
         let bursts = [Some(9_000), Some(31_000)];
         let traces: Vec<Trace> = ["HHZ", "HHN", "HHE"]
             .iter()
@@ -402,7 +402,7 @@ mod tests {
 
     #[test]
     fn a_resumed_station_skips_chunks_without_context() {
-        let cfg = PipelineConfig::new("unused".into());
+        let cfg = PipelineConfig::new(None);
         let plan = ChunkPlan::for_config(&cfg);
         let traces: Vec<Trace> = ["HHZ", "HHN", "HHE"]
             .iter()

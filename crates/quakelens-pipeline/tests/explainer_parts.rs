@@ -7,13 +7,13 @@ use std::time::Duration;
 use arrow::array::{Array, Float32Array, Float64Array, StringArray};
 
 use quakelens_explain::image::{Masker, Part};
-use quakelens_lake::{Lake, WindowKey};
+use quakelens_lake::{Lake, LakeFormat, LakeLocation, WindowKey};
 use quakelens_models::cnn::{save_cnn, Cnn2d, CnnModel, INPUT_SHAPE};
 use quakelens_pipeline::messages::{decode_cnn_shap_tasks, encode_cnn_shap_tasks, CnnShapTask};
 use quakelens_pipeline::metrics::Metrics;
-use quakelens_pipeline::score::cnn_explanation_part;
+use quakelens_pipeline::score::{cnn_explanation_part, ExplainTarget};
 use quakelens_pipeline::stages::explainer::{CnnExplainer, ExplainerStage};
-use quakelens_pipeline::stages::lake_sink::LakeSinkStage;
+use quakelens_pipeline::stages::lake_sink::{LakeSinkConfig, LakeSinkStage};
 use quakelens_pipeline::stages::Stage;
 use quakelens_pipeline::transform::spectrogram_axes;
 use quakelens_transport::memory::MemoryBroker;
@@ -21,6 +21,18 @@ use quakelens_transport::topics::{self, SHAP_RESULTS, SHAP_TASKS};
 use quakelens_transport::{Outgoing, Transport};
 
 const SHAPE: [usize; 3] = [3, 33, 153];
+
+fn format() -> LakeFormat {
+    LakeFormat {
+        shape: SHAPE,
+        input: Default::default(),
+        features: Default::default(),
+    }
+}
+
+fn at(dir: &std::path::Path) -> LakeLocation {
+    LakeLocation::local(dir).unwrap()
+}
 const BLUR: Masker = Masker::Blur { sigma: 2.0 };
 
 fn cnn_file(dir: &std::path::Path) -> std::path::PathBuf {
@@ -28,7 +40,7 @@ fn cnn_file(dir: &std::path::Path) -> std::path::PathBuf {
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let _net = Cnn2d::new(&vs.root(), INPUT_SHAPE);
     let path = dir.join("cnn.safetensors");
-    save_cnn(&vs, INPUT_SHAPE, None, &path).unwrap();
+    save_cnn(&vs, INPUT_SHAPE, &Default::default(), None, &path).unwrap();
     path
 }
 
@@ -44,6 +56,7 @@ fn task(i: usize, hash: &str) -> CnnShapTask {
             start_ns: i as i64,
         },
         model_hash: hash.into(),
+        target: "margin".into(),
         end_ns: 1,
         spectrogram: (0..SHAPE.iter().product::<usize>())
             .map(|_| {
@@ -59,7 +72,7 @@ fn task(i: usize, hash: &str) -> CnnShapTask {
 
 /// (window_id, Σ value, output − base, values in cell order) per window in the lake.
 async fn lake_windows(root: &std::path::Path) -> Vec<(String, Vec<f32>, f64)> {
-    let lake = Lake::open(root).await.unwrap();
+    let lake = Lake::open(&at(root)).await.unwrap();
     let batches = lake
         .sql(
             "SELECT window_id, value, output - base_value AS gap FROM cnn_shap \
@@ -164,7 +177,9 @@ async fn split_windows_are_explained_in_parts_and_land_once() {
     let lake = dir.path().join("lake");
     let sink_metrics = metrics.stage("lake");
     let first_t = broker.transport(&[SHAP_RESULTS]);
-    let mut first = LakeSinkStage::open(&lake, SHAPE).await.unwrap();
+    let mut first = LakeSinkStage::open(&at(&lake), format(), LakeSinkConfig::new("lake"))
+        .await
+        .unwrap();
     let all = first_t.recv(100, Duration::ZERO).await.unwrap();
     let held_window = "w2";
     let (some, _rest): (Vec<_>, Vec<_>) = all.into_iter().partition(|m| {
@@ -202,7 +217,9 @@ async fn split_windows_are_explained_in_parts_and_land_once() {
     // The sink dies; the next one replays everything: w2 completes, nothing lands twice.
     drop(first);
     let again_t = broker.transport(&[SHAP_RESULTS]);
-    let mut again = LakeSinkStage::open(&lake, SHAPE).await.unwrap();
+    let mut again = LakeSinkStage::open(&at(&lake), format(), LakeSinkConfig::new("lake"))
+        .await
+        .unwrap();
     let batch = again_t.recv(100, Duration::ZERO).await.unwrap();
     again.step(&again_t, batch, &sink_metrics).await.unwrap();
     assert!(again.parts.is_empty());
@@ -220,6 +237,7 @@ async fn split_windows_are_explained_in_parts_and_land_once() {
                 &t.spectrogram,
                 600,
                 BLUR,
+                ExplainTarget::Margin,
                 Part { index, count: 3 },
             )
             .unwrap();

@@ -4,11 +4,11 @@
 use arrow::array::Array;
 use std::time::Duration;
 
-use quakelens_lake::{Lake, LakeWriter, WindowRecord};
+use quakelens_lake::{Lake, LakeLocation, LakeWriter, Txn, WindowRecord};
 use quakelens_pipeline::messages::decode_windows;
 use quakelens_pipeline::metrics::Metrics;
 use quakelens_pipeline::stages::ingest::{replay, IngestConfig, Pace};
-use quakelens_pipeline::stages::lake_sink::LakeSinkStage;
+use quakelens_pipeline::stages::lake_sink::{LakeSinkConfig, LakeSinkStage};
 use quakelens_pipeline::stages::windower::{WindowerConfig, WindowerStage};
 use quakelens_pipeline::stages::Stage;
 use quakelens_pipeline::{run, Input, PipelineConfig};
@@ -17,8 +17,12 @@ use quakelens_transport::memory::MemoryBroker;
 use quakelens_transport::topics::{self, header, DEAD_LETTER, WAVEFORMS_RAW};
 use quakelens_transport::{Outgoing, Transport};
 
+fn at(dir: &std::path::Path) -> LakeLocation {
+    LakeLocation::local(dir).unwrap()
+}
+
 async fn window_ids(lake: &std::path::Path) -> Vec<String> {
-    let lake = Lake::open(lake).await.unwrap();
+    let lake = Lake::open(&at(lake)).await.unwrap();
     let mut ids = Vec::new();
     for b in lake
         .sql("SELECT window_id FROM windows ORDER BY window_id")
@@ -45,8 +49,13 @@ async fn stages_on_the_memory_transport_give_the_embedded_rows() {
         ..SynthConfig::default()
     };
     write_dataset(&data, &generate(&synth)).unwrap();
-    let embedded = PipelineConfig::new(dir.path().join("embedded"));
-    let report = run(Input::Paths(vec![data.clone()]), &embedded).unwrap();
+    let embedded = PipelineConfig::new(Some(at(&dir.path().join("embedded"))));
+    let (input, cfg) = (Input::Paths(vec![data.clone()]), embedded.clone());
+    // The embedded run owns its runtime: it runs beside this one.
+    let report = tokio::task::spawn_blocking(move || run(input, &cfg))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(report.windows, 30);
 
     let broker = MemoryBroker::new();
@@ -81,10 +90,7 @@ async fn stages_on_the_memory_transport_give_the_embedded_rows() {
     let metrics = Metrics::new();
     let counters = metrics.stage("windower");
     let windower_t = broker.transport(&[WAVEFORMS_RAW]);
-    let mut windower = WindowerStage::new(WindowerConfig::new(PipelineConfig::new(
-        dir.path().join("unused"),
-    )))
-    .unwrap();
+    let mut windower = WindowerStage::new(WindowerConfig::new(PipelineConfig::new(None))).unwrap();
     loop {
         let batch = windower_t.recv(500, Duration::ZERO).await.unwrap();
         if batch.is_empty() {
@@ -94,9 +100,12 @@ async fn stages_on_the_memory_transport_give_the_embedded_rows() {
     }
     let services = dir.path().join("services");
     let sink_t = broker.transport(&[topics::WINDOWS]);
-    let shape = embedded.spectrogram_shape();
-    let mut sink = LakeSinkStage::open(&services, shape).await.unwrap();
+    let format = embedded.format();
+    let mut sink = LakeSinkStage::open(&at(&services), format, LakeSinkConfig::new("lake"))
+        .await
+        .unwrap();
     let batch = sink_t.recv(10_000, Duration::ZERO).await.unwrap();
+    let messages = batch.len();
     let sink_counters = metrics.stage("lake");
     sink.step(&sink_t, batch, &sink_counters).await.unwrap();
     // Every window counted once per station in the metrics, the poison as a dead letter.
@@ -105,7 +114,11 @@ async fn stages_on_the_memory_transport_give_the_embedded_rows() {
         (w.records_out, w.dead_letters, w.records_failed),
         (30, 1, 1)
     );
-    assert_eq!(sink_counters.snapshot().records_out, 30);
+    assert_eq!(
+        sink_counters.snapshot().records_out,
+        60,
+        "30 windows × 2 tables"
+    );
     let scrape = metrics.encode();
     let per_station: u64 = scrape
         .lines()
@@ -125,31 +138,62 @@ async fn stages_on_the_memory_transport_give_the_embedded_rows() {
         window_ids(&dir.path().join("embedded")).await
     );
 
-    // A second sink over the same lake replays everything and adds nothing.
+    // The same sink group replays everything (its Kafka commit was lost): the Delta log says
+    // every message is in both tables already, so nothing is decoded or written.
     let again_t = broker.transport(&[topics::WINDOWS]);
-    let mut again = LakeSinkStage::open(&services, shape).await.unwrap();
+    let mut again = LakeSinkStage::open(&at(&services), format, LakeSinkConfig::new("lake"))
+        .await
+        .unwrap();
     let batch = again_t.recv(10_000, Duration::ZERO).await.unwrap();
     again.step(&again_t, batch, &sink_counters).await.unwrap();
-    assert_eq!(again.duplicates_skipped, 30);
+    assert_eq!(again.duplicates_skipped, messages as u64);
     assert_eq!(window_ids(&services).await.len(), 30);
 
-    // A sink killed between a batch's two files: some windows are in `windows` only, others in
-    // `features` only. The next sink completes each table and duplicates nothing.
+    // Another group sees the same windows as new messages (an upstream stage that restarted
+    // sends them again): the keys written within the horizon drop every row.
+    let other_t = broker.transport(&[topics::WINDOWS]);
+    let mut other = LakeSinkStage::open(&at(&services), format, LakeSinkConfig::new("lake-b"))
+        .await
+        .unwrap();
+    assert_eq!(
+        other.recent_keys(),
+        60,
+        "warmed from the files the tables added"
+    );
+    let batch = other_t.recv(10_000, Duration::ZERO).await.unwrap();
+    other.step(&other_t, batch, &sink_counters).await.unwrap();
+    assert_eq!(other.duplicates_skipped, 60);
+    assert_eq!(window_ids(&services).await.len(), 30);
+
+    // A sink killed between a batch's two commits: the windows commit (with its positions) is
+    // in the log, the features commit is not. The next sink writes the features alone.
     let partial = dir.path().join("partial");
-    let mut records: Vec<WindowRecord> = broker
-        .messages(topics::WINDOWS)
+    let mut records: Vec<WindowRecord> = Vec::new();
+    let mut after = std::collections::BTreeMap::new();
+    for m in broker.messages(topics::WINDOWS) {
+        records.extend(decode_windows(m.payload.as_deref().unwrap()).unwrap().1);
+        let e = after.entry(m.partition).or_insert(0);
+        *e = (*e).max(m.offset + 1);
+    }
+    let txns: Vec<Txn> = after
         .iter()
-        .flat_map(|m| decode_windows(m.payload.as_deref().unwrap()).unwrap())
+        .map(|(p, v)| Txn {
+            app_id: format!("lake/{}/{p}", topics::WINDOWS),
+            version: *v,
+        })
         .collect();
-    records.sort_by(|a, b| a.window_id.cmp(&b.window_id));
-    let writer = LakeWriter::open(&partial, shape).unwrap();
-    writer.write_tables(&records[..5], true, false).unwrap();
-    writer.write_tables(&records[5..8], false, true).unwrap();
+    let mut writer = LakeWriter::open(&at(&partial), format).await.unwrap();
+    writer.write_windows(&records, &txns).await.unwrap();
     let repair_t = broker.transport(&[topics::WINDOWS]);
-    let mut repair = LakeSinkStage::open(&partial, shape).await.unwrap();
+    // No upstream dedup horizon here: only the log can tell the windows are in.
+    let mut cfg = LakeSinkConfig::new("lake");
+    cfg.dedup_horizon = Duration::ZERO;
+    let mut repair = LakeSinkStage::open(&at(&partial), format, cfg)
+        .await
+        .unwrap();
     let batch = repair_t.recv(10_000, Duration::ZERO).await.unwrap();
     repair.step(&repair_t, batch, &sink_counters).await.unwrap();
-    let lake = Lake::open(&partial).await.unwrap();
+    let lake = Lake::open(&at(&partial)).await.unwrap();
     for table in ["windows", "features"] {
         let batches = lake
             .sql(&format!(

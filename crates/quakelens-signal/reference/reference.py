@@ -31,14 +31,12 @@ def spectrogram(x):
     return sxx
 
 
-def image(x, quantize):
-    """log1p, then the study's image pipeline (min-max, 8-bit, normalise) per channel."""
+def minmax_image(x):
+    """log1p, then per-channel min-max and normalisation, in float64 (no PNG)."""
     img = np.log1p(spectrogram(x))
     lo = img.min(axis=(2, 3), keepdims=True)
     hi = img.max(axis=(2, 3), keepdims=True)
     u = (img - lo) / (hi - lo)
-    if quantize:
-        u = np.round(u * 255.0) / 255.0
     mean = np.asarray(STUDY_MEAN).reshape(1, 3, 1, 1)
     std = np.asarray(STUDY_STD).reshape(1, 3, 1, 1)
     return (u - mean) / std
@@ -68,6 +66,61 @@ def features(x):
     return np.array([[v for c in range(3) for v in channel_features(w[c])] for w in x])
 
 
+def study_channel_features(x):
+    """The study's feature function for one channel, expression for expression."""
+    f, P = scipy.signal.welch(x)
+    return [
+        np.max(x), np.min(x), np.mean(x), np.std(x), np.median(x), np.ptp(x),
+        np.sum(x ** 2), np.sqrt(np.mean(x ** 2)), np.mean(np.abs(x)),
+        np.max(P), f[np.argmax(P)], np.mean(P),
+        scipy.stats.entropy(P / np.sum(P)),
+        np.exp(np.mean(np.log(P))) / np.mean(P),
+        len(np.where(np.diff(np.signbit(x)))[0]),
+        len(scipy.signal.find_peaks(x)[0]),
+        scipy.stats.kurtosis(x), scipy.stats.skew(x), np.var(x),
+        np.percentile(x, 75) - np.percentile(x, 25),
+        np.argmax(x), len(x) - np.argmax(x), np.max(x) - np.min(x),
+    ]
+
+
+def study_features(x):
+    """(w, 3, n) -> (w, 69): channel i is row i, channel-major."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.array([[v for c in range(3) for v in study_channel_features(w[c])] for w in x])
+
+
+def study_image(x, power, workdir):
+    """The study's image pipeline through real files: per channel scipy.signal.spectrogram,
+    log1p (log power), (v - min) / (max - min), matplotlib.image.imsave as PNG, PIL
+    .convert("RGB"), then torchvision's ToTensor / Normalize arithmetic in float32.
+    (w, 3, n) -> bytes (w, 3, 33, frames) and normalised values of the same shape."""
+    import os
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.image
+    from PIL import Image
+
+    mean = np.asarray(STUDY_MEAN, dtype=np.float32).reshape(3, 1, 1)
+    std = np.asarray(STUDY_STD, dtype=np.float32).reshape(3, 1, 1)
+    all_bytes, all_norm = [], []
+    for i, w in enumerate(x):
+        chans = []
+        for c in range(3):
+            _, _, s = scipy.signal.spectrogram(w[c], fs=FS, nperseg=64, noverlap=48)
+            if power == "log":
+                s = np.log1p(s)
+            chans.append((s - s.min()) / (s.max() - s.min()))
+        img = np.stack(chans, axis=-1)
+        path = os.path.join(workdir, f"window{i}.png")
+        matplotlib.image.imsave(path, img)
+        rgb = np.array(Image.open(path).convert("RGB"))  # (33, frames, 3) uint8
+        chw = np.transpose(rgb, (2, 0, 1))
+        all_bytes.append(chw)
+        all_norm.append((chw.astype(np.float32) / np.float32(255) - mean) / std)
+    return np.array(all_bytes), np.array(all_norm)
+
+
 def timed(fn, repeat):
     best = float("inf")
     for _ in range(repeat):
@@ -83,14 +136,23 @@ def main(argv):
         w, n = int(args[0]), int(args[1])
         save(dst, spectrogram(load(src, w, 3, n)))
     elif cmd == "image":
-        w, n, quantize = int(args[0]), int(args[1]), args[2] == "1"
-        save(dst, image(load(src, w, 3, n), quantize))
+        w, n = int(args[0]), int(args[1])
+        save(dst, minmax_image(load(src, w, 3, n)))
     elif cmd == "log1p":
         w, n = int(args[0]), int(args[1])
         save(dst, np.log1p(spectrogram(load(src, w, 3, n))))
     elif cmd == "features":
         w, n = int(args[0]), int(args[1])
         save(dst, features(load(src, w, 3, n)))
+    elif cmd == "study-features":
+        w, n = int(args[0]), int(args[1])
+        save(dst, study_features(load(src, w, 3, n)))
+    elif cmd == "study-image":
+        import os
+        w, n, power = int(args[0]), int(args[1]), args[2]
+        raw, norm = study_image(load(src, w, 3, n), power, os.path.dirname(dst))
+        save(dst, norm)
+        save(dst + ".bytes", raw.astype(np.float64))
     elif cmd == "resample":
         n, up, down = int(args[0]), int(args[1]), int(args[2])
         save(dst, scipy.signal.resample_poly(load(src, n), up, down))
@@ -106,7 +168,7 @@ def main(argv):
         w, n, repeat, n_spec, n_feat = (int(a) for a in args[:5])
         x = load(src, w, 3, n)
         spec_s = timed(lambda: [np.log1p(spectrogram(win[None])) for win in x[:n_spec]], repeat)
-        feat_s = timed(lambda: features(x[:n_feat]), repeat)
+        feat_s = timed(lambda: study_features(x[:n_feat]), repeat)
         with open(dst, "w") as out:
             json.dump({"spectrogram_windows_per_s": n_spec / spec_s,
                        "features_windows_per_s": n_feat / feat_s}, out)

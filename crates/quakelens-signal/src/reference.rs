@@ -92,3 +92,77 @@ pub fn read_f64(path: &Path) -> std::io::Result<Vec<f64>> {
         .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
         .collect())
 }
+
+/// The comparisons every parity test uses, so a NaN can never pass one: a NaN on one side where
+/// the other is a number is an infinite error (a NaN on both sides is equal), and results of
+/// different lengths are refused before anything is compared.
+pub mod compare {
+    fn check_lengths(ours: &[f64], reference: &[f64]) {
+        assert_eq!(
+            ours.len(),
+            reference.len(),
+            "length mismatch: {} values against the reference's {}",
+            ours.len(),
+            reference.len()
+        );
+    }
+
+    fn difference(a: f64, b: f64) -> Option<f64> {
+        match (a.is_nan(), b.is_nan()) {
+            (true, true) => None,
+            (false, false) if a == b => Some(0.0),
+            (false, false) => Some((a - b).abs()),
+            _ => Some(f64::INFINITY),
+        }
+    }
+
+    /// Largest |ours − reference|.
+    pub fn max_abs_diff(ours: &[f64], reference: &[f64]) -> f64 {
+        check_lengths(ours, reference);
+        ours.iter()
+            .zip(reference)
+            .filter_map(|(&a, &b)| difference(a, b))
+            .fold(0.0, |m: f64, d| if d > m || d.is_nan() { d } else { m })
+    }
+
+    /// Largest relative error, each denominator floored at `floor · max|reference|`.
+    pub fn max_rel_err(ours: &[f64], reference: &[f64], floor: f64) -> f64 {
+        check_lengths(ours, reference);
+        let scale = reference
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold(0.0f64, |m, v| m.max(v.abs()))
+            * floor;
+        ours.iter()
+            .zip(reference)
+            .filter_map(|(&a, &b)| {
+                difference(a, b).map(|d| d / b.abs().max(scale).max(f64::MIN_POSITIVE))
+            })
+            .fold(0.0, |m: f64, d| if d > m || d.is_nan() { d } else { m })
+    }
+
+    /// The same for f32 results (widened).
+    pub fn max_abs_diff_f32(ours: &[f32], reference: &[f32]) -> f64 {
+        let a: Vec<f64> = ours.iter().map(|&v| v as f64).collect();
+        let b: Vec<f64> = reference.iter().map(|&v| v as f64).collect();
+        max_abs_diff(&a, &b)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn nan_and_length_never_pass() {
+            assert_eq!(max_abs_diff(&[1.0, 2.0], &[1.0, 2.5]), 0.5);
+            assert_eq!(max_abs_diff(&[f64::NAN], &[f64::NAN]), 0.0);
+            assert_eq!(max_abs_diff(&[f64::NAN, 1.0], &[0.0, 1.0]), f64::INFINITY);
+            assert_eq!(max_abs_diff(&[0.0], &[f64::NAN]), f64::INFINITY);
+            assert_eq!(max_rel_err(&[f64::NAN; 4], &[1.0; 4], 0.0), f64::INFINITY);
+            assert!(max_rel_err(&[2.0], &[1.0], 0.0) == 1.0);
+            assert_eq!(max_abs_diff(&[f64::INFINITY], &[f64::INFINITY]), 0.0);
+            let short = std::panic::catch_unwind(|| max_abs_diff(&[1.0], &[1.0, 2.0]));
+            assert!(short.is_err());
+        }
+    }
+}

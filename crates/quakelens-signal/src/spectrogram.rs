@@ -5,6 +5,8 @@
 //! Speed: one FFT plan per [`SpectrogramPlan`], reused; two real segments are packed into one
 //! complex FFT (real part, imaginary part) and separated by conjugate symmetry, halving FFTs.
 
+use std::fmt;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use rustfft::num_complex::Complex;
@@ -162,14 +164,14 @@ impl SpectrogramPlan {
 }
 
 /// Per-channel normalisation statistics of the image pipeline.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChannelStats {
     pub mean: [f64; 3],
     pub std: [f64; 3],
 }
 
 impl Default for ChannelStats {
-    /// The reference study's statistics of its spectrogram images.
+    /// The reference study's statistics of its log-spectrogram images.
     fn default() -> Self {
         Self {
             mean: [0.2181, 0.2217, 0.2066],
@@ -179,40 +181,170 @@ impl Default for ChannelStats {
 }
 
 impl ChannelStats {
+    /// Mean 0 and standard deviation 1: the values after min–max, unchanged.
+    pub const IDENTITY: ChannelStats = ChannelStats {
+        mean: [0.0; 3],
+        std: [1.0; 3],
+    };
+
     /// Reads `{"mean": [m0, m1, m2], "std": [s0, s1, s2]}`.
     pub fn from_json_file(path: &std::path::Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let stats: Self =
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        if stats.std.iter().any(|&s| !(s > 0.0 && s.is_finite())) {
-            return Err(format!("{}: every std must be positive", path.display()));
-        }
+        stats
+            .validate()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(stats)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.std.iter().any(|&s| !(s > 0.0 && s.is_finite()))
+            || self.mean.iter().any(|m| !m.is_finite())
+        {
+            return Err("every mean must be finite and every std positive".into());
+        }
+        Ok(())
     }
 }
 
-/// What happens to the log-spectrogram before it is stored and fed to the CNN.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
-pub enum ImageScaling {
-    /// `log1p(PSD)` as is.
+/// The power scale of the stored spectrogram: the study made images of both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Power {
+    /// `log1p(PSD)`.
     #[default]
-    Log1p,
-    /// The study's image pipeline: per-channel min–max to [0, 1], 8-bit quantisation (it saved
-    /// PNGs; `round-half-even(v · 255) / 255`), then `(v − mean[c]) / std[c]`.
+    Log,
+    /// The PSD itself.
+    Linear,
+}
+
+impl Power {
+    pub fn name(self) -> &'static str {
+        match self {
+            Power::Log => "log",
+            Power::Linear => "linear",
+        }
+    }
+}
+
+impl FromStr for Power {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "log" => Ok(Power::Log),
+            "linear" => Ok(Power::Linear),
+            other => Err(format!("unknown spectrogram {other:?}: use log or linear")),
+        }
+    }
+}
+
+/// What happens to the spectrogram before it is stored and fed to the CNN.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub enum ImageScaling {
+    /// The values as they are (f32).
+    #[default]
+    Raw,
+    /// The study's image pipeline per channel: min–max to [0, 1]; with `quantize` the PNG
+    /// round trip (matplotlib's `imsave` writes `floor(v · 255)`, PIL reads the bytes back,
+    /// `/ 255` in f32 as torchvision's `ToTensor`); then `(v − mean[c]) / std[c]` (in f32 after
+    /// quantisation, as torchvision's `Normalize`). A constant channel (max = min, NaN in the
+    /// study) becomes 0 before normalisation and is counted (see [`SpectrogramTransform::transform`]).
     Image { quantize: bool, stats: ChannelStats },
+}
+
+/// What a stored spectrogram is, in one comparable value: a CNN records the input it was
+/// trained on and refuses windows of another. Written as `log`, `linear`, or with the image
+/// pipeline `log+png+norm(m0,m1,m2/s0,s1,s2)` (`minmax` instead of `png` without quantisation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SpectrogramInput {
+    pub power: Power,
+    pub scaling: ImageScaling,
+}
+
+impl SpectrogramInput {
+    /// The study's log-spectrogram PNG images with its statistics.
+    pub fn study_image(power: Power) -> Self {
+        Self {
+            power,
+            scaling: ImageScaling::Image {
+                quantize: true,
+                stats: ChannelStats::default(),
+            },
+        }
+    }
+}
+
+impl fmt::Display for SpectrogramInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.power.name())?;
+        if let ImageScaling::Image { quantize, stats } = &self.scaling {
+            let list = |v: &[f64; 3]| v.map(|x| x.to_string()).join(",");
+            write!(
+                f,
+                "+{}+norm({}/{})",
+                if *quantize { "png" } else { "minmax" },
+                list(&stats.mean),
+                list(&stats.std)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for SpectrogramInput {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("{s:?} is not a spectrogram input (e.g. log, linear, log+png+norm(m0,m1,m2/s0,s1,s2))")
+        };
+        let mut parts = s.splitn(3, '+');
+        let power: Power = parts.next().unwrap_or_default().parse()?;
+        let scaling = match (parts.next(), parts.next()) {
+            (None, _) => ImageScaling::Raw,
+            (Some(kind), Some(norm)) => {
+                let quantize = match kind {
+                    "png" => true,
+                    "minmax" => false,
+                    _ => return Err(bad()),
+                };
+                let inner = norm
+                    .strip_prefix("norm(")
+                    .and_then(|r| r.strip_suffix(')'))
+                    .ok_or_else(bad)?;
+                let (mean, std) = inner.split_once('/').ok_or_else(bad)?;
+                let three = |t: &str| -> Result<[f64; 3], String> {
+                    let v: Vec<f64> = t
+                        .split(',')
+                        .map(|x| x.trim().parse::<f64>().map_err(|_| bad()))
+                        .collect::<Result<_, _>>()?;
+                    v.try_into().map_err(|_| bad())
+                };
+                let stats = ChannelStats {
+                    mean: three(mean)?,
+                    std: three(std)?,
+                };
+                stats.validate().map_err(|e| format!("{s:?}: {e}"))?;
+                ImageScaling::Image { quantize, stats }
+            }
+            _ => return Err(bad()),
+        };
+        Ok(Self { power, scaling })
+    }
 }
 
 /// Turns 3-channel windows into model inputs `[channel][freq][frame]` (f32, C × H × W).
 pub struct SpectrogramTransform {
     plan: SpectrogramPlan,
-    scaling: ImageScaling,
+    input: SpectrogramInput,
 }
 
 impl SpectrogramTransform {
-    pub fn new(params: SpectrogramParams, scaling: ImageScaling) -> Self {
+    pub fn new(params: SpectrogramParams, input: SpectrogramInput) -> Self {
         Self {
             plan: SpectrogramPlan::new(params),
-            scaling,
+            input,
         }
     }
 
@@ -220,49 +352,84 @@ impl SpectrogramTransform {
         self.plan.params()
     }
 
+    pub fn input(&self) -> &SpectrogramInput {
+        &self.input
+    }
+
     /// Values per window for `n` samples per channel.
     pub fn output_len(&self, n: usize) -> usize {
         3 * self.params().n_freqs() * self.params().n_frames(n)
     }
 
-    /// Transforms one window, appending to `out`.
+    /// Transforms one window, appending to `out`; returns how many channels were constant
+    /// (a dead channel: its PSD is flat, so the image pipeline has no range to scale).
     pub fn transform(
         &self,
         channels: [&[f64]; 3],
         out: &mut Vec<f32>,
         scratch: &mut TransformScratch,
-    ) {
+    ) -> u32 {
+        let mut flat = 0;
         for (c, x) in channels.iter().enumerate() {
             self.plan.psd(x, &mut scratch.psd, &mut scratch.spec);
-            match &self.scaling {
-                ImageScaling::Log1p => {
+            let (lo, hi) = scratch
+                .psd
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+                    (lo.min(v), hi.max(v))
+                });
+            flat += (!(hi > lo)) as u32;
+            match (&self.input.scaling, self.input.power) {
+                (ImageScaling::Raw, Power::Log) => {
                     let start = out.len();
                     out.extend(scratch.psd.iter().map(|&v| v as f32));
                     for v in out[start..].iter_mut() {
                         *v = ln_1p_f32(*v);
                     }
                 }
+                (ImageScaling::Raw, Power::Linear) => {
+                    out.extend(scratch.psd.iter().map(|&v| v as f32));
+                }
                 // In f64 with libm's log1p, as numpy does: 8-bit quantisation would otherwise
                 // flip values that sit on a rounding boundary.
-                ImageScaling::Image { quantize, stats } => {
-                    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-                    for v in scratch.psd.iter_mut() {
-                        *v = v.ln_1p();
-                        lo = lo.min(*v);
-                        hi = hi.max(*v);
-                    }
-                    let range = hi - lo;
-                    out.extend(scratch.psd.iter().map(|&v| {
-                        let mut u = if range > 0.0 { (v - lo) / range } else { 0.0 };
-                        if *quantize {
-                            u = (u * 255.0).round_ties_even() / 255.0;
+                (ImageScaling::Image { quantize, stats }, power) => {
+                    if power == Power::Log {
+                        for v in scratch.psd.iter_mut() {
+                            *v = v.ln_1p();
                         }
-                        ((u - stats.mean[c]) / stats.std[c]) as f32
-                    }));
+                    }
+                    // log1p is monotonic: the extremes move with it.
+                    let (lo, hi) = if power == Power::Log {
+                        (lo.ln_1p(), hi.ln_1p())
+                    } else {
+                        (lo, hi)
+                    };
+                    let range = hi - lo;
+                    let unit = |v: f64| if range > 0.0 { (v - lo) / range } else { 0.0 };
+                    if *quantize {
+                        let (mean, std) = (stats.mean[c] as f32, stats.std[c] as f32);
+                        out.extend(scratch.psd.iter().map(|&v| {
+                            // `(u * 255).astype(np.uint8)`: truncation, u ≥ 0.
+                            let byte = (unit(v) * 255.0) as u8;
+                            (f32::from(byte) / 255.0 - mean) / std
+                        }));
+                    } else {
+                        let (mean, std) = (stats.mean[c], stats.std[c]);
+                        out.extend(scratch.psd.iter().map(|&v| ((unit(v) - mean) / std) as f32));
+                    }
                 }
             }
         }
+        flat
     }
+}
+
+/// The bytes the study's PNG holds for one stored value of a `png` image input
+/// (`round((v · std + mean) · 255)`; exact, since the value came from a byte).
+pub fn image_byte(value: f32, mean: f64, std: f64) -> u8 {
+    ((value as f64 * std + mean) * 255.0)
+        .round()
+        .clamp(0.0, 255.0) as u8
 }
 
 /// `ln(1 + x)` for `x ≥ 0` in f32 (the storage type), within a few f32 ulps, branch-free so the
@@ -377,18 +544,18 @@ mod tests {
     fn image_pipeline_bounds() {
         let t = SpectrogramTransform::new(
             SpectrogramParams::default(),
-            ImageScaling::Image {
-                quantize: true,
-                stats: ChannelStats {
-                    mean: [0.0; 3],
-                    std: [1.0; 3],
+            SpectrogramInput {
+                power: Power::Log,
+                scaling: ImageScaling::Image {
+                    quantize: true,
+                    stats: ChannelStats::IDENTITY,
                 },
             },
         );
         let x: Vec<f64> = (0..2500).map(|i| (i as f64 * 0.7).sin() * 100.0).collect();
         let mut out = Vec::new();
-        t.transform([&x, &x, &x], &mut out, &mut TransformScratch::default());
-        assert_eq!(out.len(), t.output_len(2500));
+        let flat = t.transform([&x, &x, &x], &mut out, &mut TransformScratch::default());
+        assert_eq!((out.len(), flat), (t.output_len(2500), 0));
         let max = out.iter().cloned().fold(f32::MIN, f32::max);
         let min = out.iter().cloned().fold(f32::MAX, f32::min);
         assert_eq!((min, max), (0.0, 1.0));
@@ -396,5 +563,67 @@ mod tests {
             let q = v * 255.0;
             assert!((q - q.round()).abs() < 1e-4, "not quantised: {v}");
         }
+    }
+
+    #[test]
+    fn inputs_are_written_and_read_back() {
+        for input in [
+            SpectrogramInput::default(),
+            SpectrogramInput {
+                power: Power::Linear,
+                scaling: ImageScaling::Raw,
+            },
+            SpectrogramInput::study_image(Power::Log),
+            SpectrogramInput {
+                power: Power::Linear,
+                scaling: ImageScaling::Image {
+                    quantize: false,
+                    stats: ChannelStats {
+                        mean: [0.1, 0.2, 1e-3],
+                        std: [0.5, 2.0, 0.25],
+                    },
+                },
+            },
+        ] {
+            let text = input.to_string();
+            assert_eq!(text.parse::<SpectrogramInput>(), Ok(input), "{text}");
+        }
+        assert_eq!(
+            SpectrogramInput::study_image(Power::Log).to_string(),
+            "log+png+norm(0.2181,0.2217,0.2066/0.2255,0.2262,0.2207)"
+        );
+        for bad in [
+            "",
+            "loud",
+            "log+png",
+            "log+jpeg+norm(1,2,3/1,1,1)",
+            "log+png+norm(1,2/1,1)",
+            "log+png+norm(0,0,0/1,0,1)",
+        ] {
+            assert!(bad.parse::<SpectrogramInput>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_dead_channel_is_counted_and_stored_as_zero() {
+        let t = SpectrogramTransform::new(
+            SpectrogramParams::default(),
+            SpectrogramInput::study_image(Power::Log),
+        );
+        let live: Vec<f64> = (0..2500).map(|i| (i as f64 * 0.3).sin()).collect();
+        let dead = vec![4.0; 2500];
+        let mut out = Vec::new();
+        let flat = t.transform(
+            [&live, &dead, &live],
+            &mut out,
+            &mut TransformScratch::default(),
+        );
+        assert_eq!(flat, 1);
+        let stats = ChannelStats::default();
+        let per = out.len() / 3;
+        let want = ((0.0f32 - stats.mean[1] as f32) / stats.std[1] as f32) as f32;
+        assert!(out[per..2 * per].iter().all(|&v| v == want));
+        assert!(out.iter().all(|v| v.is_finite()));
+        assert_eq!(image_byte(out[per], stats.mean[1], stats.std[1]), 0);
     }
 }

@@ -53,8 +53,9 @@ enum Command {
     Forest(commands::serve::ModelServiceArgs),
     /// Service: shap.tasks → shap.results (exact TreeSHAP); run several to share the work.
     Explainer(commands::serve::ExplainerArgs),
-    /// Service: windows, scores, magnitudes and explanations → the Parquet lake (each row once).
-    Lake(commands::serve::LakeArgs),
+    /// Service: windows, scores, magnitudes and explanations → the lake's Delta tables (each row
+    /// once); with a subcommand, lake maintenance (optimize, vacuum, convert, files).
+    Lake(Box<commands::serve::LakeArgs>),
     /// Service: SQL over the lake on HTTP.
     Query(commands::query::QueryArgs),
     /// Benchmarks against the reference tools, printed as tables.
@@ -87,7 +88,7 @@ fn main() -> std::process::ExitCode {
         Command::Scorer(args) => commands::serve::model_service(args, false),
         Command::Forest(args) => commands::serve::model_service(args, true),
         Command::Explainer(args) => commands::serve::explainer(args),
-        Command::Lake(args) => commands::serve::lake(args),
+        Command::Lake(args) => commands::serve::lake(*args),
         Command::Query(args) => commands::query::run(args),
     };
     match result {

@@ -443,6 +443,8 @@ mod tests {
                 features: (0..m).map(|i| format!("f{i}")).collect(),
                 target: "y".into(),
                 origin: "test".into(),
+                feature_set: None,
+                fill: None,
             },
             trees,
             hash: None,

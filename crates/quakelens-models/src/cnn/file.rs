@@ -1,8 +1,11 @@
 //! The CNN file: safetensors (readable by PyTorch's `safetensors` package or any JSON + bytes
 //! reader) holding every parameter and buffer under PyTorch's names, as little-endian f32, with
 //! `__metadata__`: `quakelens.format` = `quakelens-cnn`, `quakelens.format_version`,
-//! `quakelens.arch` = `CNN2D`, `quakelens.input_shape` = `C,H,W`, `quakelens.classes`, and
-//! `quakelens.training` (JSON: data, split, seed, epochs, held-out metrics).
+//! `quakelens.arch` = `CNN2D`, `quakelens.input_shape` = `C,H,W`, `quakelens.input` (what the
+//! spectrograms it takes are, e.g. `log` or the study's `log+png+norm(…)`: windows of another
+//! input are refused), `quakelens.classes`, and `quakelens.training` (JSON: data, split, seed,
+//! epochs, held-out metrics). Version 1 files (before `quakelens.input`) still load; their input
+//! is unknown and not checked.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,12 +14,14 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
+use quakelens_signal::spectrogram::SpectrogramInput;
+
 use super::arch::{Cnn2d, CLASSES};
 use super::CnnError;
 use crate::hash::ModelHash;
 
 pub const CNN_FORMAT: &str = "quakelens-cnn";
-pub const CNN_FORMAT_VERSION: &str = "1";
+pub const CNN_FORMAT_VERSION: &str = "2";
 pub const CNN_ARCH: &str = "CNN2D";
 
 /// A loaded native model: its variables and what the file says about it.
@@ -24,6 +29,8 @@ pub struct NativeCnn {
     pub vs: VarStore,
     pub net: Cnn2d,
     pub metadata: HashMap<String, String>,
+    /// The spectrograms it was trained on (`None` for version 1 files).
+    pub input: Option<SpectrogramInput>,
     pub hash: ModelHash,
 }
 
@@ -37,7 +44,8 @@ fn format_err(path: &Path, reason: impl Into<String>) -> CnnError {
 /// Writes `vs` (a [`Cnn2d`]'s variables) with metadata; returns the file's hash.
 pub fn save_cnn(
     vs: &VarStore,
-    input: [i64; 3],
+    shape: [i64; 3],
+    input: &SpectrogramInput,
     training: Option<&serde_json::Value>,
     path: &Path,
 ) -> Result<ModelHash, CnnError> {
@@ -77,8 +85,9 @@ pub fn save_cnn(
         ("quakelens.arch".to_string(), CNN_ARCH.to_string()),
         (
             "quakelens.input_shape".to_string(),
-            format!("{},{},{}", input[0], input[1], input[2]),
+            format!("{},{},{}", shape[0], shape[1], shape[2]),
         ),
+        ("quakelens.input".to_string(), input.to_string()),
         ("quakelens.classes".to_string(), CLASSES.join(",")),
     ]);
     if let Some(t) = training {
@@ -86,7 +95,10 @@ pub fn save_cnn(
     }
     let bytes = safetensors::tensor::serialize(views, &Some(meta))
         .map_err(|e| format_err(path, format!("serialising: {e:?}")))?;
-    quakelens_lake::write_atomically(path, &bytes).map_err(|e| format_err(path, e.to_string()))?;
+    quakelens_lake::write_atomically(path, &bytes).map_err(|error| CnnError::Io {
+        path: path.display().to_string(),
+        error,
+    })?;
     Ok(ModelHash::of(&bytes))
 }
 
@@ -105,16 +117,24 @@ pub fn load_cnn(path: &Path, bytes: &[u8], device: Device) -> Result<NativeCnn, 
             ),
         ));
     }
-    if get("quakelens.format_version") != CNN_FORMAT_VERSION || get("quakelens.arch") != CNN_ARCH {
+    let version = get("quakelens.format_version");
+    if !matches!(version, "1" | CNN_FORMAT_VERSION) || get("quakelens.arch") != CNN_ARCH {
         return Err(format_err(
             path,
             format!(
-                "format version {:?} / arch {:?}; this build reads v{CNN_FORMAT_VERSION} {CNN_ARCH}",
-                get("quakelens.format_version"),
+                "format version {version:?} / arch {:?}; this build reads v1 and v{CNN_FORMAT_VERSION} {CNN_ARCH}",
                 get("quakelens.arch")
             ),
         ));
     }
+    let spectrogram = match version {
+        "1" => None,
+        _ => Some(
+            get("quakelens.input")
+                .parse::<SpectrogramInput>()
+                .map_err(|e| format_err(path, format!("quakelens.input: {e}")))?,
+        ),
+    };
     let input = parse_shape(get("quakelens.input_shape"))
         .ok_or_else(|| format_err(path, "quakelens.input_shape must be C,H,W"))?;
     let tensors =
@@ -159,6 +179,7 @@ pub fn load_cnn(path: &Path, bytes: &[u8], device: Device) -> Result<NativeCnn, 
         vs,
         net,
         metadata,
+        input: spectrogram,
         hash: ModelHash::of(bytes),
     })
 }

@@ -10,7 +10,7 @@ mod train;
 pub use arch::{feature_map, flat_dim, Cnn2d, FoldedCnn2d, CLASSES, INPUT_SHAPE};
 pub use file::{load_cnn, save_cnn, NativeCnn, CNN_ARCH, CNN_FORMAT, CNN_FORMAT_VERSION};
 pub use masked::{MaskedCnn, Step};
-pub use model::{CnnModel, CnnScore, ModelKind};
+pub use model::{CnnModel, CnnScore, ModelKind, MARGIN};
 pub use train::{train_cnn, CnnTrainConfig, CnnTrainReport, EpochReport};
 
 #[derive(Debug, thiserror::Error)]

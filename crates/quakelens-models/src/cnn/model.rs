@@ -12,6 +12,9 @@ use super::masked::StepWeights;
 use super::{read_f32, CnnError};
 use crate::hash::ModelHash;
 
+/// Output coefficients of the aftershock-minus-foreshock margin.
+pub const MARGIN: [f64; 2] = [-1.0, 1.0];
+
 /// Where a model came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum ModelKind {
@@ -53,6 +56,9 @@ pub struct CnnModel {
     pub hash: ModelHash,
     pub device: Device,
     input: [i64; 3],
+    /// The spectrograms it takes (`None`: unknown, not checked — TorchScript and version 1
+    /// files).
+    pub spectrogram: Option<quakelens_signal::spectrogram::SpectrogramInput>,
 }
 
 impl CnnModel {
@@ -73,6 +79,7 @@ impl CnnModel {
                 hash: ModelHash::of(&bytes),
                 device,
                 input: INPUT_SHAPE,
+                spectrogram: None,
             };
             // Fail at load, not at the first window, when the module does not fit.
             let probe = vec![0f32; INPUT_SHAPE.iter().product::<i64>() as usize];
@@ -85,7 +92,9 @@ impl CnnModel {
             return Ok(model);
         }
         let native = load_cnn(path, &bytes, device)?;
-        Ok(Self::from_native(&native.net, native.hash, device))
+        let mut model = Self::from_native(&native.net, native.hash, device);
+        model.spectrogram = native.input;
+        Ok(model)
     }
 
     /// Wraps a just-trained network (already saved as the file `hash` names).
@@ -96,6 +105,26 @@ impl CnnModel {
             hash,
             device,
             input: net.input,
+            spectrogram: None,
+        }
+    }
+
+    /// The class names, in logit order.
+    pub fn classes(&self) -> Vec<String> {
+        super::CLASSES.map(String::from).to_vec()
+    }
+
+    /// Refuses windows of another spectrogram input than the model was trained on.
+    pub fn check_input(
+        &self,
+        windows: &quakelens_signal::spectrogram::SpectrogramInput,
+    ) -> Result<(), CnnError> {
+        match &self.spectrogram {
+            Some(own) if own != windows => Err(CnnError::Input(format!(
+                "the CNN {} was trained on {own} spectrograms, these windows are {windows}",
+                self.hash
+            ))),
+            _ => Ok(()),
         }
     }
 
@@ -136,12 +165,24 @@ impl CnnModel {
         Ok(flat.chunks_exact(2).map(|p| [p[0], p[1]]).collect())
     }
 
-    /// The aftershock-minus-foreshock logit of `n` windows: the output the explainers explain.
+    /// The aftershock-minus-foreshock logit of `n` windows: the output the explainers explain
+    /// by default.
     pub fn margins(&self, inputs: &[f32], n: usize) -> Result<Vec<f64>, CnnError> {
+        self.outputs(inputs, n, &MARGIN)
+    }
+
+    /// `Σ c_k · logit_k` of `n` windows for output coefficients `c` (one per class).
+    pub fn outputs(&self, inputs: &[f32], n: usize, c: &[f64]) -> Result<Vec<f64>, CnnError> {
+        if c.len() != 2 {
+            return Err(CnnError::Input(format!(
+                "{} output coefficients for 2 classes",
+                c.len()
+            )));
+        }
         Ok(self
             .logits(inputs, n)?
             .iter()
-            .map(|[foreshock, aftershock]| (aftershock - foreshock) as f64)
+            .map(|l| c[0] * l[0] as f64 + c[1] * l[1] as f64)
             .collect())
     }
 
@@ -151,6 +192,7 @@ impl CnnModel {
         &self,
         window: &[f32],
         background: &[f32],
+        output: &[f64],
     ) -> Result<Option<super::MaskedCnn<'_>>, CnnError> {
         for (what, x) in [("window", window), ("background", background)] {
             self.check_batch(x, 1, true).map_err(|e| match e {
@@ -167,7 +209,8 @@ impl CnnModel {
                         weights.get().expect("just set")
                     }
                 };
-                super::MaskedCnn::new(net, weights, self.device, window, background).map(Some)
+                super::MaskedCnn::new(net, weights, self.device, window, background, output)
+                    .map(Some)
             }
             Backend::TorchScript(_) => Ok(None),
         }

@@ -4,7 +4,7 @@
 //! `feature` (i32, -1 at leaves), `threshold` (f64; go left when `f32(x) <= threshold`),
 //! `value` (f64 mean target), `cover` (f64 weighted training rows). Schema metadata:
 //! `quakelens.format` = `quakelens-forest`, `quakelens.format_version`, and
-//! `quakelens.spec` = JSON `{features, target, origin}`. pyarrow reads and writes it, which is how
+//! `quakelens.spec` = JSON `{features, target, origin, feature_set?, fill?}`. pyarrow reads and writes it, which is how
 //! `python/export_sklearn_forest.py` imports scikit-learn forests.
 
 use std::collections::HashMap;
@@ -95,9 +95,9 @@ impl Forest {
             w.write(&batch).map_err(arrow_err)?;
             w.finish().map_err(arrow_err)?;
         }
-        quakelens_lake::write_atomically(path, &bytes).map_err(|e| ForestFileError::Invalid {
+        quakelens_lake::write_atomically(path, &bytes).map_err(|error| ForestFileError::Io {
             path: path.display().to_string(),
-            reason: e.to_string(),
+            error,
         })?;
         let hash = ModelHash::of(&bytes);
         self.hash = Some(hash.clone());
@@ -140,6 +140,8 @@ impl Forest {
         let spec: ForestSpec =
             serde_json::from_str(meta.get("quakelens.spec").map(String::as_str).unwrap_or(""))
                 .map_err(|e| invalid(format!("quakelens.spec metadata: {e}")))?;
+        spec.validate()
+            .map_err(|e| invalid(format!("quakelens.spec metadata: {e}")))?;
         let mut trees: Vec<Tree> = Vec::new();
         for batch in reader {
             let batch = batch.map_err(|e| invalid(e.to_string()))?;

@@ -98,10 +98,14 @@ impl PartsBuffer {
         )))
     }
 
-    /// Drops a window's parts (it is in the lake already).
-    pub fn forget(&mut self, window_id: &str, model_hash: &str) {
-        self.waiting
-            .remove(&(window_id.to_string(), model_hash.to_string()));
+    /// Drops the windows with a part from `topic`/`partition` (another consumer owns it now
+    /// and replays them).
+    pub fn forget_partition(&mut self, topic: &str, partition: i32) {
+        self.waiting.retain(|_, w| {
+            !w.parts
+                .values()
+                .any(|(_, o)| o.topic == topic && o.partition == partition)
+        });
     }
 
     /// The earliest offset of a held part per (topic, partition): nothing from there on may be
@@ -173,6 +177,7 @@ mod tests {
             },
             model_hash: "m".into(),
             method: "partition".into(),
+            target: "margin".into(),
             budget: 4000,
             seed: 0,
             output: 2.0,
@@ -218,7 +223,10 @@ mod tests {
         assert_eq!(whole.values, vec![1.5, 2.5]);
         assert_eq!(b.len(), 1);
         assert_eq!(b.held()[&("shap.results".to_string(), 1)], 11);
-        b.forget("v", "m");
+        // Partition 2's windows stay when partition 1 goes to another sink.
+        b.forget_partition("shap.results", 2);
+        assert_eq!(b.len(), 1);
+        b.forget_partition("shap.results", 1);
         assert!(b.is_empty() && b.held().is_empty());
     }
 

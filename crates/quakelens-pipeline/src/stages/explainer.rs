@@ -79,12 +79,14 @@ impl CnnExplainer {
     }
 
     fn explain(&self, task: &CnnShapTask) -> Result<CnnShapRecord, String> {
+        let target: crate::score::ExplainTarget = task.target.parse()?;
         cnn_explanation_part(
             &self.model,
             &task.key,
             &task.spectrogram,
             self.max_evals,
             self.masker,
+            target,
             task.part,
         )
     }

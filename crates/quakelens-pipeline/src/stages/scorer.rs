@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use quakelens_explain::image::Part;
-use quakelens_lake::{Keyed, WindowKey, WindowRecord};
+use quakelens_lake::{Keyed, LakeFormat, WindowKey, WindowRecord};
 use quakelens_transport::topics::{header, MAGNITUDES, SCORES, SHAP_TASKS, WINDOWS};
 use quakelens_transport::{Incoming, Outgoing, Transport};
 
@@ -25,6 +25,8 @@ pub struct ScorerStage {
     /// Send what was scored to `shap.tasks` for the explainer workers (forest inputs, or
     /// spectrograms for the CNN).
     pub explain: bool,
+    /// The CNN output the explainers explain (`margin` or `top-class`).
+    pub explain_target: String,
     spread: RoundRobin,
 }
 
@@ -40,37 +42,34 @@ impl ScorerStage {
             batch: 64,
             unscored: Vec::new(),
             explain: false,
+            explain_target: "margin".into(),
             spread: RoundRobin::default(),
         }
     }
 
     /// Explanation tasks for the windows scored in this batch (`done`): forest inputs for
     /// the forest, spectrograms for the CNN.
-    fn tasks(&self, records: &[WindowRecord], done: &HashSet<&str>) -> Vec<Outgoing> {
+    fn tasks(&self, records: &[(LakeFormat, WindowRecord)], done: &HashSet<&str>) -> Vec<Outgoing> {
         let mut out = Vec::new();
         let scored: Vec<&WindowRecord> = records
             .iter()
+            .map(|(_, r)| r)
             .filter(|r| done.contains(r.window_id.as_str()))
             .collect();
-        if let (Some((forest, _)), Some(rows)) =
-            (&self.scorer.forest, self.scorer.forest_rows(records))
-        {
-            let hash = forest
-                .hash
-                .as_ref()
-                .map(|h| h.0.clone())
-                .unwrap_or_default();
+        if let Some(f) = &self.scorer.forest {
+            let hash = f.hash();
             let tasks: Vec<ForestShapTask> = records
                 .iter()
-                .zip(rows)
-                .filter(|(r, row)| {
-                    done.contains(r.window_id.as_str()) && row.iter().all(|v| v.is_finite())
-                })
-                .map(|(r, inputs)| ForestShapTask {
-                    key: WindowKey::of(r),
-                    model_hash: hash.clone(),
-                    end_ns: r.end_ns,
-                    inputs,
+                .filter(|(_, r)| done.contains(r.window_id.as_str()))
+                .filter_map(|(format, r)| {
+                    let (row, problem) = f.rows(std::slice::from_ref(r), format.features).pop()?;
+                    let inputs = f.forest.complete_inputs(&row).ok()?;
+                    problem.is_none().then(|| ForestShapTask {
+                        key: WindowKey::of(r),
+                        model_hash: hash.clone(),
+                        end_ns: r.end_ns,
+                        inputs: inputs.into_iter().map(f64::from).collect(),
+                    })
                 })
                 .collect();
             out.extend(tasks.chunks(WINDOWS_PER_TASK).map(|chunk| {
@@ -87,6 +86,7 @@ impl ScorerStage {
                 .map(|r| CnnShapTask {
                     key: WindowKey::of(*r),
                     model_hash: model.hash.0.clone(),
+                    target: self.explain_target.clone(),
                     end_ns: r.end_ns,
                     spectrogram: r.spectrogram.clone(),
                     part: Part::WHOLE,
@@ -127,7 +127,7 @@ impl Stage for ScorerStage {
             return Ok(());
         }
         let mut out = Vec::new();
-        let mut decoded: Vec<(&Incoming, Vec<WindowRecord>)> = Vec::new();
+        let mut decoded: Vec<(&Incoming, LakeFormat, Vec<WindowRecord>)> = Vec::new();
         for m in &batch {
             if m.topic != WINDOWS {
                 out.push(dead_letter(
@@ -138,16 +138,19 @@ impl Stage for ScorerStage {
                 continue;
             }
             match m.payload.as_deref().map(decode_windows) {
-                Some(Ok(rows)) => decoded.push((m, rows)),
+                Some(Ok((format, rows))) => match self.scorer.check(&format) {
+                    Ok(()) => decoded.push((m, format, rows)),
+                    Err(e) => out.push(dead_letter(self.name, m, &e.to_string())),
+                },
                 Some(Err(e)) => {
                     out.push(dead_letter(self.name, m, &format!("windows message: {e}")))
                 }
                 None => out.push(dead_letter(self.name, m, "empty message (no payload)")),
             }
         }
-        let all: Vec<WindowRecord> = decoded
+        let all: Vec<(LakeFormat, WindowRecord)> = decoded
             .iter()
-            .flat_map(|(_, r)| r.iter().cloned())
+            .flat_map(|(_, f, r)| r.iter().map(|w| (*f, w.clone())))
             .collect();
         let model = if self.name == "forest" {
             "forest"
@@ -155,22 +158,37 @@ impl Stage for ScorerStage {
             "cnn"
         };
         let started = std::time::Instant::now();
-        let scored = match tokio::task::block_in_place(|| self.scorer.score(&all)) {
-            Ok(s) => vec![(None, s)],
-            // One bad message must not cost the others: score them one by one.
-            Err(_) => decoded
+        // Messages of one format score together; one bad message must not cost the others,
+        // so a failed group is scored message by message.
+        let mut scored: Vec<(Option<Outgoing>, Scored)> = Vec::new();
+        let mut formats: Vec<LakeFormat> = Vec::new();
+        for (_, f, _) in &decoded {
+            if !formats.contains(f) {
+                formats.push(*f);
+            }
+        }
+        for format in formats {
+            let group: Vec<&(&Incoming, LakeFormat, Vec<WindowRecord>)> =
+                decoded.iter().filter(|(_, f, _)| *f == format).collect();
+            let rows: Vec<WindowRecord> = group
                 .iter()
-                .map(
-                    |(m, rows)| match tokio::task::block_in_place(|| self.scorer.score(rows)) {
-                        Ok(s) => (None, s),
-                        Err(e) => (
-                            Some(dead_letter(self.name, m, &format!("scoring: {e}"))),
-                            Scored::default(),
-                        ),
-                    },
-                )
-                .collect(),
-        };
+                .flat_map(|(_, _, r)| r.iter().cloned())
+                .collect();
+            match tokio::task::block_in_place(|| self.scorer.score(&rows, &format)) {
+                Ok(s) => scored.push((None, s)),
+                Err(_) => {
+                    for (m, _, rows) in group {
+                        match tokio::task::block_in_place(|| self.scorer.score(rows, &format)) {
+                            Ok(s) => scored.push((None, s)),
+                            Err(e) => scored.push((
+                                Some(dead_letter(self.name, m, &format!("scoring: {e}"))),
+                                Scored::default(),
+                            )),
+                        }
+                    }
+                }
+            }
+        }
         metrics.inference(model, started.elapsed().as_secs_f64());
         let end = batch
             .iter()
@@ -190,7 +208,9 @@ impl Stage for ScorerStage {
                 tracing::warn!("not scored: {u}");
             }
             for r in &s.scores {
-                metrics.prediction(&r.key.key().stream(), r.p_aftershock);
+                if let Some(p) = r.p_aftershock() {
+                    metrics.prediction(&r.key.key().stream(), p);
+                }
             }
             done.extend(s.scores.iter().map(|r| r.key.window_id.as_str()));
             done.extend(s.magnitudes.iter().map(|r| r.key.window_id.as_str()));
@@ -223,7 +243,10 @@ impl Stage for ScorerStage {
         t.send(out).await?;
         t.store(&after_batch(&batch))?;
         let now = super::now_ns();
-        for w in all.iter().filter(|w| done.contains(w.window_id.as_str())) {
+        for (_, w) in all
+            .iter()
+            .filter(|(_, w)| done.contains(w.window_id.as_str()))
+        {
             metrics.window_latency((now - w.end_ns) as f64 / 1e9);
         }
         Ok(())

@@ -105,7 +105,8 @@ impl WindowerStage {
             plan: ChunkPlan::for_config(&cfg.pipeline),
             transformer: WindowTransformer::new(
                 cfg.pipeline.spectrogram,
-                cfg.pipeline.scaling.clone(),
+                cfg.pipeline.input,
+                cfg.pipeline.features,
             ),
             labeller,
             cfg,
@@ -347,6 +348,7 @@ impl WindowerStage {
     /// `windows_per_message` a message. Sorts `records` in place instead of copying them.
     fn messages(&self, records: &mut [WindowRecord]) -> Vec<Outgoing> {
         let station = |r: &WindowRecord| r.key().stream();
+        let format = self.cfg.pipeline.format();
         records.sort_by_cached_key(station);
         let mut out = Vec::new();
         for rows in records.chunk_by(|a, b| station(a) == station(b)) {
@@ -354,7 +356,7 @@ impl WindowerStage {
             for chunk in rows.chunks(self.cfg.windows_per_message.max(1)) {
                 let end = chunk.iter().map(|r| r.end_ns).max().unwrap_or(0);
                 out.push(
-                    Outgoing::new(WINDOWS, key.as_bytes(), encode_windows(chunk))
+                    Outgoing::new(WINDOWS, key.as_bytes(), encode_windows(chunk, &format))
                         .header(header::WINDOW_END_NS, end.to_string()),
                 );
             }

@@ -37,18 +37,6 @@ impl Rng {
     }
 }
 
-/// Elementwise relative error, each denominator floored at `floor · max|reference|`.
-pub fn max_rel_err(ours: &[f64], reference: &[f64], floor: f64) -> f64 {
-    assert_eq!(ours.len(), reference.len(), "length mismatch");
-    let scale = reference.iter().fold(0.0f64, |m, v| m.max(v.abs())) * floor;
-    ours.iter()
-        .zip(reference)
-        .map(|(a, b)| {
-            if a.is_nan() && b.is_nan() {
-                0.0
-            } else {
-                (a - b).abs() / b.abs().max(scale).max(f64::MIN_POSITIVE)
-            }
-        })
-        .fold(0.0, f64::max)
-}
+/// The NaN-propagating comparisons every parity test shares.
+#[allow(unused_imports)]
+pub use quakelens_signal::reference::compare::{max_abs_diff, max_rel_err};

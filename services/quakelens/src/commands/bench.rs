@@ -9,11 +9,11 @@ use rayon::prelude::*;
 
 use quakelens_pipeline::windowing::window_traces;
 use quakelens_pipeline::PipelineConfig;
-use quakelens_signal::features::FeatureExtractor;
+use quakelens_signal::features::{FeatureExtractor, FeatureSet};
 use quakelens_signal::miniseed::Trace;
 use quakelens_signal::reference;
 use quakelens_signal::spectrogram::{
-    ImageScaling, SpectrogramParams, SpectrogramTransform, TransformScratch,
+    SpectrogramInput, SpectrogramParams, SpectrogramTransform, TransformScratch,
 };
 use quakelens_signal::stream::ChannelId;
 use quakelens_signal::window::{Window, WindowMode};
@@ -94,7 +94,7 @@ fn bench_windows(events: usize) -> Vec<Window> {
                 })
         })
         .collect();
-    let mut cfg = PipelineConfig::new(PathBuf::new());
+    let mut cfg = PipelineConfig::new(None);
     cfg.mode = WindowMode::Sliding {
         length_s: 25.0,
         step_s: 5.0,
@@ -120,7 +120,8 @@ fn signal(args: SignalBenchArgs) -> anyhow::Result<()> {
         bail!("no benchmark windows were cut");
     }
     let n = windows.len();
-    let spectrogram = SpectrogramTransform::new(SpectrogramParams::default(), ImageScaling::Log1p);
+    let spectrogram =
+        SpectrogramTransform::new(SpectrogramParams::default(), SpectrogramInput::default());
     // Like the reference (which drops each result), outputs go to a reused per-thread buffer.
     let ours_spec = best_of(args.repeat, || {
         windows.par_iter().for_each_init(
@@ -134,7 +135,7 @@ fn signal(args: SignalBenchArgs) -> anyhow::Result<()> {
     });
     let ours_feat = best_of(args.repeat, || {
         windows.par_iter().for_each_init(
-            || FeatureExtractor::new(TARGET_RATE_HZ),
+            || FeatureExtractor::new(FeatureSet::Study, TARGET_RATE_HZ),
             |fx, w| {
                 std::hint::black_box(fx.window_features([&w.data[0], &w.data[1], &w.data[2]]));
             },

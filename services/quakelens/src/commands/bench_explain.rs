@@ -208,7 +208,7 @@ fn image_table(args: &ImageBenchArgs) -> anyhow::Result<()> {
         correlation, exact_shapley_game, expected_gradients, partition, partition_game,
         region_sums, with_cnn_game, Hierarchy, Masker, Shape,
     };
-    use quakelens_models::cnn::CnnModel;
+    use quakelens_models::cnn::{CnnModel, MARGIN};
 
     let python = super::reference_python(&args.python)?;
     anyhow::ensure!(args.images > 0, "--images must be at least 1");
@@ -235,7 +235,7 @@ fn image_table(args: &ImageBenchArgs) -> anyhow::Result<()> {
     // forward passes on composed images (what any model gets). Every timed method (and shap)
     // explains one image untimed first, so the table compares steady-state costs per image.
     let first = &x[..shape.len()];
-    with_cnn_game(&model, first, shape, masker, |game| {
+    with_cnn_game(&model, first, shape, masker, &MARGIN, |game| {
         partition_game(game, shape, args.max_evals, 100)
     })
     .map_err(anyhow::Error::msg)?;
@@ -243,7 +243,7 @@ fn image_table(args: &ImageBenchArgs) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for img in x.chunks(shape.len()) {
         results.push(
-            with_cnn_game(&model, img, shape, masker, |game| {
+            with_cnn_game(&model, img, shape, masker, &MARGIN, |game| {
                 partition_game(game, shape, args.max_evals, 100)
             })
             .map_err(anyhow::Error::msg)?,
@@ -311,7 +311,7 @@ fn image_table(args: &ImageBenchArgs) -> anyhow::Result<()> {
         .zip(&expected)
         .take(args.exact_images)
     {
-        let exact = with_cnn_game(&model, img, shape, masker, |game| {
+        let exact = with_cnn_game(&model, img, shape, masker, &MARGIN, |game| {
             exact_shapley_game(game, shape, &groups, 512)
         })
         .map_err(anyhow::Error::msg)?;

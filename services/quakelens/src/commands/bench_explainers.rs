@@ -55,6 +55,7 @@ pub fn run(args: ExplainersBenchArgs) -> anyhow::Result<()> {
                     start_ns: i as i64,
                 },
                 model_hash: hash.0.clone(),
+                target: "margin".into(),
                 end_ns: 0,
                 spectrogram: (0..len).map(|_| rng.normal() as f32).collect(),
                 part: quakelens_explain::image::Part::WHOLE,

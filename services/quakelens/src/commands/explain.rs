@@ -1,6 +1,6 @@
 //! `quakelens explain`: image SHAP of the CNN for windows already in the lake, written to
 //! `cnn_shap` (one row per spectrogram cell). The forest's TreeSHAP values come with
-//! `quakelens score`.
+//! `quakelens score`. Windows the model already has explanations for are skipped.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -9,15 +9,15 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 
 use quakelens_explain::image::{Masker, Part, Shape};
-use quakelens_lake::{Lake, LakeManifest, LakeWriter, WindowKey};
+use quakelens_lake::{Lake, LakeLocation, LakeWriter, Table, WindowKey};
 use quakelens_models::cnn::{default_device, CnnModel};
 use quakelens_models::dataset::{load_examples, Selection};
-use quakelens_pipeline::score::{cnn_explanation, cnn_explanation_part};
+use quakelens_pipeline::score::{cnn_explanation, cnn_explanation_part, ExplainTarget};
 use quakelens_pipeline::stages::cnn_parts::add_parts;
 use quakelens_pipeline::stages::explainer::MAX_PARTS;
 use quakelens_pipeline::transform::spectrogram_axes;
 
-use super::{runtime, set_threads, DEFAULT_LAKE};
+use super::{literal, parse_lake, runtime, set_threads, DEFAULT_LAKE};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum MaskerChoice {
@@ -31,8 +31,8 @@ pub enum MaskerChoice {
 
 #[derive(Args, Debug)]
 pub struct ExplainArgs {
-    #[arg(long, env = "QUAKELENS_LAKE", default_value = DEFAULT_LAKE)]
-    lake: PathBuf,
+    #[arg(long, env = "QUAKELENS_LAKE", default_value = DEFAULT_LAKE, value_parser = parse_lake)]
+    lake: LakeLocation,
     /// The CNN to explain (.safetensors or TorchScript .pt).
     #[arg(
         long,
@@ -48,6 +48,10 @@ pub struct ExplainArgs {
     /// σ in pixels for the blur masker.
     #[arg(long, default_value_t = 2.0)]
     blur: f32,
+    /// The output explained: `margin` (aftershock minus foreshock logit) or `top-class` (the
+    /// predicted class's logit, as the study's `outputs=shap.Explanation.argsort.flip[:1]`).
+    #[arg(long, default_value = "margin")]
+    target: String,
     /// Explain each window in this many parts (as explainer workers do for budgets above
     /// --evals-per-task) and add them up: the same values the services land.
     #[arg(long, default_value_t = 1)]
@@ -69,11 +73,34 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         (1..=MAX_PARTS).contains(&args.parts),
         "--parts must be between 1 and {MAX_PARTS}"
     );
+    let target: ExplainTarget = args.target.parse().map_err(anyhow::Error::msg)?;
     let model = CnnModel::load(&args.cnn, default_device()?)
         .with_context(|| format!("loading {}", args.cnn.display()))?;
-    let manifest = LakeManifest::load(&args.lake)?
-        .with_context(|| format!("no lake at {}", args.lake.display()))?;
-    let [channels, height, width] = manifest.spectrogram_shape;
+    let rt = runtime()?;
+    let (format, mut examples) = rt.block_on(async {
+        let lake = Lake::open(&args.lake).await?;
+        let format = *lake
+            .format()
+            .ok_or_else(|| anyhow::anyhow!("the lake at {} holds no windows", args.lake))?;
+        let mut conditions: Vec<String> = args.filter.iter().map(|f| format!("({f})")).collect();
+        if lake.has(Table::CnnShap) {
+            let same_target = match target {
+                ExplainTarget::Margin => "target = 'margin'",
+                ExplainTarget::TopClass => "target LIKE 'logit:%'",
+            };
+            conditions.push(format!(
+                "w.window_id NOT IN (SELECT DISTINCT window_id FROM cnn_shap WHERE model_hash = {} AND method = 'partition' AND {same_target})",
+                literal(&model.hash.0)
+            ));
+        }
+        let sel = Selection {
+            spectrograms: true,
+            filter: (!conditions.is_empty()).then(|| conditions.join(" AND ")),
+            ..Selection::default()
+        };
+        anyhow::Ok((format, load_examples(&lake, &sel).await?))
+    })?;
+    let [channels, height, width] = format.shape;
     let shape = Shape {
         channels,
         height,
@@ -83,28 +110,19 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         bail!(
             "the CNN takes {:?}, the lake holds spectrograms of {:?}",
             model.input_shape(),
-            manifest.spectrogram_shape
+            format.shape
         );
     }
-    let axes = spectrogram_axes(manifest.spectrogram_shape).map_err(anyhow::Error::msg)?;
+    model.check_input(&format.input)?;
+    let axes = spectrogram_axes(format.shape).map_err(anyhow::Error::msg)?;
     let masker = match args.masker {
         MaskerChoice::Blur => Masker::Blur { sigma: args.blur },
         MaskerChoice::Mean => Masker::ChannelMean,
         MaskerChoice::Zero => Masker::Constant(0.0),
     };
-    let mut examples = runtime()?.block_on(async {
-        let lake = Lake::open(&args.lake).await?;
-        let sel = Selection {
-            spectrograms: true,
-            inputs: Vec::new(),
-            only_labelled: false,
-            filter: args.filter.clone(),
-        };
-        anyhow::Ok(load_examples(&lake, &sel).await?)
-    })?;
     examples.sort_by(|a, b| a.window_id.cmp(&b.window_id));
     examples.truncate(args.limit.unwrap_or(usize::MAX));
-    let writer = LakeWriter::open(&args.lake, manifest.spectrogram_shape)?;
+    let mut writer = rt.block_on(LakeWriter::open(&args.lake, format))?;
     let started = Instant::now();
     let mut worst = 0.0f64;
     let mut rows = Vec::new();
@@ -112,7 +130,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     for e in &examples {
         let key = WindowKey::of(e);
         let r = if args.parts == 1 {
-            cnn_explanation(&model, &key, &e.spectrogram, args.max_evals, masker)
+            cnn_explanation(&model, &key, &e.spectrogram, args.max_evals, masker, target)
         } else {
             (0..args.parts)
                 .map(|index| {
@@ -120,7 +138,15 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
                         index,
                         count: args.parts,
                     };
-                    cnn_explanation_part(&model, &key, &e.spectrogram, args.max_evals, masker, part)
+                    cnn_explanation_part(
+                        &model,
+                        &key,
+                        &e.spectrogram,
+                        args.max_evals,
+                        masker,
+                        target,
+                        part,
+                    )
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(add_parts)
@@ -131,16 +157,17 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         worst = worst.max((sum - (r.output - r.base_value)).abs());
         rows.push(r);
         if rows.len() == 16 {
-            windows_written += writer.write_cnn_shap(&rows, &axes)?.rows;
+            windows_written += rt.block_on(writer.write_cnn_shap(&rows, &axes, &[]))?.rows;
             rows.clear();
         }
     }
-    windows_written += writer.write_cnn_shap(&rows, &axes)?.rows;
+    windows_written += rt.block_on(writer.write_cnn_shap(&rows, &axes, &[]))?.rows;
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "cnn_shap  {windows_written} windows explained (partition, {} evaluations, {:?} masker) in {seconds:.1} s ({:.3} s/window), {} rows each; largest additivity error {worst:.1e}",
+        "cnn_shap  {windows_written} windows explained (partition, {} evaluations, {:?} masker, {} output) in {seconds:.1} s ({:.3} s/window), {} rows each; largest additivity error {worst:.1e}",
         args.max_evals,
         args.masker,
+        target.name(),
         seconds / examples.len().max(1) as f64,
         shape.len()
     );

@@ -5,6 +5,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use quakelens_lake::LakeLocation;
+
 use anyhow::Context;
 use clap::Args;
 
@@ -13,12 +15,12 @@ use quakelens_lake::Lake;
 use quakelens_models::dataset::{load_examples, Selection};
 use quakelens_models::forest::Forest;
 
-use super::{literal, runtime, set_threads, DEFAULT_LAKE, DEFAULT_MODELS};
+use super::{literal, parse_lake, runtime, set_threads, DEFAULT_LAKE, DEFAULT_MODELS};
 
 #[derive(Args, Debug)]
 pub struct InteractionsArgs {
-    #[arg(long, env = "QUAKELENS_LAKE", default_value = DEFAULT_LAKE)]
-    lake: PathBuf,
+    #[arg(long, env = "QUAKELENS_LAKE", default_value = DEFAULT_LAKE, value_parser = parse_lake)]
+    lake: LakeLocation,
     /// The forest to explain (`quakelens train forest` writes the default).
     #[arg(long, default_value_os_t = Path::new(DEFAULT_MODELS).join("forest.arrow"))]
     forest: PathBuf,
@@ -42,19 +44,28 @@ pub fn run(args: InteractionsArgs) -> anyhow::Result<()> {
     let sel = Selection {
         spectrograms: false,
         inputs: forest.spec.features.clone(),
+        catalog: false,
         only_labelled: false,
         filter: Some(format!("w.window_id = {}", literal(&args.window_id))),
     };
     let examples = runtime()?.block_on(async {
-        let lake = Lake::open(&args.lake)
-            .await
-            .with_context(|| format!("opening the lake at {}", args.lake.display()))?;
+        let lake = Lake::open(&args.lake).await?;
+        if let (Some(set), Some(f)) = (forest.spec.waveform_set(), lake.format()) {
+            anyhow::ensure!(
+                set == f.features,
+                "the forest was grown on the {set} feature set, the lake holds {} features",
+                f.features
+            );
+        }
         anyhow::Ok(load_examples(&lake, &sel).await?)
     })?;
     let window = examples
         .first()
-        .with_context(|| format!("no window {} in {}", args.window_id, args.lake.display()))?;
-    let x: Vec<f32> = window.inputs.iter().map(|&v| v as f32).collect();
+        .with_context(|| format!("no window {} in {}", args.window_id, args.lake))?;
+    let x = forest
+        .complete_inputs(&window.inputs)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("window {}", args.window_id))?;
     let shap = ForestShap::new(&forest)?;
     let started = std::time::Instant::now();
     let matrix = shap

@@ -8,6 +8,7 @@ pub mod bench_services;
 pub mod explain;
 pub mod inspect;
 pub mod interactions;
+pub mod lake;
 pub mod plot;
 pub mod query;
 pub mod run;
@@ -20,6 +21,11 @@ pub mod window_options;
 
 /// Default lake location, overridable with `--lake` or `QUAKELENS_LAKE`.
 pub const DEFAULT_LAKE: &str = "quakelens-data/lake";
+
+/// `--lake`: a directory or `s3://bucket/prefix`.
+pub fn parse_lake(s: &str) -> Result<quakelens_lake::LakeLocation, String> {
+    quakelens_lake::LakeLocation::parse(s).map_err(|e| e.to_string())
+}
 /// Where `train` writes models and `run`/`score` look for them.
 pub const DEFAULT_MODELS: &str = "quakelens-data/models";
 
@@ -59,7 +65,7 @@ pub fn bench_cnn(
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let _net = Cnn2d::new(&vs.root(), INPUT_SHAPE);
     let path = dir.join("cnn.safetensors");
-    save_cnn(&vs, INPUT_SHAPE, None, &path)?;
+    save_cnn(&vs, INPUT_SHAPE, &Default::default(), None, &path)?;
     Ok(path)
 }
 

@@ -3,19 +3,19 @@
 //! waterfall. Reads with SQL, draws with `quakelens-plot`.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float32Type};
 use clap::{Args, Subcommand, ValueEnum};
 
-use quakelens_lake::{Lake, LakeManifest};
+use quakelens_lake::{Lake, LakeLocation};
 use quakelens_pipeline::transform::spectrogram_axes;
 use quakelens_plot::figures::{self, short_hash, ClassMap, Contribution, ForestValues, Grid};
 use quakelens_plot::Canvas;
 
-use super::{literal, runtime, DEFAULT_LAKE};
+use super::{literal, parse_lake, runtime, DEFAULT_LAKE};
 
 #[derive(Subcommand, Debug)]
 pub enum PlotCommand {
@@ -31,8 +31,8 @@ pub enum PlotCommand {
 
 #[derive(Args, Debug)]
 pub struct Common {
-    #[arg(long, env = "QUAKELENS_LAKE", default_value = DEFAULT_LAKE)]
-    lake: PathBuf,
+    #[arg(long, env = "QUAKELENS_LAKE", default_value = DEFAULT_LAKE, value_parser = parse_lake)]
+    lake: LakeLocation,
     /// The PNG to write.
     #[arg(long, short)]
     out: PathBuf,
@@ -124,10 +124,8 @@ pub fn run(command: PlotCommand) -> anyhow::Result<()> {
     })
 }
 
-async fn open(lake: &Path) -> anyhow::Result<Lake> {
-    Lake::open(lake)
-        .await
-        .with_context(|| format!("opening the lake at {}", lake.display()))
+async fn open(lake: &LakeLocation) -> anyhow::Result<Lake> {
+    Ok(Lake::open(lake).await?)
 }
 
 async fn sql(lake: &Lake, query: &str) -> anyhow::Result<Vec<RecordBatch>> {
@@ -208,10 +206,11 @@ async fn model_of(
 }
 
 /// The spectrogram grid of the lake, channels named after the window's channel order.
-fn grid(lake: &Path, channel_order: &str) -> anyhow::Result<Grid> {
-    let manifest =
-        LakeManifest::load(lake)?.with_context(|| format!("no lake at {}", lake.display()))?;
-    let axes = spectrogram_axes(manifest.spectrogram_shape).map_err(anyhow::Error::msg)?;
+fn grid(lake: &Lake, channel_order: &str) -> anyhow::Result<Grid> {
+    let format = lake
+        .format()
+        .with_context(|| format!("no windows in the lake at {}", lake.location()))?;
+    let axes = spectrogram_axes(format.shape).map_err(anyhow::Error::msg)?;
     let names: Vec<char> = channel_order.chars().collect();
     Ok(Grid {
         channels: (0..axes.channels)
@@ -234,15 +233,11 @@ async fn window(a: &WindowArgs) -> anyhow::Result<Canvas> {
     )
     .await?;
     let Some(row) = rows.iter().find(|b| b.num_rows() > 0) else {
-        bail!(
-            "no window {} in the lake at {}",
-            a.window_id,
-            a.common.lake.display()
-        );
+        bail!("no window {} in the lake at {}", a.window_id, a.common.lake);
     };
     let station = texts(std::slice::from_ref(row), "station")?.remove(0);
     let order = texts(std::slice::from_ref(row), "channel_order")?.remove(0);
-    let spec = column(row, "spectrogram")?.as_fixed_size_list().value(0);
+    let spec = column(row, "spectrogram")?.as_list::<i32>().value(0);
     let spectrogram: Vec<f32> = spec.as_primitive::<Float32Type>().values().to_vec();
 
     let condition = format!("window_id = {id} AND method = {}", literal(&a.method));
@@ -260,15 +255,19 @@ async fn window(a: &WindowArgs) -> anyhow::Result<Canvas> {
     let budget = floats(&shap_rows, "budget")?;
     let output = floats(&shap_rows, "output")?;
     let base = floats(&shap_rows, "base_value")?;
-    let grid = grid(&a.common.lake, &order)?;
-    let score = sql(
-        &lake,
-        &format!(
-            "SELECT p_aftershock FROM scores WHERE window_id = {id} AND model_hash = {}",
-            literal(&model)
-        ),
-    )
-    .await?;
+    let grid = grid(&lake, &order)?;
+    let score = if lake.has(quakelens_lake::Table::Scores) {
+        sql(
+            &lake,
+            &format!(
+                "SELECT p_aftershock FROM scores WHERE window_id = {id} AND model_hash = {}",
+                literal(&model)
+            ),
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
     let p = floats(&score, "p_aftershock")?.first().copied();
     let heading = format!(
         "{} {station}  {}{} {} evals  f(x)={:.3} base={:.3}",
@@ -324,7 +323,7 @@ async fn class_means(a: &ClassMeansArgs) -> anyhow::Result<Canvas> {
         &sql(&lake, "SELECT channel_order FROM windows LIMIT 1").await?,
         "channel_order",
     )?;
-    let grid = grid(&a.common.lake, order.first().map_or("", String::as_str))?;
+    let grid = grid(&lake, order.first().map_or("", String::as_str))?;
     let mut maps: Vec<ClassMap> = Vec::new();
     for ((c, m), n) in class.iter().zip(&mean).zip(&windows) {
         if maps.last().is_none_or(|last| &last.label != c) {

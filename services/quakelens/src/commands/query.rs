@@ -2,24 +2,23 @@
 //! `POST /sql` with the query as the body), answered as JSON, CSV, Arrow IPC or a text table,
 //! under a time, memory and row limit, behind a bearer token when one is configured.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use clap::Args;
 
-use quakelens_lake::{Answer, Lake, QueryError, QueryLimits};
+use quakelens_lake::{Answer, Lake, LakeLocation, QueryError, QueryLimits};
 use quakelens_pipeline::metrics::Metrics;
 
 use super::serve::stop_on_signal;
-use super::{runtime, DEFAULT_LAKE};
+use super::{parse_lake, runtime, DEFAULT_LAKE};
 use crate::http::{serve, Request, Response};
 
 #[derive(Args, Debug)]
 pub struct QueryArgs {
-    #[arg(long, env = "QUAKELENS_LAKE", default_value = DEFAULT_LAKE)]
-    lake: PathBuf,
+    #[arg(long, env = "QUAKELENS_LAKE", default_value = DEFAULT_LAKE, value_parser = parse_lake)]
+    lake: LakeLocation,
     /// Address to serve `/sql`, `/healthz` and `/metrics` on.
     #[arg(long, env = "QUAKELENS_LISTEN", default_value = "0.0.0.0:8081")]
     listen: String,
@@ -122,7 +121,7 @@ impl Format {
 
 /// The service's state: where the lake is, the limits, the token, the metrics.
 struct SqlService {
-    lake: PathBuf,
+    lake: LakeLocation,
     limits: QueryLimits,
     token: Option<String>,
     metrics: Arc<Metrics>,
@@ -185,7 +184,7 @@ impl SqlService {
             Ok(f) => f,
             Err(e) => return ("error", Response::text(406, format!("{e}\n"))),
         };
-        let lake = match Lake::open_with(&self.lake, self.limits.clone()).await {
+        let lake = match Lake::open_with(&self.lake, self.limits.clone(), None).await {
             Ok(l) => l,
             Err(e) => return ("error", Response::text(503, format!("{e}\n"))),
         };

@@ -8,8 +8,10 @@ use clap::Args;
 use quakelens_pipeline::{Input, PipelineConfig, RunReport};
 use quakelens_signal::stream::ChannelOrder;
 
+use quakelens_lake::LakeLocation;
+
 use super::window_options::WindowOptions;
-use super::{set_threads, ModelOptions, SynthOptions, DEFAULT_LAKE};
+use super::{parse_lake, set_threads, ModelOptions, SynthOptions, DEFAULT_LAKE};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -17,11 +19,13 @@ pub struct RunArgs {
     /// generated and processed.
     #[arg(long, num_args = 1..)]
     input: Vec<PathBuf>,
-    /// A Laurenti D-set directory (<STA>_waveforms_pre/post.hdf5 + <STA>_attributes_pre/post.csv)
-    /// instead of miniSEED: already-cut 25 s traces, labelled by pre/post.
+    /// The study's D-set directory instead of miniSEED: <STA>_waveforms_pre/post.hdf5 files
+    /// (found anywhere below it, e.g. one folder per station) with the <STA>_attributes_pre/
+    /// post.csv beside each: already-cut 25 s traces, labelled by pre/post.
     #[arg(long, conflicts_with_all = ["input", "synthetic"])]
     dset: Option<PathBuf>,
-    /// Component order of the D-set datasets' three rows.
+    /// The component of the D-set datasets' three rows, recorded as the windows' channel
+    /// order; the rows are used as stored (row 0 is channel 0, as in the study).
     #[arg(long, default_value = "ENZ")]
     dset_rows: String,
     /// Number of synthetic events to generate (default 100 when no --input is given).
@@ -32,9 +36,9 @@ pub struct RunArgs {
     /// Where synthetic data is written.
     #[arg(long, default_value = "quakelens-data/synthetic")]
     synthetic_dir: PathBuf,
-    /// Lake directory the tables are written to.
-    #[arg(long, env = "QUAKELENS_LAKE", default_value = DEFAULT_LAKE)]
-    lake: PathBuf,
+    /// Where the tables are written: a directory or s3://bucket/prefix.
+    #[arg(long, env = "QUAKELENS_LAKE", default_value = DEFAULT_LAKE, value_parser = parse_lake)]
+    lake: LakeLocation,
     #[command(flatten)]
     window: WindowOptions,
     #[command(flatten)]
@@ -56,7 +60,7 @@ pub struct RunArgs {
 
 impl RunArgs {
     fn config(&self) -> anyhow::Result<PipelineConfig> {
-        let mut cfg = self.window.config(self.lake.clone())?;
+        let mut cfg = self.window.config(Some(self.lake.clone()))?;
         cfg.models = self.models.paths();
         cfg.score_batch = self.models.score_batch;
         cfg.explain_evals = self.explain_cnn;
@@ -129,16 +133,23 @@ fn print_report(r: &RunReport) {
         );
     }
     println!(
-        "windows    {} cut ({} with filled gaps), {} dropped, {} re-triggers merged, {} labelled",
+        "windows    {} cut ({} with filled gaps, {} with a constant channel), {} dropped, {} re-triggers merged, {} labelled",
         r.windows,
         r.windows_with_filled_gaps,
+        r.windows_with_flat_channels,
         r.dropped_windows.len(),
         r.merged_onsets,
         r.labelled
     );
+    if r.chunks_already_in_lake > 0 {
+        println!(
+            "rerun      {} chunks of this input were in the lake already (nothing written twice)",
+            r.chunks_already_in_lake
+        );
+    }
     if !r.skipped_traces.is_empty() {
         println!(
-            "skipped    {} D-set traces (fewer than 3 rows, wrong length or NaN; details on stderr)",
+            "skipped    {} D-set traces (not (3, 2500), unreadable or NaN; details on stderr)",
             r.skipped_traces.len()
         );
     }
@@ -163,10 +174,8 @@ fn print_report(r: &RunReport) {
         );
     }
     println!(
-        "lake       {} rows in {} files under {}",
-        r.rows_written,
-        r.lake_files,
-        r.lake.display()
+        "lake       {} windows written, {} files added, Delta tables under {}",
+        r.rows_written, r.lake_files, r.lake
     );
     println!("time       {:.2} s", r.seconds);
 }

@@ -1,21 +1,20 @@
 //! `quakelens score`: runs the CNN and/or the forest over windows already in the lake (e.g.
-//! after training, or with a new model) and writes `scores` / `magnitudes`.
+//! after training, or with a new model) and writes `scores` / `magnitudes` (+ `forest_shap`).
+//! Only windows the model has not scored yet are read, so a rerun adds nothing twice.
 
-use std::path::PathBuf;
-
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
 
-use quakelens_lake::{Lake, LakeManifest, LakeWriter, WindowKey};
+use quakelens_lake::{Lake, LakeLocation, LakeWriter, Table, WindowKey};
 use quakelens_models::dataset::{load_examples, Selection};
 use quakelens_pipeline::score::{cnn_scores, forest_explanations, forest_magnitudes, Scorer};
 
-use super::{runtime, set_threads, ModelOptions, DEFAULT_LAKE};
+use super::{literal, parse_lake, runtime, set_threads, ModelOptions, DEFAULT_LAKE};
 
 #[derive(Args, Debug)]
 pub struct ScoreArgs {
-    #[arg(long, env = "QUAKELENS_LAKE", default_value = DEFAULT_LAKE)]
-    lake: PathBuf,
+    #[arg(long, env = "QUAKELENS_LAKE", default_value = DEFAULT_LAKE, value_parser = parse_lake)]
+    lake: LakeLocation,
     #[command(flatten)]
     models: ModelOptions,
     /// Only windows matching this SQL condition on `w` (windows).
@@ -26,6 +25,18 @@ pub struct ScoreArgs {
     threads: Option<usize>,
 }
 
+/// `filter` and "not scored by `model` in `table` yet".
+fn unscored(lake: &Lake, table: Table, model: &str, filter: &Option<String>) -> Option<String> {
+    let mut conditions: Vec<String> = filter.iter().map(|f| format!("({f})")).collect();
+    if lake.has(table) {
+        conditions.push(format!(
+            "w.window_id NOT IN (SELECT window_id FROM {table} WHERE model_hash = {})",
+            literal(model)
+        ));
+    }
+    (!conditions.is_empty()).then(|| conditions.join(" AND "))
+}
+
 pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     set_threads(args.threads)?;
     let paths = args.models.paths();
@@ -33,60 +44,101 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         bail!("no model: pass --cnn and/or --forest, or train them first (`quakelens train cnn`)");
     }
     let scorer = Scorer::load(&paths, args.models.score_batch)?;
-    let manifest = LakeManifest::load(&args.lake)?
-        .with_context(|| format!("no lake at {}", args.lake.display()))?;
-    let writer = LakeWriter::open(&args.lake, manifest.spectrogram_shape)?;
-    let sel = Selection {
-        spectrograms: scorer.cnn.is_some(),
-        inputs: scorer
-            .forest
-            .as_ref()
-            .map(|(f, _)| f.spec.features.clone())
-            .unwrap_or_default(),
-        only_labelled: false,
-        filter: args.filter.clone(),
-    };
-    let examples = runtime()?.block_on(async {
-        let lake = Lake::open(&args.lake).await?;
-        anyhow::Ok(load_examples(&lake, &sel).await?)
-    })?;
+    let rt = runtime()?;
     let started = std::time::Instant::now();
-    let keys: Vec<WindowKey> = examples.iter().map(WindowKey::of).collect();
-    if let Some(model) = &scorer.cnn {
-        let inputs: Vec<&[f32]> = examples.iter().map(|e| e.spectrogram.as_slice()).collect();
-        let scores = cnn_scores(model, &keys, &inputs, scorer.batch)?;
-        writer.write_scores(&scores)?;
-        let after = scores.iter().filter(|s| s.p_aftershock > 0.5).count();
-        println!(
-            "cnn     {} windows scored with {} ({}), {after} predicted aftershocks",
-            scores.len(),
-            model.kind.name(),
-            model.hash
-        );
-    }
-    if let Some((forest, _)) = &scorer.forest {
-        let rows: Vec<Vec<f64>> = examples.iter().map(|e| e.inputs.clone()).collect();
-        let (mags, unscored) = forest_magnitudes(forest, &keys, &rows);
-        writer.write_magnitudes(&mags)?;
-        println!(
-            "forest  {} windows estimated with {}, {} without all inputs",
-            mags.len(),
-            forest.hash.as_ref().map(|h| h.0.as_str()).unwrap_or("?"),
-            unscored.len()
-        );
-        for u in unscored.iter().take(5) {
-            eprintln!("  unscored: {u}");
+    rt.block_on(async {
+        let lake = Lake::open(&args.lake).await?;
+        let format = *lake
+            .format()
+            .ok_or_else(|| anyhow::anyhow!("the lake at {} holds no windows", args.lake))?;
+        scorer.check(&format)?;
+        let mut writer = LakeWriter::open(&args.lake, format).await?;
+        if let Some(model) = &scorer.cnn {
+            let sel = Selection {
+                spectrograms: true,
+                filter: unscored(&lake, Table::Scores, &model.hash.0, &args.filter),
+                ..Selection::default()
+            };
+            let examples = load_examples(&lake, &sel).await?;
+            let keys: Vec<WindowKey> = examples.iter().map(WindowKey::of).collect();
+            let inputs: Vec<&[f32]> = examples.iter().map(|e| e.spectrogram.as_slice()).collect();
+            let scores = tokio::task::block_in_place(|| {
+                cnn_scores(model, &keys, &inputs, scorer.batch)
+            })?;
+            writer.write_scores(&scores, &[]).await?;
+            let classes = model.classes();
+            let mut per_class = vec![0usize; classes.len()];
+            for s in &scores {
+                per_class[s.predicted_index()] += 1;
+            }
+            let counts: Vec<String> = classes
+                .iter()
+                .zip(&per_class)
+                .map(|(c, n)| format!("{n} {c}"))
+                .collect();
+            println!(
+                "cnn     {} windows scored with {} ({}): {}",
+                scores.len(),
+                model.kind.name(),
+                model.hash,
+                counts.join(", ")
+            );
         }
-        let t = std::time::Instant::now();
-        let explained = forest_explanations(forest, &keys, &rows)?;
-        writer.write_forest_shap(&explained, &forest.spec.features)?;
-        println!(
-            "shap    {} windows explained (exact TreeSHAP, {} features each) in {:.2} s",
-            explained.len(),
-            forest.n_features(),
-            t.elapsed().as_secs_f64()
-        );
-    }
+        if let Some(f) = &scorer.forest {
+            let forest = &f.forest;
+            let hash = f.hash();
+            // Magnitudes and their explanations are completed apart: a run that stopped
+            // between the two tables is finished by the next.
+            for table in [Table::Magnitudes, Table::ForestShap] {
+                let sel = Selection {
+                    inputs: forest.spec.features.clone(),
+                    catalog: true,
+                    filter: unscored(&lake, table, &hash, &args.filter),
+                    ..Selection::default()
+                };
+                let examples = load_examples(&lake, &sel).await?;
+                let map =
+                    quakelens_models::forest::InputMap::new(&forest.spec.features, format.features);
+                let absent = map.absent_catalog_inputs(examples.iter().map(|e| &e.catalog));
+                if !examples.is_empty() && !absent.is_empty() {
+                    bail!(
+                        "forest {}: the lake's windows have no catalogue column {}; the forest cannot be used on this lake",
+                        f.path,
+                        absent.join(", ")
+                    );
+                }
+                let keys: Vec<WindowKey> = examples.iter().map(WindowKey::of).collect();
+                let rows: Vec<(Vec<f64>, Option<String>)> =
+                    examples.iter().map(|e| (e.inputs.clone(), None)).collect();
+                if table == Table::Magnitudes {
+                    let (mags, unscored) = forest_magnitudes(forest, &keys, &rows);
+                    writer.write_magnitudes(&mags, &[]).await?;
+                    println!(
+                        "forest  {} windows estimated with {hash}, {} without all inputs",
+                        mags.len(),
+                        unscored.len()
+                    );
+                    for u in unscored.iter().take(5) {
+                        eprintln!("  unscored: {u}");
+                    }
+                } else {
+                    let t = std::time::Instant::now();
+                    let explained =
+                        tokio::task::block_in_place(|| forest_explanations(forest, &keys, &rows))?;
+                    let n = explained.len();
+                    writer
+                        .write_forest_shap(&[(forest.spec.features.clone(), explained)], &[])
+                        .await?;
+                    println!(
+                        "shap    {n} windows explained (exact TreeSHAP, {} features each) in {:.2} s",
+                        forest.n_features(),
+                        t.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
     println!("{:.2} s", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -11,12 +11,13 @@ use anyhow::Context;
 use clap::Args;
 use tokio::sync::watch;
 
+use quakelens_lake::LakeLocation;
 use quakelens_pipeline::metrics::{Metrics, StageMetrics};
 use quakelens_pipeline::score::{ModelPaths, Scorer};
 use quakelens_pipeline::stages;
 use quakelens_pipeline::stages::explainer::{CnnExplainer, ExplainerStage};
 use quakelens_pipeline::stages::ingest::{replay, IngestConfig, Pace};
-use quakelens_pipeline::stages::lake_sink::{LakeSinkStage, LatencySummary};
+use quakelens_pipeline::stages::lake_sink::{LakeSinkConfig, LakeSinkStage};
 use quakelens_pipeline::stages::scorer::ScorerStage;
 use quakelens_pipeline::stages::seedlink::{relay, SeedLinkConfig, Subscription};
 use quakelens_pipeline::stages::windower::{WindowerConfig, WindowerStage};
@@ -24,7 +25,7 @@ use quakelens_transport::kafka::{create_topics, KafkaConfig, KafkaTransport};
 use quakelens_transport::topics;
 
 use super::window_options::WindowOptions;
-use super::{runtime, set_threads, DEFAULT_LAKE};
+use super::{parse_lake, runtime, set_threads, DEFAULT_LAKE};
 use crate::http::{serve, Request, Response};
 
 /// Connection and process options every service shares.
@@ -165,14 +166,24 @@ pub struct ExplainerArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct LakeArgs {
+    /// Lake maintenance instead of the sink service.
+    #[command(subcommand)]
+    admin: Option<super::lake::LakeCommand>,
     #[command(flatten)]
     service: ServiceOptions,
-    #[arg(long, env = "QUAKELENS_LAKE", default_value = DEFAULT_LAKE)]
-    lake: PathBuf,
-    /// Window length (s) of the incoming windows; fixes the spectrogram shape of a new lake.
-    #[arg(long, default_value_t = 25.0)]
-    window_length: f64,
+    /// Where the tables are written: a directory or s3://bucket/prefix.
+    #[arg(long, env = "QUAKELENS_LAKE", default_value = DEFAULT_LAKE, value_parser = parse_lake)]
+    lake: LakeLocation,
+    /// The windower's window options: they fix what a new lake stores (spectrogram shape and
+    /// input, feature set); windows of anything else are dead letters.
+    #[command(flatten)]
+    window: WindowOptions,
+    /// Hours of arrival time within which rows an upstream stage sends again (after its
+    /// restart) are recognised and dropped.
+    #[arg(long, env = "QUAKELENS_DEDUP_HOURS", default_value_t = 6.0)]
+    dedup_hours: f64,
 }
 
 /// SIGTERM or Ctrl-C flips the stop flag; stages finish their batch and commit.
@@ -324,7 +335,7 @@ fn seedlink(args: &IngestArgs, server: &str) -> anyhow::Result<()> {
 
 pub fn windower(args: WindowerArgs) -> anyhow::Result<()> {
     set_threads(args.service.threads)?;
-    let mut cfg = WindowerConfig::new(args.window.config(PathBuf::new())?);
+    let mut cfg = WindowerConfig::new(args.window.config(None)?);
     cfg.windows_per_message = args.windows_per_message;
     cfg.idle_flush = Duration::from_secs_f64(args.idle_flush.max(0.0));
     runtime()?.block_on(async {
@@ -418,16 +429,20 @@ pub fn explainer(args: ExplainerArgs) -> anyhow::Result<()> {
 }
 
 pub fn lake(args: LakeArgs) -> anyhow::Result<()> {
-    let mut cfg = quakelens_pipeline::PipelineConfig::new(args.lake.clone());
-    cfg.mode = quakelens_signal::window::WindowMode::Sliding {
-        length_s: args.window_length,
-        step_s: args.window_length,
-    };
-    let shape = cfg.spectrogram_shape();
+    if let Some(cmd) = args.admin {
+        return super::lake::run(cmd);
+    }
+    let format = args.window.config(None)?.format();
+    anyhow::ensure!(
+        args.dedup_hours.is_finite() && args.dedup_hours >= 0.0,
+        "--dedup-hours must be a non-negative number of hours"
+    );
+    let mut cfg = LakeSinkConfig::new(args.service.group.as_deref().unwrap_or("lake"));
+    cfg.dedup_horizon = Duration::from_secs_f64(args.dedup_hours * 3600.0);
     runtime()?.block_on(async {
         let stop = stop_on_signal();
-        let mut stage = LakeSinkStage::open(&args.lake, shape).await?;
-        let latencies = Arc::clone(&stage.latencies);
+        let mut stage = LakeSinkStage::open(&args.lake, format, cfg).await?;
+        let latencies = stage.latencies.clone();
         let t = KafkaTransport::connect(
             &args.service.kafka("lake"),
             &[
@@ -439,10 +454,9 @@ pub fn lake(args: LakeArgs) -> anyhow::Result<()> {
         )?;
         let mut probe = Probe::new("lake");
         probe.transport = Some(Arc::clone(&t));
-        probe.extra = Some(Arc::new(move || {
-            let l = latencies.lock().unwrap_or_else(|p| p.into_inner());
-            serde_json::json!({ "window_end_to_lake_seconds": LatencySummary::of(&l) })
-        }));
+        probe.extra = Some(Arc::new(
+            move || serde_json::json!({ "window_end_to_lake_seconds": latencies.summary() }),
+        ));
         let metrics = Arc::clone(&probe.metrics);
         probe.serve(&args.service.health).await?;
         stages::run(&mut stage, t.as_ref(), stop, &metrics).await?;

@@ -1,20 +1,18 @@
 //! `quakelens sql`: DataFusion over the lake.
 
-use std::path::PathBuf;
-
 use clap::Args;
 
-use quakelens_lake::Lake;
+use quakelens_lake::{Lake, LakeLocation};
 
-use super::DEFAULT_LAKE;
+use super::{parse_lake, DEFAULT_LAKE};
 
 #[derive(Args, Debug)]
 pub struct SqlArgs {
     /// The SQL statement, e.g. "SELECT count(*) FROM windows".
     query: String,
-    /// Lake directory.
-    #[arg(long, env = "QUAKELENS_LAKE", default_value = DEFAULT_LAKE)]
-    lake: PathBuf,
+    /// The lake: a directory or s3://bucket/prefix.
+    #[arg(long, env = "QUAKELENS_LAKE", default_value = DEFAULT_LAKE, value_parser = parse_lake)]
+    lake: LakeLocation,
 }
 
 pub fn run(args: SqlArgs) -> anyhow::Result<()> {

@@ -6,13 +6,16 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use quakelens_lake::Lake;
+use quakelens_lake::{Lake, LakeLocation, SourceAttributes};
 use quakelens_models::cnn::{self, CnnTrainConfig};
-use quakelens_models::dataset::{self, load_examples, Selection, Split, SplitPlan};
-use quakelens_models::forest::{train_forest, Columns, Forest, ForestParams, ForestSpec};
+use quakelens_models::dataset::{load_examples, Selection, Split, SplitPlan};
+use quakelens_models::forest::{
+    study_inputs, train_forest, Columns, Forest, ForestParams, ForestSpec, InputMap, InputSource,
+};
 use quakelens_models::metrics::{ClassificationMetrics, RegressionMetrics};
+use quakelens_signal::features::FeatureSet;
 
-use super::{runtime, set_threads, DEFAULT_LAKE, DEFAULT_MODELS};
+use super::{parse_lake, runtime, set_threads, DEFAULT_LAKE, DEFAULT_MODELS};
 
 #[derive(Subcommand, Debug)]
 pub enum TrainCommand {
@@ -26,8 +29,8 @@ pub enum TrainCommand {
 #[derive(Args, Debug)]
 pub struct Common {
     /// Lake with labelled windows (`quakelens run` with a catalogue or synthetic data).
-    #[arg(long, env = "QUAKELENS_LAKE", default_value = DEFAULT_LAKE)]
-    lake: PathBuf,
+    #[arg(long, env = "QUAKELENS_LAKE", default_value = DEFAULT_LAKE, value_parser = parse_lake)]
+    lake: LakeLocation,
     /// Seed for the split, initialisation and batch order.
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -37,6 +40,10 @@ pub struct Common {
     /// Share of events held out for the final test.
     #[arg(long, default_value_t = 0.15)]
     test: f64,
+    /// `event`: every window of an event on one side (the default: no event is both trained
+    /// and tested on); `random`: windows at random, as the study's `train_test_split`.
+    #[arg(long, default_value = "event", value_parser = ["event", "random"])]
+    split: String,
     /// Only windows matching this SQL condition on `w` (windows), e.g. "w.station = 'SYN01'".
     #[arg(long)]
     filter: Option<String>,
@@ -61,6 +68,15 @@ impl Common {
             valid: self.valid,
             test: self.test,
         })
+    }
+
+    /// The unit a window's side of the split follows: its event, or the window itself.
+    fn unit<'a>(&self, e: &'a quakelens_models::dataset::Example) -> &'a str {
+        if self.split == "random" {
+            &e.window_id
+        } else {
+            &e.group
+        }
     }
 
     fn report_path(&self, model: &Path) -> PathBuf {
@@ -95,8 +111,10 @@ pub struct ForestArgs {
     /// Model file to write (Arrow IPC forest file).
     #[arg(long, default_value_os_t = Path::new(DEFAULT_MODELS).join("forest.arrow"))]
     out: PathBuf,
-    /// `waveform` (the 69 features), `catalog` (69 + catalogue columns such as p_travel_sec),
-    /// or a comma-separated list of column names.
+    /// `waveform` (the 69 features of the lake's set), `catalog` (69 + the typed catalogue
+    /// columns such as p_travel_sec), `study` (the study's: every numeric catalogue column but
+    /// identifiers, receiver position and the target, plus the 69 features, missing values
+    /// filled with each column's mean), or a comma-separated list of column names.
     #[arg(long, default_value = "waveform")]
     inputs: String,
     #[arg(long, default_value_t = 100)]
@@ -141,19 +159,27 @@ fn train_cnn(a: CnnArgs) -> anyhow::Result<()> {
     let split = a.common.split()?;
     let sel = Selection {
         spectrograms: true,
-        inputs: vec![],
         only_labelled: true,
         filter: a.common.filter.clone(),
+        ..Selection::default()
     };
-    let examples = runtime()?.block_on(async {
+    let (format, mut examples) = runtime()?.block_on(async {
         let lake = Lake::open(&a.common.lake).await?;
-        anyhow::Ok(load_examples(&lake, &sel).await?)
+        let format = *lake
+            .format()
+            .ok_or_else(|| anyhow::anyhow!("the lake at {} holds no windows", a.common.lake))?;
+        anyhow::Ok((format, load_examples(&lake, &sel).await?))
     })?;
     if examples.is_empty() {
         bail!(
             "no labelled windows in {}: run `quakelens run` on synthetic data or with --catalog first",
-            a.common.lake.display()
+            a.common.lake
         );
+    }
+    if a.common.split == "random" {
+        for e in &mut examples {
+            e.group = e.window_id.clone();
+        }
     }
     let cfg = CnnTrainConfig {
         epochs: a.epochs,
@@ -190,7 +216,7 @@ fn train_cnn(a: CnnArgs) -> anyhow::Result<()> {
     print_classification("test", &report.test);
     create_parent(&a.out)?;
     let json = serde_json::to_value(&report)?;
-    let hash = cnn::save_cnn(&vs, net.input, Some(&json), &a.out)?;
+    let hash = cnn::save_cnn(&vs, net.input, &format.input, Some(&json), &a.out)?;
     let report_path = a.common.report_path(&a.out);
     let mut saved = json;
     saved["model"] = serde_json::json!({"path": a.out, "hash": hash.0});
@@ -201,41 +227,106 @@ fn train_cnn(a: CnnArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn forest_inputs(spec: &str) -> Vec<String> {
+/// The forest's inputs for `spec` (see `--inputs`), and whether missing values are filled.
+fn forest_inputs(
+    spec: &str,
+    set: FeatureSet,
+    examples: &[quakelens_models::dataset::Example],
+) -> (Vec<String>, bool) {
     match spec {
-        "waveform" => dataset::waveform_inputs(),
-        "catalog" => dataset::waveform_and_catalog_inputs(),
-        list => list.split(',').map(|s| s.trim().to_string()).collect(),
+        "waveform" => (set.column_names(), false),
+        "catalog" => {
+            let mut v = set.column_names();
+            v.extend(SourceAttributes::COLUMNS.iter().map(|c| c.to_string()));
+            (v, false)
+        }
+        "study" => (study_inputs(examples.iter().map(|e| &e.catalog)), true),
+        list => (
+            list.split(',').map(|s| s.trim().to_string()).collect(),
+            false,
+        ),
     }
 }
 
 fn train_forest_cmd(a: ForestArgs) -> anyhow::Result<()> {
     set_threads(a.common.threads)?;
     let split = a.common.split()?;
-    let inputs = forest_inputs(&a.inputs);
-    let sel = Selection {
-        spectrograms: false,
-        inputs: inputs.clone(),
-        only_labelled: false,
-        filter: Some(match &a.common.filter {
-            Some(f) => format!("w.magnitude IS NOT NULL AND ({f})"),
-            None => "w.magnitude IS NOT NULL".into(),
-        }),
-    };
-    let examples = runtime()?.block_on(async {
+    let filter = Some(match &a.common.filter {
+        Some(f) => format!("w.magnitude IS NOT NULL AND ({f})"),
+        None => "w.magnitude IS NOT NULL".into(),
+    });
+    let (set, inputs, fill_missing, examples) = runtime()?.block_on(async {
         let lake = Lake::open(&a.common.lake).await?;
-        anyhow::Ok(load_examples(&lake, &sel).await?)
+        let set = quakelens_models::dataset::lake_feature_set(&lake)?;
+        // The study's inputs depend on the catalogue columns the windows have.
+        let probe = if a.inputs == "study" {
+            load_examples(
+                &lake,
+                &Selection {
+                    catalog: true,
+                    filter: filter.clone(),
+                    ..Selection::default()
+                },
+            )
+            .await?
+        } else {
+            Vec::new()
+        };
+        let (inputs, fill) = forest_inputs(&a.inputs, set, &probe);
+        let sel = Selection {
+            inputs: inputs.clone(),
+            catalog: true,
+            filter: filter.clone(),
+            ..Selection::default()
+        };
+        anyhow::Ok((set, inputs, fill, load_examples(&lake, &sel).await?))
     })?;
+    let map = InputMap::new(&inputs, set);
+    let absent = map.absent_catalog_inputs(examples.iter().map(|e| &e.catalog));
+    if !absent.is_empty() {
+        bail!(
+            "the lake's windows have no column {} (not a waveform feature of the {set} set, a catalogue attribute or a catalogue column)",
+            absent.join(", ")
+        );
+    }
+    // The study fills each missing value with its column's mean over the data.
+    let fill: Option<Vec<f64>> = fill_missing.then(|| {
+        (0..inputs.len())
+            .map(|i| {
+                let v: Vec<f64> = examples
+                    .iter()
+                    .map(|e| e.inputs[i])
+                    .filter(|v| v.is_finite())
+                    .collect();
+                if v.is_empty() {
+                    0.0
+                } else {
+                    v.iter().sum::<f64>() / v.len() as f64
+                }
+            })
+            .collect()
+    });
     let mut skipped = 0usize;
     let (mut train_x, mut train_y, mut test_x, mut test_y) = (vec![], vec![], vec![], vec![]);
     for e in &examples {
-        let (Some(m), true) = (e.magnitude, e.inputs.iter().all(|v| v.is_finite())) else {
+        let row: Option<Vec<f32>> = e
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                if v.is_finite() {
+                    Some(v as f32)
+                } else {
+                    fill.as_ref().map(|f| f[i] as f32)
+                }
+            })
+            .collect();
+        let (Some(m), Some(row)) = (e.magnitude, row) else {
             skipped += 1;
             continue;
         };
-        let row = e.inputs.iter().map(|&v| v as f32);
         // Validation events are not needed for early stopping here: they train too.
-        if split.assign(&e.group) == Split::Test {
+        if split.assign(a.common.unit(e)) == Split::Test {
             test_x.extend(row);
             test_y.push(m);
         } else {
@@ -266,6 +357,10 @@ fn train_forest_cmd(a: ForestArgs) -> anyhow::Result<()> {
         inputs.len(),
         test_y.len()
     );
+    let uses_features = map
+        .sources
+        .iter()
+        .any(|s| matches!(s, InputSource::Feature(_)));
     let pb = if a.common.quiet {
         ProgressBar::hidden()
     } else {
@@ -285,6 +380,8 @@ fn train_forest_cmd(a: ForestArgs) -> anyhow::Result<()> {
             features: inputs,
             target: "magnitude".into(),
             origin: format!("quakelens {}", env!("CARGO_PKG_VERSION")),
+            feature_set: uses_features.then_some(set),
+            fill,
         },
         trees,
         hash: None,
@@ -307,6 +404,9 @@ fn train_forest_cmd(a: ForestArgs) -> anyhow::Result<()> {
     let report = serde_json::json!({
         "params": params,
         "split": split,
+        "split_by": a.common.split,
+        "feature_set": forest.spec.feature_set,
+        "filled_missing_values": forest.spec.fill.is_some(),
         "inputs": forest.spec.features,
         "skipped_rows": skipped,
         "seconds": seconds,

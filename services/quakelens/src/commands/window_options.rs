@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use anyhow::bail;
 use clap::{Args, ValueEnum};
 
+use quakelens_lake::LakeLocation;
 use quakelens_pipeline::PipelineConfig;
-use quakelens_signal::spectrogram::{ChannelStats, ImageScaling};
+use quakelens_signal::features::FeatureSet;
+use quakelens_signal::spectrogram::{ChannelStats, ImageScaling, Power, SpectrogramInput};
 use quakelens_signal::stream::ChannelOrder;
 use quakelens_signal::trigger::TriggerConfig;
 use quakelens_signal::window::{GapPolicy, WindowMode};
@@ -55,20 +57,30 @@ pub struct WindowOptions {
     /// Component order of windows, spectrograms and features.
     #[arg(long, default_value = "NEZ")]
     channel_order: String,
-    /// Store the study's image pipeline (min–max, 8-bit, normalised) instead of log1p(PSD).
-    #[arg(long)]
+    /// The spectrogram's power scale: `log` (log1p of the PSD) or `linear` (the PSD), as the
+    /// study's two CNNs took.
+    #[arg(long, default_value = "log", value_parser = ["log", "linear"])]
+    spectrogram: String,
+    /// Store the study's image pipeline (per-channel min–max, the PNG's 8 bits, normalised with
+    /// the training statistics) instead of the spectrogram values.
+    #[arg(long, visible_alias = "study-image")]
     image: bool,
     /// With --image: skip the 8-bit quantisation.
     #[arg(long)]
     no_quantize: bool,
-    /// With --image: JSON file {"mean": [..3], "std": [..3]} replacing the study's statistics.
+    /// With --image: JSON file {"mean": [..3], "std": [..3]} replacing the study's statistics
+    /// (the study published them for its log images; give your own for linear ones).
     #[arg(long)]
     stats: Option<PathBuf>,
+    /// The 69 waveform features: `study` (the study's feature function, names and
+    /// definitions) or `physical` (Welch at the sampling rate, entropy in bits, times in s).
+    #[arg(long, default_value = "study")]
+    features: String,
 }
 
 impl WindowOptions {
     /// The pipeline settings these options describe, writing to `lake`.
-    pub fn config(&self, lake: PathBuf) -> anyhow::Result<PipelineConfig> {
+    pub fn config(&self, lake: Option<LakeLocation>) -> anyhow::Result<PipelineConfig> {
         let mut cfg = PipelineConfig::new(lake);
         cfg.mode = match self.mode {
             Mode::Event => WindowMode::Event {
@@ -113,18 +125,26 @@ impl WindowOptions {
             .channel_order
             .parse::<ChannelOrder>()
             .map_err(anyhow::Error::msg)?;
-        if self.image {
+        let power: Power = self.spectrogram.parse().map_err(anyhow::Error::msg)?;
+        let scaling = if self.image {
             let stats = match &self.stats {
                 Some(path) => ChannelStats::from_json_file(path).map_err(anyhow::Error::msg)?,
                 None => ChannelStats::default(),
             };
-            cfg.scaling = ImageScaling::Image {
+            ImageScaling::Image {
                 quantize: !self.no_quantize,
                 stats,
-            };
+            }
         } else if self.stats.is_some() || self.no_quantize {
             bail!("--stats and --no-quantize only apply with --image");
-        }
+        } else {
+            ImageScaling::Raw
+        };
+        cfg.input = SpectrogramInput { power, scaling };
+        cfg.features = self
+            .features
+            .parse::<FeatureSet>()
+            .map_err(anyhow::Error::msg)?;
         cfg.catalog = self.catalog.clone();
         Ok(cfg)
     }

@@ -295,6 +295,11 @@ pub fn quakelens(brokers: &str, args: &[&str]) -> String {
     text
 }
 
+/// A lake given as a directory or an `s3://` URL (as text).
+pub fn lake_at(lake: &Path) -> quakelens_lake::LakeLocation {
+    quakelens_lake::LakeLocation::parse(&lake.display().to_string()).expect("a lake location")
+}
+
 /// One SQL answer as text rows (values joined by `|`).
 pub fn sql_rows(lake: &Path, query: &str) -> Vec<String> {
     try_sql_rows(lake, query).unwrap_or_else(|e| panic!("{query}: {e}"))
@@ -306,7 +311,8 @@ pub fn try_sql_rows(lake: &Path, query: &str) -> Result<Vec<String>, String> {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let lake = quakelens_lake::Lake::open(lake)
+        let at = lake_at(lake);
+        let lake = quakelens_lake::Lake::open(&at)
             .await
             .map_err(|e| e.to_string())?;
         let batches = lake.sql(query).await.map_err(|e| e.to_string())?;

@@ -55,9 +55,9 @@ pub(crate) struct StepWeights {
     fc1: Tensor,
     fc1_columns: Vec<Tensor>,
     fc1_bias: Vec<f32>,
-    /// fc2's aftershock row minus its foreshock row, and the same for the bias.
-    fc2_margin: Vec<f32>,
-    fc2_margin_bias: f32,
+    /// fc2 (`[classes, hidden]`, row-major) and its bias.
+    fc2: Vec<f32>,
+    fc2_bias: Vec<f32>,
 }
 
 impl StepWeights {
@@ -81,6 +81,9 @@ impl StepWeights {
         let fc2 = read_f32(wf, "reading fc2")?;
         let fc2_bias = read_f32(bf, "reading fc2 bias")?;
         let h = hidden as usize;
+        if fc2.len() != fc2_bias.len() * h {
+            return Err(CnnError::Input("fc2 does not match fc1's width".into()));
+        }
         Ok(Self {
             c2: c2 as usize,
             c3: c3 as usize,
@@ -95,21 +98,33 @@ impl StepWeights {
                 .map(|c| fc1_columns.get(c).view([rows * c3, hidden]))
                 .collect(),
             fc1_bias: bias(b1, "reading fc1 bias")?,
-            fc2_margin: (0..h).map(|o| fc2[h + o] - fc2[o]).collect(),
-            fc2_margin_bias: fc2_bias[1] - fc2_bias[0],
+            fc2,
+            fc2_bias,
         })
     }
 
-    /// The aftershock-minus-foreshock margin from fc1's sum before its bias.
-    fn margin(&self, hidden: &[f64]) -> f64 {
-        let relu = |v: f64| v.max(0.0);
-        hidden
-            .iter()
-            .zip(&self.fc1_bias)
-            .zip(&self.fc2_margin)
-            .map(|((h, b), w)| *w as f64 * relu(h + *b as f64))
-            .sum::<f64>()
-            + self.fc2_margin_bias as f64
+    /// The combination `Σ c_k · logit_k` of the logits as one row over fc1's outputs and a
+    /// bias (the margin is `[-1, 1]`, class k's logit the k-th unit vector).
+    fn output_row(&self, coefficients: &[f64]) -> Result<(Vec<f32>, f32), CnnError> {
+        let classes = self.fc2_bias.len();
+        if coefficients.len() != classes {
+            return Err(CnnError::Input(format!(
+                "{} output coefficients for {classes} classes",
+                coefficients.len()
+            )));
+        }
+        let h = self.hidden;
+        let row = (0..h)
+            .map(|o| {
+                (0..classes)
+                    .map(|k| coefficients[k] * self.fc2[k * h + o] as f64)
+                    .sum::<f64>() as f32
+            })
+            .collect();
+        let bias = (0..classes)
+            .map(|k| coefficients[k] * self.fc2_bias[k] as f64)
+            .sum::<f64>() as f32;
+        Ok((row, bias))
     }
 }
 
@@ -121,6 +136,9 @@ pub struct MaskedCnn<'a> {
     width: usize,
     first: FirstLayer,
     deep: &'a StepWeights,
+    /// The explained output: fc2's rows combined (see [`StepWeights::output_row`]).
+    out_row: Vec<f32>,
+    out_bias: f32,
     store: RefCell<Store>,
 }
 
@@ -131,10 +149,12 @@ impl<'a> MaskedCnn<'a> {
         device: Device,
         window: &[f32],
         background: &[f32],
+        output: &[f64],
     ) -> Result<Self, CnnError> {
         let _guard = tch::no_grad_guard();
         let input = net.input_shape();
         let first = FirstLayer::new(net, device, window, background)?;
+        let (out_row, out_bias) = deep.output_row(output)?;
         Ok(Self {
             net,
             device,
@@ -142,8 +162,22 @@ impl<'a> MaskedCnn<'a> {
             width: input[2] as usize,
             first,
             deep,
+            out_row,
+            out_bias,
             store: RefCell::new(Store::new(CACHED)),
         })
+    }
+
+    /// The explained output from fc1's sum before its bias.
+    fn output(&self, hidden: &[f64]) -> f64 {
+        let relu = |v: f64| v.max(0.0);
+        hidden
+            .iter()
+            .zip(&self.deep.fc1_bias)
+            .zip(&self.out_row)
+            .map(|((h, b), w)| *w as f64 * relu(h + *b as f64))
+            .sum::<f64>()
+            + self.out_bias as f64
     }
 
     /// Words of a coalition bitset: bit `row · W + col` set keeps the window's pixel there.
@@ -256,7 +290,7 @@ impl<'a> MaskedCnn<'a> {
             .chunks_exact(self.deep.hidden)
             .map(|h| h.iter().map(|&v| v as f64).collect())
             .collect();
-        let margins = hidden.iter().map(|h| self.deep.margin(h)).collect();
+        let margins = hidden.iter().map(|h| self.output(h)).collect();
         if keep {
             let cells = |t: &Tensor, what| read_f32(&t.permute([0, 2, 3, 1]), what);
             let z2 = cells(&z2, "reading conv2")?;
@@ -292,7 +326,7 @@ mod tests {
     use tch::nn::{self, ModuleT};
 
     use super::Step;
-    use crate::cnn::{Cnn2d, CnnModel, INPUT_SHAPE};
+    use crate::cnn::{Cnn2d, CnnModel, INPUT_SHAPE, MARGIN};
     use crate::hash::ModelHash;
 
     /// A CNN2D with non-trivial batch-norm statistics and input standardisation.
@@ -341,7 +375,10 @@ mod tests {
         let hw = h * w;
         let mut rng = Lcg(5);
         let (x, b) = (rng.image(1.0), rng.image(0.3));
-        let masked = model.masked(&x, &b).unwrap().expect("native model");
+        let masked = model
+            .masked(&x, &b, &MARGIN)
+            .unwrap()
+            .expect("native model");
         let words = hw.div_ceil(64);
         let mut coalitions: Vec<Vec<u64>> = vec![vec![0; words], vec![u64::MAX; words]];
         // Unions of rectangles (what the partition explainer asks), touching every edge.
@@ -365,10 +402,21 @@ mod tests {
         assert_close(&got, &want, "coalitions");
         // Not a constant: the coalitions give different margins.
         assert!((want[0] - want[1]).abs() > 1e-3, "{want:?}");
+        // Any other output: here the aftershock logit alone (the study's top-class target).
+        let class = model.masked(&x, &b, &[0.0, 1.0]).unwrap().unwrap();
+        let got = class.margins(&refs).unwrap();
+        let images = compose_all(&x, &b, &coalitions);
+        let want = model
+            .outputs(&images, coalitions.len(), &[0.0, 1.0])
+            .unwrap();
+        assert_close(&got, &want, "aftershock logit");
+        assert!(
+            model.masked(&x, &b, &[1.0]).is_err(),
+            "one coefficient for two classes"
+        );
     }
 
-    /// Margins of composed images for coalitions (bitsets over 33 × 153 pixels).
-    fn composed(model: &CnnModel, x: &[f32], b: &[f32], coalitions: &[Vec<u64>]) -> Vec<f64> {
+    fn compose_all(x: &[f32], b: &[f32], coalitions: &[Vec<u64>]) -> Vec<f32> {
         let hw = 33 * 153;
         let mut images = Vec::new();
         for m in coalitions {
@@ -379,7 +427,14 @@ mod tests {
                 }
             }
         }
-        model.margins(&images, coalitions.len()).unwrap()
+        images
+    }
+
+    /// Margins of composed images for coalitions (bitsets over 33 × 153 pixels).
+    fn composed(model: &CnnModel, x: &[f32], b: &[f32], coalitions: &[Vec<u64>]) -> Vec<f64> {
+        model
+            .margins(&compose_all(x, b, coalitions), coalitions.len())
+            .unwrap()
     }
 
     #[test]
@@ -388,7 +443,7 @@ mod tests {
         let (h, w) = (33usize, 153usize);
         let mut rng = Lcg(9);
         let (x, b) = (rng.image(1.0), rng.image(0.3));
-        let masked = model.masked(&x, &b).unwrap().unwrap();
+        let masked = model.masked(&x, &b, &MARGIN).unwrap().unwrap();
         let words = (h * w).div_ceil(64);
         // Chains of regions as a partition explainer adds them: wide ones, narrow ones, and
         // ones at both image edges, so bands of every width and at every border are met.
@@ -430,11 +485,16 @@ mod tests {
     fn short_coalitions_and_bad_inputs_are_errors() {
         let model = model();
         let n = 3 * 33 * 153;
-        assert!(model.masked(&vec![0.0; n - 1], &vec![0.0; n]).is_err());
+        assert!(model
+            .masked(&vec![0.0; n - 1], &vec![0.0; n], &MARGIN)
+            .is_err());
         let mut x = vec![0.0; n];
         x[7] = f32::NAN;
-        assert!(model.masked(&x, &vec![0.0; n]).is_err());
-        let masked = model.masked(&vec![0.0; n], &vec![0.0; n]).unwrap().unwrap();
+        assert!(model.masked(&x, &vec![0.0; n], &MARGIN).is_err());
+        let masked = model
+            .masked(&vec![0.0; n], &vec![0.0; n], &MARGIN)
+            .unwrap()
+            .unwrap();
         let err = masked.margins(&[&[0u64; 3]]).unwrap_err();
         assert!(err.to_string().contains("coalition 0 has 3 words"), "{err}");
         assert!(masked.margins(&[]).unwrap().is_empty());
@@ -488,7 +548,7 @@ mod tests {
         let (h, w) = (33usize, 153usize);
         let mut rng = Lcg(21);
         let (x, b) = (rng.image(1.0), rng.image(0.3));
-        let masked = model.masked(&x, &b).unwrap().unwrap();
+        let masked = model.masked(&x, &b, &MARGIN).unwrap().unwrap();
         let mut frontier = vec![vec![0u64; (h * w).div_ceil(64)]; 6];
         for level in 0..8 {
             let mut chain = Vec::new();
@@ -520,7 +580,7 @@ mod tests {
         let n = 3 * 33 * 153;
         let x = rng.image(1.0);
         let b = vec![0.1f32; n];
-        let masked = model.masked(&x, &b).unwrap().unwrap();
+        let masked = model.masked(&x, &b, &MARGIN).unwrap().unwrap();
         *masked.store.borrow_mut() = super::Store::new(1);
         let empty = vec![0u64; (33 * 153usize).div_ceil(64)];
         let first = add(&empty, (0, 33, 0, 76));
@@ -547,7 +607,10 @@ mod tests {
     fn steps_must_add_what_their_rectangle_says() {
         let model = model();
         let n = 3 * 33 * 153;
-        let masked = model.masked(&vec![0.5; n], &vec![0.0; n]).unwrap().unwrap();
+        let masked = model
+            .masked(&vec![0.5; n], &vec![0.0; n], &MARGIN)
+            .unwrap()
+            .unwrap();
         let empty = vec![0u64; (33 * 153usize).div_ceil(64)];
         let child = add(&empty, (2, 4, 10, 20));
         let step = |rows, cols| Step {

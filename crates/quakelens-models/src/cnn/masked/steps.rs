@@ -129,7 +129,7 @@ impl MaskedCnn<'_> {
                 }
             }
         })?;
-        let margins = sums.iter().map(|h| d.margin(h)).collect();
+        let margins = sums.iter().map(|h| self.output(h)).collect();
         drop(store);
         let mut store = self.store.borrow_mut();
         for ((((s, hidden), z2), (a2, z3)), parent) in steps

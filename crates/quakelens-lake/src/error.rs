@@ -1,0 +1,96 @@
+//! The lake's errors, each naming the table (or location) and whether trying again can help.
+
+use deltalake::DeltaTableError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    #[error("lake location {location:?}: {reason}")]
+    Location { location: String, reason: String },
+    /// The store answered, but not as a lake can be used (missing bucket, refused
+    /// credentials, …): retrying will not help.
+    #[error("lake {location}, table {table}: {reason}")]
+    Store {
+        location: String,
+        table: String,
+        reason: String,
+        transient: bool,
+    },
+    /// A table written with another schema version or for other windows.
+    #[error("lake {location}, table {table}: {reason}")]
+    Incompatible {
+        location: String,
+        table: String,
+        reason: String,
+    },
+    #[error("lake {location} is in the old plain-Parquet layout (lake.json, no Delta log); convert it once with `quakelens lake convert --lake {location}`")]
+    OldLayout { location: String },
+    #[error("no lake at {location}: no table has been written there yet (run `quakelens run` first or pass --lake)")]
+    NoLake { location: String },
+    #[error("building the {table} batch: {reason}")]
+    Batch { table: String, reason: String },
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
+}
+
+impl LakeError {
+    /// Whether the same call may succeed later (the store was unreachable, a commit raced):
+    /// a service retries these with backoff and stops on the others.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            LakeError::Store {
+                transient: true,
+                ..
+            }
+        )
+    }
+
+    pub(crate) fn store(location: &impl ToString, table: &str, e: DeltaTableError) -> Self {
+        let transient = transient(&e);
+        LakeError::Store {
+            location: location.to_string(),
+            table: table.to_string(),
+            reason: describe(&e),
+            transient,
+        }
+    }
+}
+
+/// Network trouble, server errors and lost commit races are worth retrying; refusals are not.
+fn transient(e: &DeltaTableError) -> bool {
+    match e {
+        DeltaTableError::ObjectStore { source } => !matches!(
+            source,
+            object_store::Error::NotFound { .. }
+                | object_store::Error::InvalidPath { .. }
+                | object_store::Error::NotSupported { .. }
+                | object_store::Error::NotImplemented { .. }
+                | object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. }
+                | object_store::Error::UnknownConfigurationKey { .. }
+        ),
+        DeltaTableError::Transaction { .. } | DeltaTableError::VersionAlreadyExists(_) => true,
+        DeltaTableError::Io { .. } => true,
+        _ => false,
+    }
+}
+
+/// A one-line cause, with a hint where the cause is a common set-up mistake.
+fn describe(e: &DeltaTableError) -> String {
+    let text = e.to_string();
+    let hint = match e {
+        DeltaTableError::ObjectStore {
+            source:
+                object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. },
+        } => " (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy)",
+        DeltaTableError::ObjectStore {
+            source: object_store::Error::Generic { .. },
+        } if text.contains("NoSuchBucket") => " (create the bucket first)",
+        DeltaTableError::ObjectStore {
+            source: object_store::Error::Generic { .. },
+        } => " (is the store reachable? AWS_ENDPOINT_URL, AWS_ALLOW_HTTP for plain HTTP)",
+        _ => "",
+    };
+    format!("{text}{hint}")
+}

@@ -1,0 +1,320 @@
+//! The lake's Delta tables: opened or created with their schema and properties, appended to in
+//! one commit per call that carries the writer's source positions (Delta `txn` actions), and
+//! asked for the positions already committed.
+
+use std::collections::{BTreeMap, HashMap};
+
+use arrow::array::RecordBatch;
+use deltalake::kernel::engine::arrow_conversion::TryFromArrow;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, StructType, Transaction};
+use deltalake::operations::create::CreateBuilder;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::error::LakeError;
+use crate::location::LakeLocation;
+use crate::schema::{property, LakeFormat, Table, PARTITIONS, SCHEMA_VERSION};
+
+/// A position of the source a commit covers: `app_id` is the source (a topic partition read
+/// by one consumer group, an embedded run's input), `version` the next position to read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Txn {
+    pub app_id: String,
+    pub version: i64,
+}
+
+/// What one commit wrote.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Committed {
+    pub rows: usize,
+    pub files: usize,
+    /// The table version the commit made (`None` when there was nothing to commit).
+    pub version: Option<i64>,
+}
+
+/// Opens the Delta table of `table`, `None` when nothing was created there yet.
+pub async fn open_table(
+    location: &LakeLocation,
+    table: Table,
+) -> Result<Option<DeltaTable>, LakeError> {
+    if let Some(dir) = location.local_dir() {
+        if !dir.join(table.name()).join("_delta_log").is_dir() {
+            return Ok(None);
+        }
+    }
+    let url = location.table_url(table);
+    let builder = DeltaTableBuilder::from_url(url)
+        .map_err(|e| LakeError::store(location, table.name(), e))?
+        .with_storage_options(location.storage_options());
+    match builder.load().await {
+        Ok(t) => Ok(Some(t)),
+        Err(DeltaTableError::NotATable(_)) => Ok(None),
+        Err(e) => Err(LakeError::store(location, table.name(), e)),
+    }
+}
+
+/// The properties of a table as stored.
+pub(crate) fn properties(t: &DeltaTable) -> HashMap<String, String> {
+    t.snapshot()
+        .map(|s| s.metadata().configuration().clone())
+        .unwrap_or_default()
+}
+
+/// Refuses a table of another schema version, or one made for other windows.
+pub(crate) fn check_compatible(
+    location: &LakeLocation,
+    table: Table,
+    stored: &HashMap<String, String>,
+    format: Option<&LakeFormat>,
+) -> Result<(), LakeError> {
+    let incompatible = |reason: String| LakeError::Incompatible {
+        location: location.to_string(),
+        table: table.name().into(),
+        reason,
+    };
+    let found = stored
+        .get(property::SCHEMA_VERSION)
+        .map(String::as_str)
+        .unwrap_or("none");
+    if found != SCHEMA_VERSION.to_string() {
+        return Err(incompatible(format!(
+            "written with schema version {found}, this build reads and writes version {SCHEMA_VERSION}"
+        )));
+    }
+    let Some(format) = format else {
+        return Ok(());
+    };
+    for (key, want) in table.properties(format) {
+        let have = stored.get(&key).map(String::as_str).unwrap_or("none");
+        if have != want {
+            let what = match key.as_str() {
+                property::SPECTROGRAM_SHAPE => "spectrograms of shape",
+                property::SPECTROGRAM => "spectrograms",
+                property::FEATURE_SET => "the feature set",
+                _ => "the property",
+            };
+            return Err(incompatible(format!(
+                "holds {what} {have}, this writer makes {want}; use another --lake (or the lake's settings)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The tables a writer holds open, created on first use.
+pub(crate) struct Tables {
+    pub(crate) location: LakeLocation,
+    format: LakeFormat,
+    open: BTreeMap<Table, DeltaTable>,
+}
+
+impl Tables {
+    pub(crate) fn new(location: LakeLocation, format: LakeFormat) -> Self {
+        Self {
+            location,
+            format,
+            open: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn format(&self) -> &LakeFormat {
+        &self.format
+    }
+
+    fn err(&self, table: Table) -> impl Fn(DeltaTableError) -> LakeError + '_ {
+        move |e| LakeError::store(&self.location, table.name(), e)
+    }
+
+    /// The open table, created (with its schema and properties) when it does not exist yet.
+    pub(crate) async fn table(&mut self, table: Table) -> Result<&mut DeltaTable, LakeError> {
+        if !self.open.contains_key(&table) {
+            let t = match open_table(&self.location, table).await? {
+                Some(t) => t,
+                None => self.create(table).await?,
+            };
+            check_compatible(&self.location, table, &properties(&t), Some(&self.format))?;
+            self.open.insert(table, t);
+        }
+        Ok(self.open.get_mut(&table).expect("inserted above"))
+    }
+
+    async fn create(&self, table: Table) -> Result<DeltaTable, LakeError> {
+        let schema = table.schema(&self.format);
+        let columns =
+            StructType::try_from_arrow(schema.as_ref()).map_err(|e| self.err(table)(e.into()))?;
+        let mut config: HashMap<String, Option<String>> = table
+            .properties(&self.format)
+            .into_iter()
+            .map(|(k, v)| (k, Some(v)))
+            .collect();
+        // Checkpoints every 10 commits keep a restart's log replay short.
+        config.insert("delta.checkpointInterval".into(), Some("10".into()));
+        let created = CreateBuilder::new()
+            .with_location(self.location.table_url(table).as_str())
+            .with_storage_options(self.location.storage_options())
+            .with_table_name(table.name())
+            .with_columns(columns.fields().cloned())
+            .with_partition_columns(PARTITIONS)
+            .with_configuration(config)
+            .with_save_mode(SaveMode::ErrorIfExists)
+            // Our own `quakelens.*` properties are not Delta keys.
+            .with_raise_if_key_not_exists(false)
+            .await;
+        match created {
+            Ok(t) => Ok(t),
+            // Another writer may have created it first: use theirs.
+            Err(e) => match open_table(&self.location, table).await? {
+                Some(t) => Ok(t),
+                None => Err(self.err(table)(e)),
+            },
+        }
+    }
+
+    /// Appends `batch` in one commit that also records `txns`; nothing when the batch is empty
+    /// and there are no positions to record.
+    pub(crate) async fn append(
+        &mut self,
+        table: Table,
+        batch: Option<RecordBatch>,
+        txns: &[Txn],
+    ) -> Result<Committed, LakeError> {
+        let rows = batch.as_ref().map_or(0, RecordBatch::num_rows);
+        if rows == 0 && txns.is_empty() {
+            return Ok(Committed::default());
+        }
+        let location = self.location.clone();
+        let err = move |e: DeltaTableError| LakeError::store(&location, table.name(), e);
+        let t = self.table(table).await?;
+        let mut adds = Vec::new();
+        if let Some(batch) = batch.filter(|b| b.num_rows() > 0) {
+            let mut writer = RecordBatchWriter::for_table(t)
+                .map_err(&err)?
+                .with_writer_properties(writer_properties());
+            writer.write(batch).await.map_err(&err)?;
+            adds = writer.flush().await.map_err(&err)?;
+        }
+        let files = adds.len();
+        let actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
+        let txns: Vec<Transaction> = txns
+            .iter()
+            .map(|x| Transaction::new(&x.app_id, x.version))
+            .collect();
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: Some(PARTITIONS.map(String::from).to_vec()),
+            predicate: None,
+        };
+        let snapshot = t.snapshot().map_err(&err)?;
+        let finalized =
+            CommitBuilder::from(CommitProperties::default().with_application_transactions(txns))
+                .with_actions(actions)
+                .build(Some(snapshot), t.log_store(), operation)
+                .await
+                .map_err(&err)?;
+        let version = finalized.version();
+        t.update_incremental(Some(version)).await.map_err(&err)?;
+        Ok(Committed {
+            rows,
+            files,
+            version: Some(version as i64),
+        })
+    }
+
+    /// The version last committed for `app_id` in `table` (`None`: never).
+    pub(crate) async fn txn_version(
+        &mut self,
+        table: Table,
+        app_id: &str,
+    ) -> Result<Option<i64>, LakeError> {
+        let location = self.location.clone();
+        let t = self.table(table).await?;
+        let snapshot = t
+            .snapshot()
+            .map_err(|e| LakeError::store(&location, table.name(), e))?;
+        snapshot
+            .transaction_version(t.log_store().as_ref(), app_id)
+            .await
+            .map_err(|e| LakeError::store(&location, table.name(), e))
+    }
+}
+
+/// Files are zstd-compressed like the plain-Parquet lake was.
+pub(crate) fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("zstd level 3 exists"),
+        ))
+        .set_created_by(format!("quakelens {}", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// The keys (`window_id`, and `model_hash` for model outputs, else empty) of the rows `table`
+/// gained in files written since `since`: what a sink starting now checks upstream duplicates
+/// against. Only those files are read, so the cost follows the recent write rate.
+pub async fn recent_keys(
+    location: &LakeLocation,
+    table: Table,
+    since: std::time::SystemTime,
+) -> Result<Vec<(String, String)>, LakeError> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::DataType;
+    use futures::TryStreamExt;
+
+    let Some(t) = open_table(location, table).await? else {
+        return Ok(Vec::new());
+    };
+    let err = |e: DeltaTableError| LakeError::store(location, table.name(), e);
+    let cutoff_ms = since
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let paths: Vec<String> = t
+        .snapshot()
+        .map_err(err)?
+        .log_data()
+        .iter()
+        .filter(|f| f.modification_time() >= cutoff_ms)
+        .map(|f| f.path().into_owned())
+        .collect();
+    if paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ctx = datafusion::prelude::SessionContext::new();
+    t.update_datafusion_session(&ctx.state()).map_err(err)?;
+    let provider = t
+        .table_provider()
+        .with_file_paths(paths)
+        .await
+        .map_err(|e| err(e.into()))?;
+    let df_err = |e: datafusion::error::DataFusionError| err(e.into());
+    ctx.register_table("t", provider).map_err(df_err)?;
+    let model = if table.schema_has_model() {
+        "model_hash"
+    } else {
+        "''"
+    };
+    let batches: Vec<RecordBatch> = ctx
+        .sql(&format!(
+            "SELECT DISTINCT CAST(window_id AS VARCHAR), CAST({model} AS VARCHAR) FROM t"
+        ))
+        .await
+        .map_err(df_err)?
+        .execute_stream()
+        .await
+        .map_err(df_err)?
+        .try_collect()
+        .await
+        .map_err(df_err)?;
+    let mut out = Vec::new();
+    for b in batches {
+        let text = |i: usize| arrow::compute::cast(b.column(i), &DataType::Utf8);
+        let (w, m) = (text(0), text(1));
+        let (Ok(w), Ok(m)) = (w, m) else { continue };
+        let (w, m) = (w.as_string::<i32>(), m.as_string::<i32>());
+        out.extend((0..b.num_rows()).map(|i| (w.value(i).to_string(), m.value(i).to_string())));
+    }
+    Ok(out)
+}

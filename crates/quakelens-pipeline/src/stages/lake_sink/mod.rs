@@ -1,0 +1,574 @@
+//! `windows`, `scores`, `magnitudes`, `shap.results` → the lake's Delta tables, each row once.
+//!
+//! Each batch becomes one Delta commit per table, and each commit carries, per input topic
+//! partition, a `txn` action (app id `<group>/<topic>/<partition>`, version = the next offset to
+//! read): the sink's own replays (a crash between the commit and the Kafka commit, a broker
+//! restart) are recognised from the log on start and skipped table by table, without loading
+//! the lake's keys. Kafka offsets are stored only after the commits.
+//!
+//! Upstream stages deliver at least once too: a windower or scorer that restarts sends some
+//! rows again as new messages. Those are dropped by key against the keys written within a
+//! horizon of arrival time ([`recent::RecentKeys`], warmed on start from the files the tables
+//! added within the horizon), so memory and start-up follow the write rate, not the history.
+//!
+//! CNN explanations split into parts wait in [`PartsBuffer`] until their window is complete;
+//! positions before a held part are not stored in Kafka, so a restart brings the part back and
+//! the message is read again for its parts only.
+
+mod latency;
+mod recent;
+
+/// Runs a lake call on `$sink.writer`, retrying transient failures (an unreachable store, a
+/// lost commit race) with backoff for up to the sink's `retry_for`.
+macro_rules! retrying {
+    ($sink:expr, |$w:ident| $call:expr) => {{
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let $w = &mut $sink.writer;
+            match $call.await {
+                Ok(v) => break Ok(v),
+                Err(e) if e.is_transient() && started.elapsed() < $sink.cfg.retry_for => {
+                    tracing::warn!(attempt, "lake unavailable, retrying: {e}");
+                    let pause =
+                        quakelens_transport::backoff(attempt).max(Duration::from_millis(200));
+                    tokio::time::sleep(pause).await;
+                    attempt += 1;
+                }
+                Err(e) => break Err(StageError::from(e)),
+            }
+        }
+    }};
+}
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use quakelens_explain::image::Part;
+use quakelens_lake::{
+    CnnShapRecord, ForestShapRecord, LakeFormat, LakeLocation, LakeWriter, MagnitudeRecord,
+    ScoreRecord, SpectrogramAxes, Table, Txn, WindowRecord,
+};
+use quakelens_transport::topics::{header, DEAD_LETTER, MAGNITUDES, SCORES, SHAP_RESULTS, WINDOWS};
+use quakelens_transport::{Incoming, Outgoing, Position, Transport};
+
+pub use latency::{Latencies, LatencySummary};
+pub use recent::{key_hash, RecentKeys};
+
+use super::cnn_parts::{Origin, PartsBuffer};
+use super::explainer::record_band_shares;
+use super::{after_batch, dead_letter, now_ns, Stage, StageError, StageMetrics};
+use crate::messages::{
+    decode_cnn_shap, decode_forest_shap, decode_magnitudes, decode_scores, decode_windows,
+    encode_cnn_shap, is_cnn_result,
+};
+
+const STAGE: &str = "lake";
+
+/// How the sink names its positions and how far back it looks for upstream duplicates.
+#[derive(Clone, Debug)]
+pub struct LakeSinkConfig {
+    /// The consumer group: the prefix of the sink's `txn` app ids.
+    pub group: String,
+    pub batch: usize,
+    /// Rows written within this much arrival time are checked for upstream duplicates.
+    pub dedup_horizon: Duration,
+    /// A store that stays unreachable this long stops the sink (it restarts from the log).
+    pub retry_for: Duration,
+}
+
+impl LakeSinkConfig {
+    pub fn new(group: &str) -> Self {
+        Self {
+            group: group.to_string(),
+            batch: 500,
+            dedup_horizon: Duration::from_secs(6 * 3600),
+            retry_for: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Rows of one batch, per table, after every filter.
+#[derive(Default)]
+struct Rows {
+    windows: Vec<WindowRecord>,
+    features: Vec<WindowRecord>,
+    scores: Vec<ScoreRecord>,
+    magnitudes: Vec<MagnitudeRecord>,
+    /// Explanations with the feature names their values follow.
+    forest_shap: Vec<(Vec<String>, Vec<ForestShapRecord>)>,
+    cnn_shap: Vec<CnnShapRecord>,
+}
+
+impl Rows {
+    fn count(&self) -> usize {
+        self.windows.len()
+            + self.features.len()
+            + self.scores.len()
+            + self.magnitudes.len()
+            + self.forest_shap.iter().map(|(_, r)| r.len()).sum::<usize>()
+            + self.cnn_shap.len()
+    }
+}
+
+pub struct LakeSinkStage {
+    writer: LakeWriter,
+    cfg: LakeSinkConfig,
+    /// The next offset not yet in each table, per topic partition (from the log, then kept).
+    committed: HashMap<(Table, String, i32), i64>,
+    recent: HashMap<Table, RecentKeys>,
+    /// Where CNN explanation values sit (None: the lake's spectrograms are not the study's).
+    axes: Option<SpectrogramAxes>,
+    /// CNN explanations split into parts, waiting for the rest of their window.
+    pub parts: PartsBuffer,
+    /// After the last message read, per (topic, partition); stored once no held part is before.
+    consumed: BTreeMap<(String, i32), i64>,
+    /// Seconds from window end to its row being in the lake.
+    pub latencies: Latencies,
+    pub duplicates_skipped: u64,
+}
+
+impl LakeSinkStage {
+    /// Opens (or creates) the lake for windows of `format` and warms the recent keys.
+    pub async fn open(
+        location: &LakeLocation,
+        format: LakeFormat,
+        cfg: LakeSinkConfig,
+    ) -> Result<Self, StageError> {
+        let writer = LakeWriter::open(location, format).await?;
+        let since = std::time::SystemTime::now() - cfg.dedup_horizon;
+        let mut recent = HashMap::new();
+        let started = Instant::now();
+        let mut warmed = 0;
+        for table in Table::ALL {
+            let mut keys = RecentKeys::new(cfg.dedup_horizon);
+            let now = Instant::now();
+            for (window, model) in quakelens_lake::recent_keys(location, table, since).await? {
+                keys.insert(key_hash(&window, &model), now);
+                warmed += 1;
+            }
+            recent.insert(table, keys);
+        }
+        tracing::info!(
+            keys = warmed,
+            seconds = started.elapsed().as_secs_f64(),
+            "lake sink: keys written within the dedup horizon loaded"
+        );
+        Ok(Self {
+            writer,
+            axes: crate::transform::spectrogram_axes(format.shape).ok(),
+            cfg,
+            committed: HashMap::new(),
+            recent,
+            parts: PartsBuffer::default(),
+            consumed: BTreeMap::new(),
+            latencies: Latencies::default(),
+            duplicates_skipped: 0,
+        })
+    }
+
+    fn app_id(&self, topic: &str, partition: i32) -> String {
+        format!("{}/{topic}/{partition}", self.cfg.group)
+    }
+
+    /// Whether `m`'s rows for `table` are in the table already (the log says so).
+    async fn seen(&mut self, table: Table, m: &Incoming) -> Result<bool, StageError> {
+        let key = (table, m.topic.clone(), m.partition);
+        let next = match self.committed.get(&key) {
+            Some(&v) => v,
+            None => {
+                let app = self.app_id(&m.topic, m.partition);
+                let v = retrying!(self, |w| w.txn_version(table, &app))?;
+                let v = v.unwrap_or(0);
+                self.committed.insert(key, v);
+                v
+            }
+        };
+        Ok(m.offset < next)
+    }
+
+    /// Keeps only rows whose key was not written within the horizon (nor earlier in `rows`).
+    fn fresh<T>(&mut self, table: Table, rows: Vec<T>, key: impl Fn(&T) -> u64) -> Vec<T> {
+        let keys = self
+            .recent
+            .get_mut(&table)
+            .expect("every table has its keys");
+        let before = rows.len();
+        let mut batch = std::collections::HashSet::new();
+        let kept: Vec<T> = rows
+            .into_iter()
+            .filter(|r| {
+                let k = key(r);
+                !keys.contains(k) && batch.insert(k)
+            })
+            .collect();
+        self.duplicates_skipped += (before - kept.len()) as u64;
+        kept
+    }
+
+    /// Sorts one batch's messages into table rows: decoded, checked against the lake's
+    /// format, replays and upstream duplicates removed. Messages that cannot be used become
+    /// dead letters; the latencies of what will be written are returned.
+    async fn sort(
+        &mut self,
+        batch: &[Incoming],
+        metrics: &StageMetrics,
+        dead: &mut Vec<Outgoing>,
+    ) -> Result<(Rows, Vec<i64>), StageError> {
+        let mut rows = Rows::default();
+        let mut ends = Vec::new();
+        let format = *self.writer.format();
+        for m in batch {
+            let Some(payload) = m.payload.as_deref() else {
+                dead.push(dead_letter(STAGE, m, "empty message (no payload)"));
+                continue;
+            };
+            let taken = match m.topic.as_str() {
+                WINDOWS => {
+                    let (new_w, new_f) = (
+                        !self.seen(Table::Windows, m).await?,
+                        !self.seen(Table::Features, m).await?,
+                    );
+                    if !(new_w || new_f) {
+                        self.duplicates_skipped += 1;
+                        continue;
+                    }
+                    match decode_windows(payload) {
+                        Ok((f, _)) if f != format => Err(format!(
+                            "windows of {} spectrograms of {:?} with {} features, this lake stores {} spectrograms of {:?} with {} features",
+                            f.input, f.shape, f.features, format.input, format.shape, format.features
+                        )),
+                        Ok((_, w)) => {
+                            if new_f {
+                                rows.features.extend(w.iter().cloned());
+                            }
+                            if new_w {
+                                rows.windows.extend(w);
+                            }
+                            Ok(())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                SCORES if !self.seen(Table::Scores, m).await? => decode_scores(payload)
+                    .map(|r| rows.scores.extend(r))
+                    .map_err(|e| e.to_string()),
+                MAGNITUDES if !self.seen(Table::Magnitudes, m).await? => decode_magnitudes(payload)
+                    .map(|r| rows.magnitudes.extend(r))
+                    .map_err(|e| e.to_string()),
+                SHAP_RESULTS if is_cnn_result(payload) => {
+                    let replayed = self.seen(Table::CnnShap, m).await?;
+                    match (&self.axes, decode_cnn_shap(payload)) {
+                        (None, _) => Err(
+                            "CNN explanations for a lake whose spectrograms are not the study's"
+                                .into(),
+                        ),
+                        (_, Err(e)) => Err(e.to_string()),
+                        (Some(axes), Ok(r)) => {
+                            let cells = axes.cells();
+                            match r.iter().find(|(c, _)| c.values.len() != cells) {
+                                Some((c, _)) => Err(format!(
+                                    "window {}: {} SHAP values, the lake's spectrograms have {cells} cells",
+                                    c.key.window_id,
+                                    c.values.len()
+                                )),
+                                None => self.take_cnn(r, m, replayed, &mut rows.cnn_shap, metrics),
+                            }
+                        }
+                    }
+                }
+                SHAP_RESULTS if !self.seen(Table::ForestShap, m).await? => {
+                    decode_forest_shap(payload)
+                        .map(|(r, names)| {
+                            match rows.forest_shap.iter_mut().find(|(n, _)| *n == names) {
+                                Some((_, all)) => all.extend(r),
+                                None => rows.forest_shap.push((names, r)),
+                            }
+                        })
+                        .map_err(|e| e.to_string())
+                }
+                SCORES | MAGNITUDES | SHAP_RESULTS => {
+                    self.duplicates_skipped += 1;
+                    continue;
+                }
+                other => Err(format!("unexpected topic {other}")),
+            };
+            match taken {
+                Ok(()) => ends.extend(
+                    m.header(header::WINDOW_END_NS)
+                        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok()),
+                ),
+                Err(e) => dead.push(dead_letter(STAGE, m, &format!("{} message: {e}", m.topic))),
+            }
+        }
+        let id = |w: &WindowRecord| key_hash(&w.window_id, "");
+        rows.windows = self.fresh(Table::Windows, std::mem::take(&mut rows.windows), id);
+        rows.features = self.fresh(Table::Features, std::mem::take(&mut rows.features), id);
+        rows.scores = self.fresh(Table::Scores, std::mem::take(&mut rows.scores), |r| {
+            key_hash(&r.key.window_id, &r.model_hash)
+        });
+        rows.magnitudes = self.fresh(
+            Table::Magnitudes,
+            std::mem::take(&mut rows.magnitudes),
+            |r| key_hash(&r.key.window_id, &r.model_hash),
+        );
+        let mut forest = std::mem::take(&mut rows.forest_shap);
+        for (_, group) in forest.iter_mut() {
+            *group = self.fresh(Table::ForestShap, std::mem::take(group), |r| {
+                key_hash(&r.key.window_id, &r.model_hash)
+            });
+        }
+        rows.forest_shap = forest;
+        rows.cnn_shap = self.fresh(Table::CnnShap, std::mem::take(&mut rows.cnn_shap), |r| {
+            key_hash(&r.key.window_id, &r.model_hash)
+        });
+        Ok((rows, ends))
+    }
+
+    /// Commits each table that has rows, with the positions of its topic's partitions.
+    async fn commit(&mut self, rows: Rows, after: &[Position]) -> Result<(), StageError> {
+        let txns = |topic: &str, group: &str| -> Vec<Txn> {
+            after
+                .iter()
+                .filter(|p| p.topic == topic)
+                .map(|p| Txn {
+                    app_id: format!("{group}/{}/{}", p.topic, p.partition),
+                    version: p.offset,
+                })
+                .collect()
+        };
+        let group = self.cfg.group.clone();
+        let now = Instant::now();
+        let Rows {
+            windows,
+            features,
+            scores,
+            magnitudes,
+            forest_shap,
+            cnn_shap,
+        } = rows;
+        if !windows.is_empty() {
+            let t = txns(WINDOWS, &group);
+            retrying!(self, |w| w.write_windows(&windows, &t))?;
+            self.committed_up_to(Table::Windows, &t);
+            self.remember(
+                Table::Windows,
+                windows.iter().map(|r| key_hash(&r.window_id, "")),
+                now,
+            );
+        }
+        if !features.is_empty() {
+            let t = txns(WINDOWS, &group);
+            retrying!(self, |w| w.write_features(&features, &t))?;
+            self.committed_up_to(Table::Features, &t);
+            self.remember(
+                Table::Features,
+                features.iter().map(|r| key_hash(&r.window_id, "")),
+                now,
+            );
+        }
+        if !scores.is_empty() {
+            let t = txns(SCORES, &group);
+            retrying!(self, |w| w.write_scores(&scores, &t))?;
+            self.committed_up_to(Table::Scores, &t);
+            self.remember(
+                Table::Scores,
+                scores
+                    .iter()
+                    .map(|r| key_hash(&r.key.window_id, &r.model_hash)),
+                now,
+            );
+        }
+        if !magnitudes.is_empty() {
+            let t = txns(MAGNITUDES, &group);
+            retrying!(self, |w| w.write_magnitudes(&magnitudes, &t))?;
+            self.committed_up_to(Table::Magnitudes, &t);
+            self.remember(
+                Table::Magnitudes,
+                magnitudes
+                    .iter()
+                    .map(|r| key_hash(&r.key.window_id, &r.model_hash)),
+                now,
+            );
+        }
+        if forest_shap.iter().any(|(_, r)| !r.is_empty()) {
+            let t = txns(SHAP_RESULTS, &group);
+            retrying!(self, |w| w.write_forest_shap(&forest_shap, &t))?;
+            self.committed_up_to(Table::ForestShap, &t);
+            let keys: Vec<u64> = forest_shap
+                .iter()
+                .flat_map(|(_, r)| r.iter().map(|r| key_hash(&r.key.window_id, &r.model_hash)))
+                .collect();
+            self.remember(Table::ForestShap, keys.into_iter(), now);
+        }
+        if let (false, Some(axes)) = (cnn_shap.is_empty(), self.axes.clone()) {
+            let t = txns(SHAP_RESULTS, &group);
+            retrying!(self, |w| w.write_cnn_shap(&cnn_shap, &axes, &t))?;
+            self.committed_up_to(Table::CnnShap, &t);
+            self.remember(
+                Table::CnnShap,
+                cnn_shap
+                    .iter()
+                    .map(|r| key_hash(&r.key.window_id, &r.model_hash)),
+                now,
+            );
+        }
+        Ok(())
+    }
+
+    fn committed_up_to(&mut self, table: Table, txns: &[Txn]) {
+        for t in txns {
+            let mut parts = t.app_id.rsplitn(3, '/');
+            let (Some(p), Some(topic)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            if let Ok(p) = p.parse::<i32>() {
+                self.committed
+                    .insert((table, topic.to_string(), p), t.version);
+            }
+        }
+    }
+
+    fn remember(&mut self, table: Table, keys: impl Iterator<Item = u64>, now: Instant) {
+        let recent = self
+            .recent
+            .get_mut(&table)
+            .expect("every table has its keys");
+        for k in keys {
+            recent.insert(k, now);
+        }
+    }
+
+    /// Keys held for the dedup horizon, all tables (bounded by rate × horizon).
+    pub fn recent_keys(&self) -> usize {
+        self.recent.values().map(RecentKeys::len).sum()
+    }
+}
+
+impl Stage for LakeSinkStage {
+    fn batch_size(&self) -> usize {
+        self.cfg.batch
+    }
+
+    async fn step<T: Transport>(
+        &mut self,
+        t: &T,
+        batch: Vec<Incoming>,
+        metrics: &StageMetrics,
+    ) -> Result<(), StageError> {
+        for (topic, partition) in t.take_revoked() {
+            // Another sink owns it now: its positions may move, its parts are replayed there.
+            self.committed
+                .retain(|(_, to, p), _| !(to == &topic && *p == partition));
+            self.parts.forget_partition(&topic, partition);
+            self.consumed.remove(&(topic, partition));
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut dead = Vec::new();
+        let (rows, ends) = self.sort(&batch, metrics, &mut dead).await?;
+        let fresh = rows.count();
+        let after = after_batch(&batch);
+        self.commit(rows, &after).await?;
+        let now = now_ns();
+        for &e in &ends {
+            let seconds = (now - e) as f64 / 1e9;
+            metrics.window_latency(seconds);
+            self.latencies.record(seconds);
+        }
+        dead.extend(self.expired_parts());
+        metrics.records_out.inc_by(fresh as u64);
+        metrics.dead_lettered(dead.len());
+        t.send(dead).await?;
+        for p in after {
+            self.consumed.insert((p.topic, p.partition), p.offset);
+        }
+        t.store(&self.positions())?;
+        Ok(())
+    }
+}
+
+impl LakeSinkStage {
+    /// CNN explanations of a message: whole windows go on (unless `replayed`: they are in the
+    /// lake); parts wait in the buffer until their window is complete.
+    fn take_cnn(
+        &mut self,
+        rows: Vec<(CnnShapRecord, Part)>,
+        m: &Incoming,
+        replayed: bool,
+        out: &mut Vec<CnnShapRecord>,
+        metrics: &StageMetrics,
+    ) -> Result<(), String> {
+        for (record, part) in rows {
+            if part == Part::WHOLE {
+                if !replayed {
+                    out.push(record);
+                }
+                continue;
+            }
+            let origin = Origin {
+                topic: m.topic.clone(),
+                partition: m.partition,
+                offset: m.offset,
+            };
+            if let Some(whole) = self.parts.add(record, part, origin)? {
+                // No worker saw this window whole: its band shares (the drift metric) are set here.
+                if let Some(axes) = &self.axes {
+                    record_band_shares(metrics, &whole, &axes.freqs_hz, axes.times_s.len());
+                }
+                out.push(whole);
+            }
+        }
+        Ok(())
+    }
+
+    /// Windows whose parts waited too long, as dead letters (their parts, re-encoded).
+    fn expired_parts(&mut self) -> Vec<Outgoing> {
+        self.parts
+            .expired()
+            .into_iter()
+            .map(|w| {
+                let got = w.parts.len();
+                let rows: Vec<(CnnShapRecord, Part)> = w
+                    .parts
+                    .into_iter()
+                    .map(|(index, (r, _))| {
+                        (
+                            r,
+                            Part {
+                                index,
+                                count: w.count,
+                            },
+                        )
+                    })
+                    .collect();
+                let window = rows[0].0.key.window_id.clone();
+                let reason = format!(
+                    "CNN explanation of window {window}: {got} of {} parts after {} s",
+                    w.count,
+                    self.parts.timeout.as_secs()
+                );
+                tracing::error!(window, "{reason}");
+                Outgoing::new(DEAD_LETTER, window, encode_cnn_shap(&rows))
+                    .header(header::ERROR, reason)
+                    .header(header::STAGE, STAGE)
+            })
+            .collect()
+    }
+
+    /// What may be stored in Kafka: everything read, except from the first held part on.
+    fn positions(&self) -> Vec<Position> {
+        let held = self.parts.held();
+        self.consumed
+            .iter()
+            .map(|((topic, partition), &after)| Position {
+                topic: topic.clone(),
+                partition: *partition,
+                offset: held
+                    .get(&(topic.clone(), *partition))
+                    .map_or(after, |&h| h.min(after)),
+            })
+            .collect()
+    }
+}
