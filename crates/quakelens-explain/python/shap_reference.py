@@ -14,6 +14,14 @@ Commands (raw little-endian f64 files):
       time shap.Explainer(f, shap.maskers.Image("inpaint_telea", (33, 153, 3))) (the Partition
       explainer) at MAX_EVALS on N images (f = the aftershock-minus-foreshock logit of our CNN
       file loaded into PyTorch); JSON on stdout.
+  inpaint IMAGES MASKS OUT N H W RADIUS
+      cv2.inpaint(image, mask, RADIUS, cv2.INPAINT_TELEA) on N raw u8 images (H × W × 3) and
+      masks (H × W, nonzero = fill), as shap's Image("inpaint_telea") masker calls it; writes
+      the N results (u8).
+  image-masker IMAGES KEEP OUT N H W
+      shap.maskers.Image("inpaint_telea", (H, W, 3)) called as the Partition explainer calls
+      it: per image a mask over its H × W × 3 values (KEEP: H × W, nonzero = kept, repeated
+      over channels) on the u8 image; writes the masked images (u8).
 """
 import json
 import sys
@@ -130,6 +138,31 @@ def cmd_bench_image(model_path, x_path, n, max_evals, threads):
     print(json.dumps({"seconds_per_image": seconds / n, "additivity": additivity, "shap": shap.__version__}))
 
 
+def cmd_inpaint(images_path, masks_path, out_path, n, h, w, radius):
+    import cv2
+
+    n, h, w = int(n), int(h), int(w)
+    images = np.fromfile(images_path, dtype=np.uint8).reshape(n, h, w, 3)
+    masks = np.fromfile(masks_path, dtype=np.uint8).reshape(n, h, w)
+    out = np.stack([cv2.inpaint(images[k], masks[k], int(radius), cv2.INPAINT_TELEA) for k in range(n)])
+    out.astype(np.uint8).tofile(out_path)
+
+
+def cmd_image_masker(images_path, keep_path, out_path, n, h, w):
+    import shap
+
+    n, h, w = int(n), int(h), int(w)
+    images = np.fromfile(images_path, dtype=np.uint8).reshape(n, h, w, 3)
+    keep = np.fromfile(keep_path, dtype=np.uint8).reshape(n, h, w) > 0
+    masker = shap.maskers.Image("inpaint_telea", (h, w, 3))
+    out = []
+    for k in range(n):
+        mask = np.repeat(keep[k][:, :, None], 3, axis=2).ravel()
+        (masked,) = masker(mask, images[k])
+        out.append(np.asarray(masked).reshape(h, w, 3))
+    np.stack(out).astype(np.uint8).tofile(out_path)
+
+
 if __name__ == "__main__":
     cmd, *args = sys.argv[1:]
-    {"tree-shap": cmd_tree_shap, "tree-interactions": cmd_tree_interactions, "bench-tree": cmd_bench_tree, "bench-image": cmd_bench_image}[cmd](*args)
+    {"tree-shap": cmd_tree_shap, "tree-interactions": cmd_tree_interactions, "bench-tree": cmd_bench_tree, "bench-image": cmd_bench_image, "inpaint": cmd_inpaint, "image-masker": cmd_image_masker}[cmd](*args)

@@ -17,6 +17,9 @@
 
 use std::collections::BinaryHeap;
 
+use crate::inpaint::fill_with_channel_means;
+pub use crate::inpaint::{Inpainted, Quantization};
+
 /// An image's shape: channels, height (frequency), width (time).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shape {
@@ -48,6 +51,10 @@ pub enum Masker {
     /// `blur(k, k)` uses OpenCV's box-normalised kernels on the uint8-converted image; this
     /// blurs the float image itself, so no information is lost to quantisation.
     Blur { sigma: f32 },
+    /// The study's masker, shap's `Image("inpaint_telea", …)`: the image quantised to 8 bits
+    /// on its batch's range, removed pixels inpainted from the kept ones (every coalition has
+    /// its own fill), the model fed the result on the batch's scale.
+    Inpaint(Quantization),
 }
 
 impl Masker {
@@ -63,6 +70,29 @@ impl Masker {
                 })
                 .collect(),
             Masker::Blur { sigma } => blur(x, shape, sigma),
+            Masker::Inpaint(q) => {
+                let mut bytes = q.quantize(x, shape);
+                fill_with_channel_means(&mut bytes);
+                let mut out = Vec::with_capacity(x.len());
+                q.dequantize(&bytes, shape, &mut out);
+                out
+            }
+        }
+    }
+
+    /// The game of `model` around `x` with this masker.
+    pub fn game<'m, 'a>(
+        &self,
+        model: &'m mut ModelFn<'a>,
+        x: &'m [f32],
+        shape: Shape,
+    ) -> Box<dyn Game + 'm>
+    where
+        'a: 'm,
+    {
+        match *self {
+            Masker::Inpaint(q) => Box::new(Inpainted::new(model, x, shape, q)),
+            _ => Box::new(Composed::new(model, x, self.background(x, shape), shape)),
         }
     }
 }
@@ -280,7 +310,8 @@ impl Game for quakelens_models::cnn::MaskedCnn<'_> {
 
 /// Runs `explain` on the game of `model`'s output `Σ output[k] · logit_k` (the margin is
 /// `[-1, 1]`) around window `x`: the locally recomputing
-/// [`quakelens_models::cnn::MaskedCnn`] for native models, composed images for TorchScript ones.
+/// [`quakelens_models::cnn::MaskedCnn`] for native models, composed images for TorchScript ones
+/// and for the inpainting masker (whose fill differs from coalition to coalition).
 pub fn with_cnn_game<T>(
     model: &quakelens_models::cnn::CnnModel,
     x: &[f32],
@@ -289,19 +320,22 @@ pub fn with_cnn_game<T>(
     output: &[f64],
     explain: impl FnOnce(&mut dyn Game) -> Result<T, String>,
 ) -> Result<T, String> {
-    let background = masker.background(x, shape);
-    if let Some(mut game) = model
-        .masked(x, &background, output)
-        .map_err(|e| e.to_string())?
-    {
-        return explain(&mut game);
+    if !matches!(masker, Masker::Inpaint(_)) {
+        let background = masker.background(x, shape);
+        if let Some(mut game) = model
+            .masked(x, &background, output)
+            .map_err(|e| e.to_string())?
+        {
+            return explain(&mut game);
+        }
     }
     let mut f = |images: &[f32], n: usize| -> Result<Vec<f64>, String> {
         model
             .outputs(images, n, output)
             .map_err(|e| format!("CNN on masked images: {e}"))
     };
-    explain(&mut Composed::new(&mut f, x, background, shape))
+    let mut game = masker.game(&mut f, x, shape);
+    explain(game.as_mut())
 }
 
 /// `x` where `mask` holds the pixel, `background` elsewhere, appended to `out`.
@@ -370,8 +404,12 @@ pub fn partition(
     max_evals: usize,
     batch: usize,
 ) -> Result<Attribution, String> {
-    let mut game = Composed::new(model, x, masker.background(x, shape), shape);
-    partition_game(&mut game, shape, max_evals, batch)
+    partition_game(
+        masker.game(model, x, shape).as_mut(),
+        shape,
+        max_evals,
+        batch,
+    )
 }
 
 /// [`partition`] on any [`Game`] over an image of `shape`.
@@ -559,8 +597,7 @@ pub fn exact_shapley(
     groups: &[Region],
     batch: usize,
 ) -> Result<Vec<f64>, String> {
-    let mut game = Composed::new(model, x, masker.background(x, shape), shape);
-    exact_shapley_game(&mut game, shape, groups, batch)
+    exact_shapley_game(masker.game(model, x, shape).as_mut(), shape, groups, batch)
 }
 
 /// [`exact_shapley`] on any [`Game`] over an image of `shape`.

@@ -1,8 +1,10 @@
 //! SHAP explanations for the project's models. [`tree`]: exact path-dependent TreeSHAP for the
 //! magnitude forest, with shap's `TreeExplainer` conventions. [`image`]: model-agnostic image
 //! SHAP (partition/Owen values under a budget, exact Shapley values of small games).
+//! [`inpaint`]: OpenCV's Telea inpainting, the masker the study explained its CNNs with.
 
 pub mod image;
+pub mod inpaint;
 pub mod tree;
 
 pub use tree::{ForestShap, Method, TreeShapError};

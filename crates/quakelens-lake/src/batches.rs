@@ -347,6 +347,9 @@ pub fn cnn_shap_batch(
         Arc::new(Float64Array::from_iter_values(
             long.iter().map(|r| r.base_value),
         )),
+        Arc::new(StringArray::from_iter(
+            long.iter().map(|r| r.batch.as_deref()),
+        )),
     ];
     assemble(Table::CnnShap, cnn_shap_schema(), &long, body)
 }

@@ -307,6 +307,9 @@ pub struct CnnShapRecord {
     pub base_value: f64,
     /// `[channel][freq][frame]`, like the spectrogram.
     pub values: Vec<f32>,
+    /// The batch explained together when the masker's 8-bit range spanned several windows
+    /// (`--masker inpaint`); the study's class maps scale values by their batch's maximum.
+    pub batch: Option<String>,
 }
 
 impl Keyed for ScoreRecord {

@@ -300,6 +300,9 @@ pub fn cnn_shap_schema() -> SchemaRef {
         Field::new("value", DataType::Float32, false),
         Field::new("output", DataType::Float64, false),
         Field::new("base_value", DataType::Float64, false),
+        // The windows explained together whose 8-bit range the study's masker shared (null
+        // for maskers that see one window at a time).
+        Field::new("batch", DataType::Utf8, true),
     ]);
     with_partitions(fields)
 }

@@ -36,7 +36,7 @@ fn record(i: usize, station: &str, start_ns: i64) -> WindowRecord {
         resampled: false,
         gap_runs: (i % 2) as i32,
         filled_samples: (i % 2) as i32 * 7,
-        flat_channels: (i % 3 == 0) as i32,
+        flat_channels: i.is_multiple_of(3) as i32,
         channel_order: "NEZ".into(),
         event_id: Some(format!("ev{i}")),
         label: Some((i % 2) as i32),

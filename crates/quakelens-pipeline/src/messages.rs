@@ -917,6 +917,8 @@ pub fn decode_cnn_shap(bytes: &[u8]) -> Result<Vec<(CnnShapRecord, Part)>, Messa
                     output: required(c.f64("output", row)?, row, "output")?,
                     base_value: required(c.f64("base_value", row)?, row, "base_value")?,
                     values: list_values::<arrow::datatypes::Float32Type>(&c, "values", row)?,
+                    // Workers explain one window at a time.
+                    batch: None,
                 },
                 part,
             ));
@@ -973,6 +975,7 @@ mod tests {
             output: 1.5,
             base_value: -0.5,
             values: vec![0.25; 12],
+            batch: None,
         }];
         let rows: Vec<(CnnShapRecord, Part)> = rows
             .into_iter()

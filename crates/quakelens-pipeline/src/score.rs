@@ -388,5 +388,6 @@ pub fn cnn_explanation_part(
         output: a.f_image,
         base_value: a.f_background,
         values: a.values.iter().map(|&v| v as f32).collect(),
+        batch: None,
     })
 }

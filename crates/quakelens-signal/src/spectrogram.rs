@@ -378,7 +378,8 @@ impl SpectrogramTransform {
                 .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
                     (lo.min(v), hi.max(v))
                 });
-            flat += (!(hi > lo)) as u32;
+            // Flat also when no value is finite (NaN compares false).
+            flat += u32::from(hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater));
             match (&self.input.scaling, self.input.power) {
                 (ImageScaling::Raw, Power::Log) => {
                     let start = out.len();
@@ -621,7 +622,7 @@ mod tests {
         assert_eq!(flat, 1);
         let stats = ChannelStats::default();
         let per = out.len() / 3;
-        let want = ((0.0f32 - stats.mean[1] as f32) / stats.std[1] as f32) as f32;
+        let want = (0.0f32 - stats.mean[1] as f32) / stats.std[1] as f32;
         assert!(out[per..2 * per].iter().all(|&v| v == want));
         assert!(out.iter().all(|v| v.is_finite()));
         assert_eq!(image_byte(out[per], stats.mean[1], stats.std[1]), 0);

@@ -175,6 +175,12 @@ fn cnn_and_forest_train_to_target_and_score_every_window() {
         ("class-means", vec![], 30),
         ("class-means", vec!["--by", "predicted"], 30),
         ("beeswarm", vec!["--top", "15"], 10),
+        (
+            "beeswarm",
+            vec!["--top", "15", "--filter", "w.magnitude >= 0"],
+            10,
+        ),
+        ("decision", vec!["--top", "10"], 10),
         ("waterfall", vec!["--window-id", window_id.as_str()], 3),
     ] {
         let png = d(&format!("{figure}.png"));

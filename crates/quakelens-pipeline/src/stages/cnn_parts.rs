@@ -183,6 +183,7 @@ mod tests {
             output: 2.0,
             base_value: -1.0,
             values,
+            batch: None,
         }
     }
 

@@ -24,7 +24,7 @@ pub struct ForestValues {
 }
 
 impl ForestValues {
-    fn windows(&self) -> usize {
+    pub(super) fn windows(&self) -> usize {
         self.shap.len() / self.features.len().max(1)
     }
 
@@ -33,7 +33,7 @@ impl ForestValues {
     }
 
     /// Feature indices by mean |SHAP|, largest first.
-    fn ranking(&self) -> Vec<(usize, f64)> {
+    pub(super) fn ranking(&self) -> Vec<(usize, f64)> {
         let n = self.windows() as f64;
         let mut rank: Vec<(usize, f64)> = (0..self.features.len())
             .map(|j| (j, self.column(&self.shap, j).map(f64::abs).sum::<f64>() / n))

@@ -1,11 +1,13 @@
 //! The figures: a window's spectrogram beside its SHAP map, class-mean SHAP maps (the study's
-//! Figure 3), and the forest's beeswarm summary and one window's waterfall.
+//! Figure 3), and the forest's beeswarm summary, decision plot and one window's waterfall.
 
 mod beeswarm;
+mod decision;
 mod spectrogram;
 mod waterfall;
 
 pub use beeswarm::{beeswarm, ForestValues};
+pub use decision::decision;
 pub use spectrogram::{class_means, window_overlay, ClassMap, Grid};
 pub use waterfall::{waterfall, Contribution};
 

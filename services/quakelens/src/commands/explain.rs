@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 
-use quakelens_explain::image::{Masker, Part, Shape};
+use quakelens_explain::image::{Masker, Part, Quantization, Shape};
 use quakelens_lake::{Lake, LakeLocation, LakeWriter, Table, WindowKey};
 use quakelens_models::cnn::{default_device, CnnModel};
 use quakelens_models::dataset::{load_examples, Selection};
@@ -27,6 +27,19 @@ pub enum MaskerChoice {
     Mean,
     /// Zero (the mean of standardised inputs).
     Zero,
+    /// The study's: shap's `Image("inpaint_telea")` on 8-bit images quantised by one min–max
+    /// over each batch of --batch windows; stored as method `partition-inpaint`.
+    Inpaint,
+}
+
+impl MaskerChoice {
+    /// The `cnn_shap.method` its explanations are stored under.
+    fn method(self) -> &'static str {
+        match self {
+            MaskerChoice::Inpaint => "partition-inpaint",
+            _ => "partition",
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -52,6 +65,9 @@ pub struct ExplainArgs {
     /// predicted class's logit, as the study's `outputs=shap.Explanation.argsort.flip[:1]`).
     #[arg(long, default_value = "margin")]
     target: String,
+    /// Windows quantised together by the inpaint masker (the study explained batches of 50).
+    #[arg(long, default_value_t = 50)]
+    batch: usize,
     /// Explain each window in this many parts (as explainer workers do for budgets above
     /// --evals-per-task) and add them up: the same values the services land.
     #[arg(long, default_value_t = 1)]
@@ -73,7 +89,9 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         (1..=MAX_PARTS).contains(&args.parts),
         "--parts must be between 1 and {MAX_PARTS}"
     );
+    anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
     let target: ExplainTarget = args.target.parse().map_err(anyhow::Error::msg)?;
+    let method = args.masker.method();
     let model = CnnModel::load(&args.cnn, default_device()?)
         .with_context(|| format!("loading {}", args.cnn.display()))?;
     let rt = runtime()?;
@@ -89,8 +107,9 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
                 ExplainTarget::TopClass => "target LIKE 'logit:%'",
             };
             conditions.push(format!(
-                "w.window_id NOT IN (SELECT DISTINCT window_id FROM cnn_shap WHERE model_hash = {} AND method = 'partition' AND {same_target})",
-                literal(&model.hash.0)
+                "w.window_id NOT IN (SELECT DISTINCT window_id FROM cnn_shap WHERE model_hash = {} AND method = {} AND {same_target})",
+                literal(&model.hash.0),
+                literal(method)
             ));
         }
         let sel = Selection {
@@ -115,11 +134,6 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     }
     model.check_input(&format.input)?;
     let axes = spectrogram_axes(format.shape).map_err(anyhow::Error::msg)?;
-    let masker = match args.masker {
-        MaskerChoice::Blur => Masker::Blur { sigma: args.blur },
-        MaskerChoice::Mean => Masker::ChannelMean,
-        MaskerChoice::Zero => Masker::Constant(0.0),
-    };
     examples.sort_by(|a, b| a.window_id.cmp(&b.window_id));
     examples.truncate(args.limit.unwrap_or(usize::MAX));
     let mut writer = rt.block_on(LakeWriter::open(&args.lake, format))?;
@@ -127,44 +141,65 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let mut worst = 0.0f64;
     let mut rows = Vec::new();
     let mut windows_written = 0;
-    for e in &examples {
-        let key = WindowKey::of(e);
-        let r = if args.parts == 1 {
-            cnn_explanation(&model, &key, &e.spectrogram, args.max_evals, masker, target)
-        } else {
-            (0..args.parts)
-                .map(|index| {
-                    let part = Part {
-                        index,
-                        count: args.parts,
-                    };
-                    cnn_explanation_part(
-                        &model,
-                        &key,
-                        &e.spectrogram,
-                        args.max_evals,
-                        masker,
-                        target,
-                        part,
-                    )
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(add_parts)
-        }
-        .map_err(anyhow::Error::msg)?;
-        let sum: f64 = r.values.iter().map(|&v| v as f64).sum();
-        // The values are stored as f32: the sum is checked at that precision.
-        worst = worst.max((sum - (r.output - r.base_value)).abs());
-        rows.push(r);
-        if rows.len() == 16 {
-            windows_written += rt.block_on(writer.write_cnn_shap(&rows, &axes, &[]))?.rows;
-            rows.clear();
+    for batch in examples.chunks(args.batch) {
+        let (masker, batch_id) = match args.masker {
+            MaskerChoice::Blur => (Masker::Blur { sigma: args.blur }, None),
+            MaskerChoice::Mean => (Masker::ChannelMean, None),
+            MaskerChoice::Zero => (Masker::Constant(0.0), None),
+            MaskerChoice::Inpaint => {
+                let q = Quantization::of_batch(batch.iter().map(|e| &e.spectrogram[..]))
+                    .with_context(|| {
+                        format!(
+                            "windows {} to {}: every spectrogram value is the same (or none is finite); there is no 8-bit range to inpaint on",
+                            batch[0].window_id,
+                            batch[batch.len() - 1].window_id
+                        )
+                    })?;
+                let id = format!("{}+{}", batch[0].window_id, batch.len());
+                (Masker::Inpaint(q), Some(id))
+            }
+        };
+        for e in batch {
+            let key = WindowKey::of(e);
+            let mut r = if args.parts == 1 {
+                cnn_explanation(&model, &key, &e.spectrogram, args.max_evals, masker, target)
+            } else {
+                (0..args.parts)
+                    .map(|index| {
+                        let part = Part {
+                            index,
+                            count: args.parts,
+                        };
+                        cnn_explanation_part(
+                            &model,
+                            &key,
+                            &e.spectrogram,
+                            args.max_evals,
+                            masker,
+                            target,
+                            part,
+                        )
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(add_parts)
+            }
+            .map_err(anyhow::Error::msg)?;
+            r.method = method.into();
+            r.batch = batch_id.clone();
+            let sum: f64 = r.values.iter().map(|&v| v as f64).sum();
+            // The values are stored as f32: the sum is checked at that precision.
+            worst = worst.max((sum - (r.output - r.base_value)).abs());
+            rows.push(r);
+            if rows.len() == 16 {
+                windows_written += rt.block_on(writer.write_cnn_shap(&rows, &axes, &[]))?.rows;
+                rows.clear();
+            }
         }
     }
     windows_written += rt.block_on(writer.write_cnn_shap(&rows, &axes, &[]))?.rows;
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "cnn_shap  {windows_written} windows explained (partition, {} evaluations, {:?} masker, {} output) in {seconds:.1} s ({:.3} s/window), {} rows each; largest additivity error {worst:.1e}",
+        "cnn_shap  {windows_written} windows explained ({method}, {} evaluations, {:?} masker, {} output) in {seconds:.1} s ({:.3} s/window), {} rows each; largest additivity error {worst:.1e}",
         args.max_evals,
         args.masker,
         target.name(),

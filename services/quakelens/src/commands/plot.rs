@@ -1,6 +1,7 @@
 //! `quakelens plot`: PNG figures of the lake's explanations — a window's spectrogram with its
-//! CNN SHAP map, class-mean SHAP maps (the study's Figure 3), and the forest's beeswarm and
-//! waterfall. Reads with SQL, draws with `quakelens-plot`.
+//! CNN SHAP map, class-mean SHAP maps (the study's Figure 3, also in its own normalisation), and
+//! the forest's beeswarm, decision plot and waterfall. Reads with SQL, draws with
+//! `quakelens-plot`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -27,6 +28,8 @@ pub enum PlotCommand {
     Beeswarm(BeeswarmArgs),
     /// How one window's features move its predicted magnitude from the base value.
     Waterfall(WaterfallArgs),
+    /// The forest's decision plot: each window's path from the base value to its prediction.
+    Decision(DecisionArgs),
 }
 
 #[derive(Args, Debug)]
@@ -60,6 +63,16 @@ pub enum ClassBy {
     Predicted,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum MeanOf {
+    /// Raw values averaged per channel over the class's windows.
+    Values,
+    /// The study's maps: only correctly predicted windows, each value divided by the largest
+    /// of its explanation batch (`batch`, or the window alone), averaged over channels and
+    /// then over windows: one frequency × time map per class.
+    Study,
+}
+
 #[derive(Args, Debug)]
 pub struct ClassMeansArgs {
     #[command(flatten)]
@@ -68,6 +81,9 @@ pub struct ClassMeansArgs {
     method: String,
     #[arg(long, value_enum, default_value_t = ClassBy::Label)]
     by: ClassBy,
+    /// What is averaged (`study` ignores --by: the class is the label, predicted correctly).
+    #[arg(long, value_enum, default_value_t = MeanOf::Values)]
+    mode: MeanOf,
 }
 
 #[derive(Args, Debug)]
@@ -80,6 +96,25 @@ pub struct BeeswarmArgs {
     /// At most this many windows (in window-id order).
     #[arg(long, default_value_t = 5000)]
     limit: usize,
+    /// Only windows matching this SQL condition on `w` (windows), e.g. the study's high- and
+    /// low-magnitude summaries: `--filter "w.magnitude >= 3"`.
+    #[arg(long)]
+    filter: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DecisionArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Features shown (largest mean |SHAP| first); the rest share one row.
+    #[arg(long, default_value_t = 20)]
+    top: usize,
+    /// At most this many windows (in window-id order), one line each.
+    #[arg(long, default_value_t = 200)]
+    limit: usize,
+    /// Only windows matching this SQL condition on `w` (windows).
+    #[arg(long)]
+    filter: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -110,6 +145,10 @@ pub fn run(command: PlotCommand) -> anyhow::Result<()> {
             }
             PlotCommand::Waterfall(a) => {
                 let c = waterfall(&a).await?;
+                (a.common, c)
+            }
+            PlotCommand::Decision(a) => {
+                let c = decision(&a).await?;
                 (a.common, c)
             }
         };
@@ -297,6 +336,9 @@ async fn class_means(a: &ClassMeansArgs) -> anyhow::Result<Canvas> {
         &a.common.model,
     )
     .await?;
+    if let MeanOf::Study = a.mode {
+        return study_class_means(&lake, a, &model).await;
+    }
     let classes = match a.by {
         ClassBy::Label => "SELECT window_id, CASE label WHEN 1 THEN 'aftershock' \
                            ELSE 'foreshock' END AS class FROM windows WHERE label IN (0, 1)"
@@ -324,19 +366,7 @@ async fn class_means(a: &ClassMeansArgs) -> anyhow::Result<Canvas> {
         "channel_order",
     )?;
     let grid = grid(&lake, order.first().map_or("", String::as_str))?;
-    let mut maps: Vec<ClassMap> = Vec::new();
-    for ((c, m), n) in class.iter().zip(&mean).zip(&windows) {
-        if maps.last().is_none_or(|last| &last.label != c) {
-            maps.push(ClassMap {
-                label: c.clone(),
-                windows: 0,
-                values: Vec::new(),
-            });
-        }
-        let last = maps.last_mut().expect("just pushed");
-        last.values.push(*m as f32);
-        last.windows = last.windows.max(*n as usize);
-    }
+    let maps = class_maps(&class, &mean, &windows);
     if maps.is_empty() {
         bail!(
             "no {} windows have {} explanations of model {}",
@@ -358,6 +388,65 @@ async fn class_means(a: &ClassMeansArgs) -> anyhow::Result<Canvas> {
         short_hash(&model)
     );
     Ok(figures::class_means(&grid, &heading, &maps)?)
+}
+
+/// The study's class maps (`--mode study`): correctly predicted windows of each class, values
+/// over their batch's maximum, mean over channels, then over windows.
+async fn study_class_means(lake: &Lake, a: &ClassMeansArgs, model: &str) -> anyhow::Result<Canvas> {
+    let (method, model_lit) = (literal(&a.method), literal(model));
+    let q = format!(
+        "WITH c AS (SELECT window_id, coalesce(batch, window_id) AS batch, freq_hz, time_s, value \
+                    FROM cnn_shap WHERE method = {method} AND model_hash = {model_lit}), \
+              top AS (SELECT batch, max(value) AS top FROM c GROUP BY batch), \
+              correct AS (SELECT s.window_id, s.predicted_class AS class FROM scores s \
+                          JOIN windows w ON s.window_id = w.window_id \
+                          WHERE s.model_hash = {model_lit} AND w.label = s.predicted_index) \
+         SELECT k.class, c.freq_hz, c.time_s, avg(c.value / top.top) AS mean, \
+                count(DISTINCT c.window_id) AS windows \
+         FROM c JOIN top ON c.batch = top.batch JOIN correct k ON c.window_id = k.window_id \
+         GROUP BY k.class, c.freq_hz, c.time_s ORDER BY k.class DESC, c.freq_hz, c.time_s"
+    );
+    let rows = sql(lake, &q).await?;
+    let class = texts(&rows, "class")?;
+    let mean = floats(&rows, "mean")?;
+    let windows = floats(&rows, "windows")?;
+    let full = grid(lake, "")?;
+    let grid = Grid {
+        channels: vec!["mean of the channels".into()],
+        ..full
+    };
+    let maps = class_maps(&class, &mean, &windows);
+    if maps.is_empty() {
+        bail!(
+            "no correctly predicted window has {} explanations of model {} (run quakelens score and quakelens explain first)",
+            a.method,
+            short_hash(model)
+        );
+    }
+    let heading = format!(
+        "study class maps ({}, values / batch maximum), CNN {}",
+        a.method,
+        short_hash(model)
+    );
+    Ok(figures::class_means(&grid, &heading, &maps)?)
+}
+
+/// Rows of (class, mean, windows) in class order → one map per class.
+fn class_maps(class: &[String], mean: &[f64], windows: &[f64]) -> Vec<ClassMap> {
+    let mut maps: Vec<ClassMap> = Vec::new();
+    for ((c, m), n) in class.iter().zip(mean).zip(windows) {
+        if maps.last().is_none_or(|last| &last.label != c) {
+            maps.push(ClassMap {
+                label: c.clone(),
+                windows: 0,
+                values: Vec::new(),
+            });
+        }
+        let last = maps.last_mut().expect("just pushed");
+        last.values.push(*m as f32);
+        last.windows = last.windows.max(*n as usize);
+    }
+    maps
 }
 
 /// Feature values of `windows` keyed by (window, feature), from the wide `features` table.
@@ -386,27 +475,42 @@ async fn feature_values(
     Ok(out)
 }
 
-async fn beeswarm(a: &BeeswarmArgs) -> anyhow::Result<Canvas> {
-    let lake = open(&a.common.lake).await?;
-    let model = model_of(&lake, "forest_shap", "true", &a.common.model).await?;
+/// The forest's SHAP and feature values of the first `limit` explained windows (in window-id
+/// order) that match `filter` (SQL on `w`, the windows table), with the base value.
+async fn forest_values(
+    lake: &Lake,
+    model: &str,
+    filter: Option<&str>,
+    limit: usize,
+) -> anyhow::Result<(ForestValues, usize, f64)> {
+    let restrict = filter.map_or(String::new(), |f| {
+        format!(" AND window_id IN (SELECT w.window_id FROM windows w WHERE {f})")
+    });
     let chosen = format!(
-        "SELECT DISTINCT window_id FROM forest_shap WHERE model_hash = {} \
-         ORDER BY window_id LIMIT {}",
-        literal(&model),
-        a.limit
+        "SELECT DISTINCT window_id FROM forest_shap WHERE model_hash = {}{restrict} \
+         ORDER BY window_id LIMIT {limit}",
+        literal(model),
     );
     let rows = sql(
-        &lake,
+        lake,
         &format!(
-            "SELECT window_id, feature, value FROM forest_shap \
+            "SELECT window_id, feature, value, base_value FROM forest_shap \
              WHERE model_hash = {} AND window_id IN ({chosen}) ORDER BY window_id",
-            literal(&model)
+            literal(model)
         ),
     )
     .await?;
     let ids = texts(&rows, "window_id")?;
+    if ids.is_empty() {
+        bail!(
+            "no window{} has forest SHAP values of model {}",
+            filter.map_or(String::new(), |f| format!(" matching {f}")),
+            short_hash(model)
+        );
+    }
     let names = texts(&rows, "feature")?;
     let shap = floats(&rows, "value")?;
+    let base = floats(&rows, "base_value")?[0];
     let mut features: Vec<String> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     for n in &names {
@@ -427,7 +531,7 @@ async fn beeswarm(a: &BeeswarmArgs) -> anyhow::Result<Canvas> {
     for ((id, name), v) in ids.iter().zip(&names).zip(&shap) {
         grid_shap[row_of[id.as_str()] * m + index[name]] = *v;
     }
-    let known = feature_values(&lake, &chosen).await?;
+    let known = feature_values(lake, &chosen).await?;
     let values: Vec<f64> = windows
         .iter()
         .flat_map(|w| {
@@ -442,17 +546,43 @@ async fn beeswarm(a: &BeeswarmArgs) -> anyhow::Result<Canvas> {
                 .collect::<Vec<_>>()
         })
         .collect();
-    let heading = format!(
-        "forest SHAP, {} windows, model {}",
-        windows.len(),
-        short_hash(&model)
-    );
     let data = ForestValues {
         features,
         shap: grid_shap,
         values,
     };
+    Ok((data, windows.len(), base))
+}
+
+/// " (where …)" for headings of filtered figures.
+fn subset(filter: &Option<String>) -> String {
+    filter
+        .as_ref()
+        .map_or(String::new(), |f| format!(" where {f}"))
+}
+
+async fn beeswarm(a: &BeeswarmArgs) -> anyhow::Result<Canvas> {
+    let lake = open(&a.common.lake).await?;
+    let model = model_of(&lake, "forest_shap", "true", &a.common.model).await?;
+    let (data, windows, _) = forest_values(&lake, &model, a.filter.as_deref(), a.limit).await?;
+    let heading = format!(
+        "forest SHAP, {windows} windows{}, model {}",
+        subset(&a.filter),
+        short_hash(&model)
+    );
     Ok(figures::beeswarm(&data, &heading, a.top)?)
+}
+
+async fn decision(a: &DecisionArgs) -> anyhow::Result<Canvas> {
+    let lake = open(&a.common.lake).await?;
+    let model = model_of(&lake, "forest_shap", "true", &a.common.model).await?;
+    let (data, windows, base) = forest_values(&lake, &model, a.filter.as_deref(), a.limit).await?;
+    let heading = format!(
+        "forest decision plot, {windows} windows{}, model {}",
+        subset(&a.filter),
+        short_hash(&model)
+    );
+    Ok(figures::decision(&data, base, &heading, a.top)?)
 }
 
 async fn waterfall(a: &WaterfallArgs) -> anyhow::Result<Canvas> {

@@ -42,7 +42,8 @@ impl Default for Latencies {
 }
 
 fn bucket(seconds: f64) -> usize {
-    if !(seconds > FLOOR_S) {
+    // At or below the floor, or NaN: the first bucket.
+    if seconds.is_nan() || seconds <= FLOOR_S {
         return 0;
     }
     (((seconds / FLOOR_S).log10() * PER_DECADE).ceil() as usize).min(BUCKETS - 1)
