@@ -57,40 +57,101 @@ impl LakeError {
 }
 
 /// Network trouble, server errors and lost commit races are worth retrying; refusals are not.
+/// A store error can arrive wrapped (a Parquet upload failing inside delta-rs' writer is a
+/// Parquet error around the object store's; the Delta kernel reports its reads as text), so the
+/// cause chain is searched, then the text.
 fn transient(e: &DeltaTableError) -> bool {
     match e {
-        DeltaTableError::ObjectStore { source } => !matches!(
-            source,
-            object_store::Error::NotFound { .. }
-                | object_store::Error::InvalidPath { .. }
-                | object_store::Error::NotSupported { .. }
-                | object_store::Error::NotImplemented { .. }
-                | object_store::Error::PermissionDenied { .. }
-                | object_store::Error::Unauthenticated { .. }
-                | object_store::Error::UnknownConfigurationKey { .. }
-        ),
         DeltaTableError::Transaction { .. } | DeltaTableError::VersionAlreadyExists(_) => true,
         DeltaTableError::Io { .. } => true,
-        _ => false,
+        _ => match store_cause(e) {
+            Some(store) => store_transient(store),
+            None => {
+                let text = e.to_string();
+                !denied(&text) && unreachable(&text)
+            }
+        },
     }
+}
+
+/// The object store error somewhere in `e`'s causes, if any.
+fn store_cause(e: &DeltaTableError) -> Option<&object_store::Error> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(store) = c.downcast_ref::<object_store::Error>() {
+            return Some(store);
+        }
+        if let Some(parquet::errors::ParquetError::External(inner)) =
+            c.downcast_ref::<parquet::errors::ParquetError>()
+        {
+            cause = Some(inner.as_ref());
+            continue;
+        }
+        cause = c.source();
+    }
+    None
+}
+
+fn store_transient(e: &object_store::Error) -> bool {
+    !matches!(
+        e,
+        object_store::Error::NotFound { .. }
+            | object_store::Error::InvalidPath { .. }
+            | object_store::Error::NotSupported { .. }
+            | object_store::Error::NotImplemented { .. }
+            | object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+            | object_store::Error::UnknownConfigurationKey { .. }
+    )
+}
+
+/// The store refused the credentials (as object_store and S3 word it).
+fn denied(text: &str) -> bool {
+    [
+        "lacked the necessary privileges",
+        "not authenticated",
+        "403 Forbidden",
+        "401 Unauthorized",
+        "SignatureDoesNotMatch",
+        "InvalidAccessKeyId",
+        "AccessDenied",
+    ]
+    .iter()
+    .any(|p| text.contains(p))
+}
+
+/// The store did not answer.
+fn unreachable(text: &str) -> bool {
+    [
+        "error sending request",
+        "Connection refused",
+        "connection refused",
+        "timed out",
+        "dns error",
+    ]
+    .iter()
+    .any(|p| text.contains(p))
 }
 
 /// A one-line cause, with a hint where the cause is a common set-up mistake.
 fn describe(e: &DeltaTableError) -> String {
     let text = e.to_string();
-    let hint = match e {
-        DeltaTableError::ObjectStore {
-            source:
-                object_store::Error::PermissionDenied { .. }
-                | object_store::Error::Unauthenticated { .. },
-        } => " (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy)",
-        DeltaTableError::ObjectStore {
-            source: object_store::Error::Generic { .. },
-        } if text.contains("NoSuchBucket") => " (create the bucket first)",
-        DeltaTableError::ObjectStore {
-            source: object_store::Error::Generic { .. },
-        } => " (is the store reachable? AWS_ENDPOINT_URL, AWS_ALLOW_HTTP for plain HTTP)",
-        _ => "",
+    let cause = store_cause(e);
+    let hint = if matches!(
+        cause,
+        Some(
+            object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. }
+        )
+    ) || denied(&text)
+    {
+        " (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy)"
+    } else if text.contains("NoSuchBucket") {
+        " (no such bucket: create it first)"
+    } else if unreachable(&text) || matches!(cause, Some(object_store::Error::Generic { .. })) {
+        " (is the store reachable? AWS_ENDPOINT_URL, AWS_ALLOW_HTTP for plain HTTP)"
+    } else {
+        ""
     };
     format!("{text}{hint}")
 }

@@ -26,10 +26,12 @@ use url::Url;
 use crate::error::LakeError;
 use crate::schema::Table;
 
-/// A lake's root: a local directory or an `s3://` prefix.
+/// A lake's root: a local directory or an `s3://` prefix, with store options that add to (and
+/// win over) the environment's (e.g. `aws_endpoint`, `aws_access_key_id`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LakeLocation {
     url: Url,
+    options: std::collections::BTreeMap<String, String>,
 }
 
 impl LakeLocation {
@@ -63,7 +65,10 @@ impl LakeLocation {
                 let path = format!("{}/", url.path());
                 url.set_path(&path);
             }
-            return Ok(Self { url });
+            return Ok(Self {
+                url,
+                options: Default::default(),
+            });
         }
         Self::local(Path::new(text)).map_err(|e| bad(e.to_string()))
     }
@@ -77,7 +82,16 @@ impl LakeLocation {
         let url = Url::from_directory_path(&abs).map_err(|_| {
             std::io::Error::other(format!("{} is not an absolute path", abs.display()))
         })?;
-        Ok(Self { url })
+        Ok(Self {
+            url,
+            options: Default::default(),
+        })
+    }
+
+    /// The same location with store options (object_store's keys, e.g. `aws_endpoint`).
+    pub fn with_options(mut self, options: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.options.extend(options);
+        self
     }
 
     /// The local directory, for lakes on the local disk.
@@ -98,9 +112,9 @@ impl LakeLocation {
             .expect("a table name is a valid relative URL")
     }
 
-    /// Options for delta-rs (none: everything comes from the environment).
+    /// Options for delta-rs (the rest comes from the environment).
     pub(crate) fn storage_options(&self) -> HashMap<String, String> {
-        HashMap::new()
+        self.options.clone().into_iter().collect()
     }
 }
 
@@ -149,10 +163,32 @@ impl ObjectStoreFactory for S3Stores {
         config: &StorageConfig,
     ) -> DeltaResult<(ObjectStoreRef, StorePath)> {
         let bucket = url.host_str().unwrap_or_default();
-        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        // The AWS_* variables object_store knows, as `from_env` reads them, except that an
+        // empty one counts as unset (compose files and Secrets often carry `AWS_ENDPOINT_URL=`).
+        let mut builder = AmazonS3Builder::new().with_bucket_name(bucket);
+        for (k, v) in std::env::vars() {
+            if !k.starts_with("AWS_") || v.is_empty() {
+                continue;
+            }
+            if let Ok(key) = k.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+                builder = builder.with_config(key, v);
+            }
+        }
         if std::env::var_os("AWS_CONDITIONAL_PUT").is_none() {
             builder = builder.with_config(AmazonS3ConfigKey::ConditionalPut, "etag");
         }
+        // How long one request is retried while the store is unreachable or answers 5xx
+        // (a sink retries whole commits on top of this).
+        let retry_s = std::env::var("QUAKELENS_S3_RETRY_SECONDS")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .unwrap_or(60.0);
+        builder = builder.with_retry(object_store::RetryConfig {
+            backoff: Default::default(),
+            max_retries: 100,
+            retry_timeout: std::time::Duration::from_secs_f64(retry_s),
+        });
         for (k, v) in &config.raw {
             if let Ok(key) = k.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
                 builder = builder.with_config(key, v);

@@ -88,19 +88,29 @@ pub(crate) fn check_compatible(
     let Some(format) = format else {
         return Ok(());
     };
-    for (key, want) in table.properties(format) {
-        let have = stored.get(&key).map(String::as_str).unwrap_or("none");
-        if have != want {
-            let what = match key.as_str() {
-                property::SPECTROGRAM_SHAPE => "spectrograms of shape",
-                property::SPECTROGRAM => "spectrograms",
-                property::FEATURE_SET => "the feature set",
-                _ => "the property",
-            };
-            return Err(incompatible(format!(
-                "holds {what} {have}, this writer makes {want}; use another --lake (or the lake's settings)"
-            )));
-        }
+    // Every difference at once, in a stable order, so one error says all that is wrong.
+    let mut wanted: Vec<(String, String)> = table.properties(format).into_iter().collect();
+    wanted.sort();
+    let differences: Vec<String> = wanted
+        .into_iter()
+        .filter_map(|(key, want)| {
+            let have = stored.get(&key).map(String::as_str).unwrap_or("none");
+            (have != want).then(|| {
+                let what = match key.as_str() {
+                    property::SPECTROGRAM_SHAPE => "spectrograms of shape",
+                    property::SPECTROGRAM => "spectrograms",
+                    property::FEATURE_SET => "the feature set",
+                    _ => "the property",
+                };
+                format!("holds {what} {have}, this writer makes {want}")
+            })
+        })
+        .collect();
+    if !differences.is_empty() {
+        return Err(incompatible(format!(
+            "{}; use another --lake (or the lake's settings)",
+            differences.join("; ")
+        )));
     }
     Ok(())
 }

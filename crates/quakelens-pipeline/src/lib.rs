@@ -9,6 +9,7 @@
 pub mod config;
 pub mod dset;
 pub mod embedded;
+pub mod failpoint;
 pub mod ingest;
 pub mod labels;
 pub mod messages;

@@ -5,10 +5,10 @@ use arrow::array::Array;
 use std::time::Duration;
 
 use quakelens_lake::{Lake, LakeLocation, LakeWriter, Txn, WindowRecord};
-use quakelens_pipeline::messages::decode_windows;
+use quakelens_pipeline::messages::{decode_windows, encode_windows};
 use quakelens_pipeline::metrics::Metrics;
 use quakelens_pipeline::stages::ingest::{replay, IngestConfig, Pace};
-use quakelens_pipeline::stages::lake_sink::{LakeSinkConfig, LakeSinkStage};
+use quakelens_pipeline::stages::lake_sink::{Compaction, LakeSinkConfig, LakeSinkStage};
 use quakelens_pipeline::stages::windower::{WindowerConfig, WindowerStage};
 use quakelens_pipeline::stages::Stage;
 use quakelens_pipeline::{run, Input, PipelineConfig};
@@ -164,6 +164,74 @@ async fn stages_on_the_memory_transport_give_the_embedded_rows() {
     other.step(&other_t, batch, &sink_counters).await.unwrap();
     assert_eq!(other.duplicates_skipped, 60);
     assert_eq!(window_ids(&services).await.len(), 30);
+
+    // A sink compacting in the background as it goes: many small commits, some compactions
+    // among them, every window once, fewer live files than commits.
+    let compacted = dir.path().join("compacted");
+    let mut cfg = LakeSinkConfig::new("lake-c");
+    cfg.dedup_horizon = Duration::ZERO;
+    cfg.compaction = Some(Compaction {
+        every: Duration::ZERO,
+        target_bytes: 64 << 20,
+    });
+    let mut compacting = LakeSinkStage::open(&at(&compacted), format, cfg)
+        .await
+        .unwrap();
+    // One window per message (the windower sends a station's chunk at once).
+    let single = MemoryBroker::new();
+    for (t, p) in topics::ALL {
+        single.create_topic(t, p);
+    }
+    let mut singles = Vec::new();
+    for m in broker.messages(topics::WINDOWS) {
+        for r in decode_windows(m.payload.as_deref().unwrap()).unwrap().1 {
+            let key = format!("{}.{}", r.network, r.station);
+            singles.push(Outgoing::new(
+                topics::WINDOWS,
+                key.as_str(),
+                encode_windows(std::slice::from_ref(&r), &format),
+            ));
+        }
+    }
+    single.transport(&[]).send(singles).await.unwrap();
+    let small_t = single.transport(&[topics::WINDOWS]);
+    let mut commits = 0;
+    loop {
+        let batch = small_t.recv(2, Duration::ZERO).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        compacting
+            .step(&small_t, batch, &sink_counters)
+            .await
+            .unwrap();
+        commits += 1;
+        // Let the background compaction get a turn between commits now and then.
+        if commits % 4 == 0 {
+            compacting.finish_compaction().await;
+        }
+    }
+    compacting.finish_compaction().await;
+    assert_eq!(window_ids(&compacted).await.len(), 30);
+    let log: String = std::fs::read_dir(compacted.join("windows/_delta_log"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .collect();
+    assert!(
+        log.contains("\"operation\":\"OPTIMIZE\""),
+        "no compaction committed"
+    );
+    let live = quakelens_lake::file_counts(&at(&compacted))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|(t, _)| *t == quakelens_lake::Table::Windows)
+        .unwrap()
+        .1;
+    assert!(
+        commits >= 8 && live < commits,
+        "{live} live files after {commits} commits"
+    );
 
     // A sink killed between a batch's two commits: the windows commit (with its positions) is
     // in the log, the features commit is not. The next sink writes the features alone.

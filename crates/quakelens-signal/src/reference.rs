@@ -18,22 +18,33 @@ pub fn find_python() -> Option<PathBuf> {
     root.exists().then_some(root)
 }
 
-/// The reference Python for a test, or `None` to skip it. With `QUAKELENS_REQUIRE_REFERENCE` set
-/// (the README's test command sets it) a missing reference panics instead: parity tests must not
-/// pass by skipping.
-pub fn python_for_tests() -> Option<PathBuf> {
-    match find_python() {
-        Some(p) => Some(p),
-        None if std::env::var_os("QUAKELENS_REQUIRE_REFERENCE").is_some() => {
-            panic!("QUAKELENS_REQUIRE_REFERENCE is set but no reference Python was found")
-        }
-        None => {
-            eprintln!(
-                "skipped: no reference Python (set QUAKELENS_PYTHON or run .ci/setup-python)"
-            );
-            None
-        }
+/// Whether the tests must have `what` (`QUAKELENS_REQUIRE_<WHAT>` set to anything but "", "0"
+/// or "false"; the README's test command sets REFERENCE, BROKER, S3 and OPS_TOOLS to 1). The one
+/// reading of every such switch.
+pub fn required(what: &str) -> bool {
+    std::env::var(format!("QUAKELENS_REQUIRE_{what}"))
+        .is_ok_and(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "false"))
+}
+
+/// A test's missing tool: a panic when [`required`] (a test must not pass by skipping), else a
+/// note that the test is skipped.
+pub fn missing(what: &str, why: &str) {
+    if required(what) {
+        panic!("QUAKELENS_REQUIRE_{what} is set: {why}");
     }
+    eprintln!("SKIPPED: {why}");
+}
+
+/// The reference Python for a test, or `None` to skip it (see [`missing`]).
+pub fn python_for_tests() -> Option<PathBuf> {
+    let found = find_python();
+    if found.is_none() {
+        missing(
+            "REFERENCE",
+            "no reference Python (set QUAKELENS_PYTHON or run .ci/setup-python)",
+        );
+    }
+    found
 }
 
 /// Runs `reference.py COMMAND ARGS…` in `work_dir` with `python`.

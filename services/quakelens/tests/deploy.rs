@@ -34,8 +34,11 @@ fn ops_python() -> Option<PathBuf> {
         .map(|v| PathBuf::from(v).join("bin/python"))
         .or_else(|| Some(root().join(".cache/ops/bin/python")))
         .filter(|p| p.is_file());
-    if found.is_none() && std::env::var_os("QUAKELENS_REQUIRE_OPS_TOOLS").is_some() {
-        panic!("the ops venv is required: run .ci/setup-ops");
+    if found.is_none() {
+        quakelens_signal::reference::missing(
+            "OPS_TOOLS",
+            "the ops venv is required: run .ci/setup-ops",
+        );
     }
     found
 }
@@ -47,8 +50,11 @@ fn kubectl() -> Option<&'static str> {
         .ok()
         .filter(|o| o.status.success())
         .map(|_| "kubectl");
-    if found.is_none() && std::env::var_os("QUAKELENS_REQUIRE_OPS_TOOLS").is_some() {
-        panic!("kubectl is required to render the overlays");
+    if found.is_none() {
+        quakelens_signal::reference::missing(
+            "OPS_TOOLS",
+            "kubectl is required to render the overlays",
+        );
     }
     found
 }
@@ -195,7 +201,8 @@ fn overlays_render_and_validate() {
     let dir = tempfile::tempdir().unwrap();
     let dev = render("dev", dir.path());
     let prod = render("prod", dir.path());
-    for manifest in [&dev, &prod] {
+    let prod_s3 = render("prod-s3", dir.path());
+    for manifest in [&dev, &prod, &prod_s3] {
         let out = validate(&python, manifest);
         assert!(
             out.status.success(),
@@ -205,6 +212,26 @@ fn overlays_render_and_validate() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // The S3 option: the lake writer and query read the bucket's Secret; no lake volume is left.
+    let s3 = std::fs::read_to_string(&prod_s3).unwrap();
+    assert!(
+        !s3.contains("claimName: quakelens-lake\n"),
+        "a lake volume is left"
+    );
+    assert!(!s3.contains("name: quakelens-lake\n  namespace: quakelens\nspec:\n  accessModes"));
+    assert_eq!(
+        s3.matches("name: quakelens-lake-s3").count(),
+        3,
+        "the Secret and two envFroms"
+    );
+    assert!(
+        s3.contains("QUAKELENS_LAKE: czM6Ly9"),
+        "QUAKELENS_LAKE=s3://… in the Secret"
+    );
+    assert!(s3.contains("- port: 443"));
+    assert!(std::fs::read_to_string(&prod)
+        .unwrap()
+        .contains("claimName: quakelens-lake\n"));
     // The validator does reject a broken manifest (a number where a string belongs).
     let broken = dir.path().join("broken.yaml");
     let text = std::fs::read_to_string(&dev).unwrap();

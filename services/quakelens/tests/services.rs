@@ -63,22 +63,52 @@ fn embedded(dir: &Path, inputs: &[&Path], catalog: Option<&Path>, extra: &[&str]
 }
 
 struct Services {
-    lake: PathBuf,
+    lake: quakelens_lake::LakeLocation,
     brokers: String,
     dir: PathBuf,
     /// `--kafka-property` arguments every service started here gets.
     kafka: Vec<&'static str>,
+    /// Environment every service started here gets (the S3 server's credentials).
+    env: Vec<(String, String)>,
+}
+
+/// Where the services' lake lives.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum On {
+    Disk,
+    S3,
 }
 
 impl Services {
     fn new(dir: &Path, broker: &Broker) -> Self {
         quakelens(&broker.brokers(), &["topics", "create"]);
         Self {
-            lake: dir.join("service-lake"),
+            lake: dir.join("service-lake").location(),
             brokers: broker.brokers(),
             dir: dir.to_path_buf(),
             kafka: Vec::new(),
+            env: Vec::new(),
         }
+    }
+
+    /// The same services writing their lake to a prefix of a real S3-compatible server.
+    fn on_s3(mut self, s3: &S3Server) -> Self {
+        self.lake = s3.location("service-lake");
+        self.env = s3.env();
+        self
+    }
+
+    fn lake_arg(&self) -> String {
+        self.lake.to_string()
+    }
+
+    fn spawn(&self, name: &str, args: &[&str]) -> Proc {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        spawn_with_env(&self.dir, name, &self.brokers, args, &env)
     }
 
     /// Producers that are not idempotent and keep one request in flight (so order still holds).
@@ -97,10 +127,16 @@ impl Services {
     }
 
     fn lake_sink(&self, name: &str) -> Proc {
-        let mut args = vec!["lake", "--lake", self.lake.to_str().unwrap()];
+        self.lake_sink_with(name, &[])
+    }
+
+    fn lake_sink_with(&self, name: &str, extra: &[&str]) -> Proc {
+        let lake = self.lake_arg();
+        let mut args = vec!["lake", "--lake", &lake];
         args.extend(FAST_GROUPS);
         args.extend(&self.kafka);
-        spawn(&self.dir, name, &self.brokers, &args)
+        args.extend_from_slice(extra);
+        self.spawn(name, &args)
     }
 
     fn windower(&self, name: &str, extra: &[&str]) -> Proc {
@@ -108,7 +144,7 @@ impl Services {
         args.extend(FAST_GROUPS);
         args.extend(&self.kafka);
         args.extend_from_slice(extra);
-        spawn(&self.dir, name, &self.brokers, &args)
+        self.spawn(name, &args)
     }
 
     fn ingest(&self, inputs: &[&Path], extra: &[&str]) -> Proc {
@@ -118,7 +154,7 @@ impl Services {
         }
         args.extend(&self.kafka);
         args.extend_from_slice(extra);
-        spawn(&self.dir, "ingest", &self.brokers, &args)
+        self.spawn("ingest", &args)
     }
 
     /// Waits until the lake holds `expected` windows and stays there.
@@ -151,13 +187,26 @@ impl Services {
     }
 }
 
+/// The services of a test, their lake on disk or on a fresh S3 server (kept alive with them);
+/// `None` when the S3 server is not installed (the test says why it skips).
+fn services_on(dir: &Path, broker: &Broker, on: On) -> Option<(Services, Option<S3Server>)> {
+    let s = Services::new(dir, broker);
+    match on {
+        On::Disk => Some((s, None)),
+        On::S3 => {
+            let s3 = S3Server::start(dir)?;
+            Some((s.on_s3(&s3), Some(s3)))
+        }
+    }
+}
+
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Row-for-row equality of the two lakes (windows and features), with a readable difference.
-fn assert_same_rows(embedded: &Path, services: &Path) {
+fn assert_same_rows(embedded: &Path, services: &(impl LakeRef + ?Sized)) {
     for q in [WINDOW_ROWS, FEATURE_ROWS] {
         let a = sql_rows(embedded, q);
         let b = sql_rows(services, q);
@@ -175,7 +224,7 @@ fn assert_same_rows(embedded: &Path, services: &Path) {
     }
 }
 
-fn no_duplicates(lake: &Path) {
+fn no_duplicates(lake: &(impl LakeRef + ?Sized)) {
     let rows = sql_rows(
         lake,
         "SELECT count(*) - count(DISTINCT window_id) FROM windows",
@@ -246,6 +295,15 @@ fn services_match_the_embedded_run_row_for_row() {
 
 #[test]
 fn killed_windower_and_lake_sink_lose_and_duplicate_nothing() {
+    kills_lose_and_duplicate_nothing(On::Disk);
+}
+
+#[test]
+fn killed_windower_and_lake_sink_lose_and_duplicate_nothing_on_s3() {
+    kills_lose_and_duplicate_nothing(On::S3);
+}
+
+fn kills_lose_and_duplicate_nothing(on: On) {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let Some(broker) = Broker::start(dir.path(), "memory") else {
@@ -255,7 +313,9 @@ fn killed_windower_and_lake_sink_lose_and_duplicate_nothing() {
     let expected_lake = embedded(dir.path(), &[&syn], None, &[]);
     let expected = count(&expected_lake, "windows");
 
-    let s = Services::new(dir.path(), &broker);
+    let Some((s, _s3)) = services_on(dir.path(), &broker, on) else {
+        return;
+    };
     let mut lake = s.lake_sink("lake-1");
     let mut windower = s.windower("windower-1", &[]);
     // Paced so the kills land mid-replay: 12 hours in about 40 s.
@@ -282,6 +342,15 @@ fn killed_windower_and_lake_sink_lose_and_duplicate_nothing() {
 
 #[test]
 fn broker_restart_mid_replay_loses_nothing() {
+    broker_restart_loses_nothing(On::Disk);
+}
+
+#[test]
+fn broker_restart_mid_replay_loses_nothing_on_s3() {
+    broker_restart_loses_nothing(On::S3);
+}
+
+fn broker_restart_loses_nothing(on: On) {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let Some(mut broker) = Broker::start(dir.path(), "sqlite") else {
@@ -291,7 +360,10 @@ fn broker_restart_mid_replay_loses_nothing() {
     let expected_lake = embedded(dir.path(), &[&syn], None, &[]);
     let expected = count(&expected_lake, "windows");
 
-    let s = Services::new(dir.path(), &broker).without_idempotence();
+    let Some((s, _s3)) = services_on(dir.path(), &broker, on) else {
+        return;
+    };
+    let s = s.without_idempotence();
     let lake = s.lake_sink("lake");
     let windower = s.windower("windower", &[]);
     let mut ingest = s.ingest(&[&syn], &["--realtime", "1000"]);
@@ -312,6 +384,15 @@ fn broker_restart_mid_replay_loses_nothing() {
 
 #[test]
 fn two_windowers_split_the_partitions_and_produce_the_same_rows() {
+    two_windowers_give_the_same_rows(On::Disk);
+}
+
+#[test]
+fn two_windowers_split_the_partitions_and_produce_the_same_rows_on_s3() {
+    two_windowers_give_the_same_rows(On::S3);
+}
+
+fn two_windowers_give_the_same_rows(on: On) {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let Some(broker) = Broker::start(dir.path(), "memory") else {
@@ -321,7 +402,9 @@ fn two_windowers_split_the_partitions_and_produce_the_same_rows() {
     let expected_lake = embedded(dir.path(), &[&syn], None, &[]);
     let expected = count(&expected_lake, "windows");
 
-    let s = Services::new(dir.path(), &broker);
+    let Some((s, _s3)) = services_on(dir.path(), &broker, on) else {
+        return;
+    };
     let lake = s.lake_sink("lake");
     let a = s.windower("windower-a", &[]);
     let b = s.windower("windower-b", &[]);
@@ -376,7 +459,7 @@ fn query_service_is_hardened(dir: &Path, s: &Services, windows: usize) {
         &[
             "query",
             "--lake",
-            s.lake.to_str().unwrap(),
+            &s.lake_arg(),
             "--listen",
             "127.0.0.1:0",
             "--timeout",
@@ -508,11 +591,10 @@ fn query_service_is_hardened(dir: &Path, s: &Services, windows: usize) {
 fn kcat_feeds_the_windower_and_poison_goes_to_dead_letter() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     if kcat().is_none() {
-        assert!(
-            std::env::var("QUAKELENS_REQUIRE_BROKER").as_deref() != Ok("1"),
-            "kcat or the built librdkafka.so.1 is missing (.ci/setup installs kcat)"
+        quakelens_signal::reference::missing(
+            "BROKER",
+            "kcat or the built librdkafka.so.1 is missing (.ci/setup installs kcat)",
         );
-        eprintln!("SKIPPED: no kcat");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -863,6 +945,15 @@ fn seedlink_feed_reaches_the_lake() {
 /// score` computes in one process, each once.
 #[test]
 fn explainer_workers_share_the_tasks_and_lose_none() {
+    explainers_share_the_tasks(On::Disk);
+}
+
+#[test]
+fn explainer_workers_share_the_tasks_and_lose_none_on_s3() {
+    explainers_share_the_tasks(On::S3);
+}
+
+fn explainers_share_the_tasks(on: On) {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let Some(broker) = Broker::start(dir.path(), "memory") else {
@@ -884,15 +975,17 @@ fn explainer_workers_share_the_tasks_and_lose_none() {
     let windows = count(&lake, "windows");
     assert!(windows > 200, "{windows} windows");
 
-    let s = Services::new(dir.path(), &broker);
+    let Some((s, _s3)) = services_on(dir.path(), &broker, on) else {
+        return;
+    };
     let sink = s.lake_sink("lake");
     let windower = s.windower("windower", &["--catalog", catalog.to_str().unwrap()]);
     let mut forest_args = vec!["forest", "--model", f, "--explain"];
     forest_args.extend(FAST_GROUPS);
-    let forest_svc = spawn(dir.path(), "forest", &s.brokers, &forest_args);
+    let forest_svc = s.spawn("forest", &forest_args);
     let mut explainer_args = vec!["explainer", "--model", f];
     explainer_args.extend(FAST_GROUPS);
-    let mut first = spawn(dir.path(), "explainer-1", &s.brokers, &explainer_args);
+    let mut first = s.spawn("explainer-1", &explainer_args);
     let mut ingest = s.ingest(&[&syn], &[]);
     assert!(
         ingest.wait(Duration::from_secs(300)).success(),
@@ -906,8 +999,8 @@ fn explainer_workers_share_the_tasks_and_lose_none() {
         || records_in(&first) > 0,
     );
     first.kill9();
-    let second = spawn(dir.path(), "explainer-2", &s.brokers, &explainer_args);
-    let first = spawn(dir.path(), "explainer-1b", &s.brokers, &explainer_args);
+    let second = s.spawn("explainer-2", &explainer_args);
+    let first = s.spawn("explainer-1b", &explainer_args);
     let rows = 69 * windows;
     wait_for(
         Duration::from_secs(600),

@@ -36,6 +36,9 @@ pub enum BenchCommand {
     Shap(super::bench_explain::ShapBenchArgs),
     /// Live feeds through the broker and the windower/lake services: latency, memory, capacity.
     Services(super::bench_services::ServicesBenchArgs),
+    /// The lake over a simulated day: files and SQL before/after optimize, sink start-up
+    /// against growing history (vs loading every key, as the plain-Parquet sink did).
+    Lake(super::bench_lake::LakeBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -66,6 +69,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Image(args) => super::bench_explain::run_image(args),
         BenchCommand::Shap(args) => super::bench_explain::run_shap(args),
         BenchCommand::Explainers(args) => super::bench_explainers::run(args),
+        BenchCommand::Lake(args) => super::bench_lake::run(args),
     }
 }
 

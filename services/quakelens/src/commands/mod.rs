@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_explain;
 pub mod bench_explainers;
+pub mod bench_lake;
 pub mod bench_models;
 pub mod bench_services;
 pub mod explain;

@@ -17,7 +17,7 @@ use quakelens_pipeline::score::{ModelPaths, Scorer};
 use quakelens_pipeline::stages;
 use quakelens_pipeline::stages::explainer::{CnnExplainer, ExplainerStage};
 use quakelens_pipeline::stages::ingest::{replay, IngestConfig, Pace};
-use quakelens_pipeline::stages::lake_sink::{LakeSinkConfig, LakeSinkStage};
+use quakelens_pipeline::stages::lake_sink::{Compaction, LakeSinkConfig, LakeSinkStage};
 use quakelens_pipeline::stages::scorer::ScorerStage;
 use quakelens_pipeline::stages::seedlink::{relay, SeedLinkConfig, Subscription};
 use quakelens_pipeline::stages::windower::{WindowerConfig, WindowerStage};
@@ -184,6 +184,16 @@ pub struct LakeArgs {
     /// restart) are recognised and dropped.
     #[arg(long, env = "QUAKELENS_DEDUP_HOURS", default_value_t = 6.0)]
     dedup_hours: f64,
+    /// Compact the tables in the background every this many minutes (0: never; run
+    /// `quakelens lake optimize` from a CronJob instead).
+    #[arg(long, env = "QUAKELENS_OPTIMIZE_MINUTES", default_value_t = 0.0)]
+    optimize_minutes: f64,
+    /// The file size compaction aims at.
+    #[arg(long, default_value_t = 128)]
+    optimize_target_mib: u64,
+    /// Messages per poll batch: each batch is one Delta commit per table.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
 }
 
 /// SIGTERM or Ctrl-C flips the stop flag; stages finish their batch and commit.
@@ -439,6 +449,22 @@ pub fn lake(args: LakeArgs) -> anyhow::Result<()> {
     );
     let mut cfg = LakeSinkConfig::new(args.service.group.as_deref().unwrap_or("lake"));
     cfg.dedup_horizon = Duration::from_secs_f64(args.dedup_hours * 3600.0);
+    anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
+    cfg.batch = args.batch;
+    anyhow::ensure!(
+        args.optimize_minutes.is_finite() && args.optimize_minutes >= 0.0,
+        "--optimize-minutes must be a non-negative number of minutes"
+    );
+    anyhow::ensure!(
+        args.optimize_target_mib >= 1,
+        "--optimize-target-mib must be at least 1"
+    );
+    if args.optimize_minutes > 0.0 {
+        cfg.compaction = Some(Compaction {
+            every: Duration::from_secs_f64(args.optimize_minutes * 60.0),
+            target_bytes: args.optimize_target_mib << 20,
+        });
+    }
     runtime()?.block_on(async {
         let stop = stop_on_signal();
         let mut stage = LakeSinkStage::open(&args.lake, format, cfg).await?;
@@ -459,7 +485,9 @@ pub fn lake(args: LakeArgs) -> anyhow::Result<()> {
         ));
         let metrics = Arc::clone(&probe.metrics);
         probe.serve(&args.service.health).await?;
-        stages::run(&mut stage, t.as_ref(), stop, &metrics).await?;
+        let ran = stages::run(&mut stage, t.as_ref(), stop, &metrics).await;
+        stage.finish_compaction().await;
+        ran?;
         Ok(())
     })
 }

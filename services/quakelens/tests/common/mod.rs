@@ -30,11 +30,10 @@ pub fn tansu(kind: &str) -> Option<PathBuf> {
     if path.is_file() {
         return Some(path);
     }
-    let msg = format!("no broker at {} (run .ci/setup-broker)", path.display());
-    if std::env::var("QUAKELENS_REQUIRE_BROKER").as_deref() == Ok("1") {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
+    quakelens_signal::reference::missing(
+        "BROKER",
+        &format!("no broker at {} (run .ci/setup-broker)", path.display()),
+    );
     None
 }
 
@@ -295,23 +294,158 @@ pub fn quakelens(brokers: &str, args: &[&str]) -> String {
     text
 }
 
-/// A lake given as a directory or an `s3://` URL (as text).
-pub fn lake_at(lake: &Path) -> quakelens_lake::LakeLocation {
-    quakelens_lake::LakeLocation::parse(&lake.display().to_string()).expect("a lake location")
+/// A lake given as a directory, an `s3://` URL, or a location (with its store options).
+pub trait LakeRef {
+    fn location(&self) -> quakelens_lake::LakeLocation;
+}
+
+impl LakeRef for Path {
+    fn location(&self) -> quakelens_lake::LakeLocation {
+        quakelens_lake::LakeLocation::parse(&self.display().to_string()).expect("a lake location")
+    }
+}
+
+impl LakeRef for PathBuf {
+    fn location(&self) -> quakelens_lake::LakeLocation {
+        self.as_path().location()
+    }
+}
+
+impl LakeRef for quakelens_lake::LakeLocation {
+    fn location(&self) -> quakelens_lake::LakeLocation {
+        self.clone()
+    }
+}
+
+/// An `s3s-fs` binary from `.ci/setup-s3`, or `None` (skip, unless QUAKELENS_REQUIRE_S3=1).
+pub fn s3s() -> Option<PathBuf> {
+    let path = std::env::var_os("QUAKELENS_S3S")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".cache/s3s/s3s-fs"));
+    if path.is_file() {
+        return Some(path);
+    }
+    quakelens_signal::reference::missing(
+        "S3",
+        &format!("no S3 server at {} (run .ci/setup-s3)", path.display()),
+    );
+    None
+}
+
+/// A real S3-compatible server (s3s-fs) on a loopback port, keeping objects as files under
+/// `dir` (so a restart finds them), with one bucket and credentials.
+pub struct S3Server {
+    binary: PathBuf,
+    root: PathBuf,
+    dir: PathBuf,
+    pub port: u16,
+    proc: Option<Proc>,
+    runs: usize,
+}
+
+pub const S3_BUCKET: &str = "quakelens";
+pub const S3_KEY: &str = "test-access-key";
+pub const S3_SECRET: &str = "test-secret-key";
+
+impl S3Server {
+    pub fn start(dir: &Path) -> Option<Self> {
+        let binary = s3s()?;
+        let root = dir.join("s3-data");
+        std::fs::create_dir_all(root.join(S3_BUCKET)).expect("bucket directory");
+        let mut s = Self {
+            binary,
+            root,
+            dir: dir.to_path_buf(),
+            port: 0,
+            proc: None,
+            runs: 0,
+        };
+        s.launch();
+        Some(s)
+    }
+
+    /// Starts the server: on port 0 the first time (it reports the port it bound, so no other
+    /// process can take it in between), on the same port after a restart.
+    fn launch(&mut self) {
+        let log = self.dir.join(format!("s3-{}.log", self.runs));
+        self.runs += 1;
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(&self.binary)
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--access-key", S3_KEY, "--secret-key", S3_SECRET])
+            .arg(&self.root)
+            .env("RUST_LOG", "info")
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out)
+            .spawn()
+            .expect("s3s-fs starts");
+        let proc = Proc {
+            name: "s3".into(),
+            child: Some(child),
+            log,
+        };
+        wait_for(Duration::from_secs(30), "the S3 server listening", || {
+            proc.log_text().contains("server is running at http://")
+        });
+        let port = proc
+            .log_text()
+            .split("server is running at http://127.0.0.1:")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+            .expect("the bound port in the log");
+        self.port = port;
+        self.proc = Some(proc);
+    }
+
+    /// SIGKILL (requests in flight fail), `down_for`, then the same port and data again.
+    pub fn restart(&mut self, down_for: Duration) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+        std::thread::sleep(down_for);
+        self.launch();
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The standard AWS environment a process needs to reach this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID".into(), S3_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), S3_SECRET.into()),
+            ("AWS_REGION".into(), "us-east-1".into()),
+            ("AWS_ENDPOINT_URL".into(), self.endpoint()),
+            ("AWS_ALLOW_HTTP".into(), "true".into()),
+        ]
+    }
+
+    /// `s3://quakelens/<prefix>` with this server's options, for queries from the test itself.
+    pub fn location(&self, prefix: &str) -> quakelens_lake::LakeLocation {
+        quakelens_lake::LakeLocation::parse(&format!("s3://{S3_BUCKET}/{prefix}"))
+            .expect("an s3 location")
+            .with_options(
+                self.env()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v)),
+            )
+    }
 }
 
 /// One SQL answer as text rows (values joined by `|`).
-pub fn sql_rows(lake: &Path, query: &str) -> Vec<String> {
+pub fn sql_rows(lake: &(impl LakeRef + ?Sized), query: &str) -> Vec<String> {
     try_sql_rows(lake, query).unwrap_or_else(|e| panic!("{query}: {e}"))
 }
 
 /// Like [`sql_rows`], `Err` when the lake or table is not there (yet).
-pub fn try_sql_rows(lake: &Path, query: &str) -> Result<Vec<String>, String> {
+pub fn try_sql_rows(lake: &(impl LakeRef + ?Sized), query: &str) -> Result<Vec<String>, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let at = lake_at(lake);
+        let at = lake.location();
         let lake = quakelens_lake::Lake::open(&at)
             .await
             .map_err(|e| e.to_string())?;
@@ -347,7 +481,7 @@ pub fn try_sql_rows(lake: &Path, query: &str) -> Result<Vec<String>, String> {
 }
 
 /// Rows in `table`; 0 while nothing was written.
-pub fn count(lake: &Path, table: &str) -> usize {
+pub fn count(lake: &(impl LakeRef + ?Sized), table: &str) -> usize {
     try_sql_rows(lake, &format!("SELECT count(*) FROM {table}"))
         .ok()
         .and_then(|r| r.first().and_then(|v| v.parse().ok()))
@@ -382,8 +516,11 @@ pub fn promtool() -> Option<PathBuf> {
         .ok()
         .filter(|o| o.status.success())
         .map(|_| PathBuf::from("promtool"));
-    if found.is_none() && std::env::var_os("QUAKELENS_REQUIRE_OPS_TOOLS").is_some() {
-        panic!("promtool is required (apt-get install prometheus; .ci/setup does)");
+    if found.is_none() {
+        quakelens_signal::reference::missing(
+            "OPS_TOOLS",
+            "promtool is required (apt-get install prometheus; .ci/setup does)",
+        );
     }
     found
 }

@@ -75,6 +75,17 @@ pub struct LakeSinkConfig {
     pub dedup_horizon: Duration,
     /// A store that stays unreachable this long stops the sink (it restarts from the log).
     pub retry_for: Duration,
+    /// Compact the tables in the background this often (None: leave it to `lake optimize`).
+    pub compaction: Option<Compaction>,
+}
+
+/// Periodic compaction by the sink: every `every`, all tables are bin-packed to files of about
+/// `target_bytes`, in a task of its own so commits go on meanwhile (an optimize only removes
+/// files it rewrote, so it does not conflict with appends).
+#[derive(Clone, Copy, Debug)]
+pub struct Compaction {
+    pub every: Duration,
+    pub target_bytes: u64,
 }
 
 impl LakeSinkConfig {
@@ -84,6 +95,7 @@ impl LakeSinkConfig {
             batch: 500,
             dedup_horizon: Duration::from_secs(6 * 3600),
             retry_for: Duration::from_secs(600),
+            compaction: None,
         }
     }
 }
@@ -126,6 +138,9 @@ pub struct LakeSinkStage {
     /// Seconds from window end to its row being in the lake.
     pub latencies: Latencies,
     pub duplicates_skipped: u64,
+    location: LakeLocation,
+    last_compaction: Instant,
+    compacting: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl LakeSinkStage {
@@ -164,7 +179,51 @@ impl LakeSinkStage {
             consumed: BTreeMap::new(),
             latencies: Latencies::default(),
             duplicates_skipped: 0,
+            location: location.clone(),
+            last_compaction: Instant::now(),
+            compacting: None,
         })
+    }
+
+    /// Starts a background compaction when one is due and none is running. Its failure is
+    /// logged and tried again at the next interval: compaction never stops the sink.
+    fn maybe_compact(&mut self) {
+        let Some(c) = self.cfg.compaction else {
+            return;
+        };
+        if self.last_compaction.elapsed() < c.every
+            || self.compacting.as_ref().is_some_and(|h| !h.is_finished())
+        {
+            return;
+        }
+        self.last_compaction = Instant::now();
+        let location = self.location.clone();
+        self.compacting = Some(tokio::spawn(async move {
+            let started = Instant::now();
+            match quakelens_lake::optimize(&location, &[], c.target_bytes).await {
+                Ok(done) => {
+                    let before: usize = done.iter().map(|o| o.files_before).sum();
+                    let after: usize = done.iter().map(|o| o.files_after).sum();
+                    tracing::info!(
+                        files_before = before,
+                        files_after = after,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "lake sink: tables compacted"
+                    );
+                }
+                Err(e) => tracing::warn!(
+                    "lake sink: compaction failed (next try at the next interval): {e}"
+                ),
+            }
+        }));
+    }
+
+    /// Waits for a running compaction (at shutdown, so a stopped sink leaves none half done
+    /// by its own choice; a kill in the middle leaves a valid table all the same).
+    pub async fn finish_compaction(&mut self) {
+        if let Some(h) = self.compacting.take() {
+            let _ = h.await;
+        }
     }
 
     fn app_id(&self, topic: &str, partition: i32) -> String {
@@ -471,6 +530,7 @@ impl Stage for LakeSinkStage {
         let fresh = rows.count();
         let after = after_batch(&batch);
         self.commit(rows, &after).await?;
+        crate::failpoint::pass(crate::failpoint::LAKE_AFTER_COMMIT);
         let now = now_ns();
         for &e in &ends {
             let seconds = (now - e) as f64 / 1e9;
@@ -485,6 +545,7 @@ impl Stage for LakeSinkStage {
             self.consumed.insert((p.topic, p.partition), p.offset);
         }
         t.store(&self.positions())?;
+        self.maybe_compact();
         Ok(())
     }
 }
