@@ -7,6 +7,7 @@
 //! feature set, schema version) is in the tables' properties. Spark, Trino, DuckDB and the Python
 //! `deltalake` package read the same tables.
 
+pub mod answer;
 mod batches;
 mod convert;
 mod error;
@@ -19,6 +20,7 @@ mod single_writer;
 mod tables;
 mod writer;
 
+pub use answer::{encode, AnswerFormat, EncodeError, EncodeLimits, Encoded};
 pub use batches::SpectrogramAxes;
 pub use convert::{convert_old_lake, Converted};
 pub use error::LakeError;

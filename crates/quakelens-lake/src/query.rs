@@ -251,12 +251,16 @@ impl Lake {
         }
     }
 
-    /// Runs a query and renders it as an ASCII table.
+    /// Runs a query and renders it as an ASCII table (long lists abbreviated).
     pub async fn sql_table(&self, query: &str) -> Result<String, QueryError> {
         let answer = self.query(query).await?;
-        arrow::util::pretty::pretty_format_batches(&answer.batches)
-            .map(|t| t.to_string())
-            .map_err(|e| QueryError::Sql(e.to_string()))
+        let table = crate::answer::encode(
+            &answer,
+            crate::answer::AnswerFormat::Table,
+            &Default::default(),
+        )
+        .map_err(|e| QueryError::Sql(e.to_string()))?;
+        Ok(String::from_utf8_lossy(&table.bytes).trim_end().to_string())
     }
 }
 

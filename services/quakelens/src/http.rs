@@ -1,6 +1,6 @@
 //! A minimal HTTP/1.1 responder for probes, metrics and SQL: one request per connection, GET and
 //! POST, headers up to 16 KiB, bodies up to 1 MiB. Enough for Prometheus and curl without a web
-//! framework.
+//! framework. A client that closes its connection before the answer cancels the work on it.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -230,6 +230,26 @@ async fn write_response(stream: &mut TcpStream, response: Response) {
     let _ = stream.shutdown().await;
 }
 
+/// Runs `work` unless the client closes the connection first (a read sees the end of the
+/// stream): then `work` is dropped, which cancels whatever it was doing, and `None` is returned.
+async fn until_gone<Fut: Future<Output = Response>>(
+    stream: &mut TcpStream,
+    work: Fut,
+) -> Option<Response> {
+    tokio::pin!(work);
+    let mut probe = [0u8; 512];
+    loop {
+        tokio::select! {
+            response = &mut work => return Some(response),
+            read = stream.read(&mut probe) => match read {
+                Ok(0) | Err(_) => return None,
+                // Bytes after the request (a pipelining client): not ours to answer.
+                Ok(_) => {}
+            },
+        }
+    }
+}
+
 /// Binds `addr` and serves `handler` until the process ends; returns the bound address.
 pub async fn serve<F, Fut>(addr: &str, handler: F) -> anyhow::Result<SocketAddr>
 where
@@ -249,10 +269,12 @@ where
             let handler = Arc::clone(&handler);
             tokio::spawn(async move {
                 let response = match read_request(&mut stream).await {
-                    Ok(req) => handler(req).await,
-                    Err(refusal) => refusal,
+                    Ok(req) => until_gone(&mut stream, handler(req)).await,
+                    Err(refusal) => Some(refusal),
                 };
-                write_response(&mut stream, response).await;
+                if let Some(response) = response {
+                    write_response(&mut stream, response).await;
+                }
             });
         }
     });
@@ -307,5 +329,39 @@ mod tests {
         );
         let big = ask("POST / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n").await;
         assert!(big.starts_with("HTTP/1.1 413"), "{big}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_leaves_cancels_its_request() {
+        struct Dropped(std::sync::Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let gone = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&gone);
+        let addr = serve("127.0.0.1:0", move |_req: Request| {
+            let guard = Dropped(std::sync::Arc::clone(&flag));
+            async move {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                drop(guard);
+                Response::text(200, "late")
+            }
+        })
+        .await
+        .unwrap();
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /sql?q=slow HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!gone.load(std::sync::atomic::Ordering::SeqCst));
+        drop(s);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !gone.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(tokio::time::Instant::now() < deadline, "the request ran on");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }

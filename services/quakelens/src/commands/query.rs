@@ -1,14 +1,18 @@
 //! `quakelens query`: the SQL service. Read-only SQL over the lake via HTTP (`GET /sql?q=` or
-//! `POST /sql` with the query as the body), answered as JSON, CSV, Arrow IPC or a text table,
-//! under a time, memory and row limit, behind a bearer token when one is configured.
+//! `POST /sql` with the query as the body), answered as a text table, CSV, JSON, Arrow IPC or
+//! Parquet, under a time limit that covers the whole answer, a memory, a row and a byte limit,
+//! behind a bearer token when one is configured. A client that goes away cancels its query;
+//! SIGTERM gives running queries a grace period, then cancels them.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::RecordBatch;
 use clap::Args;
 
-use quakelens_lake::{Answer, Lake, LakeLocation, QueryError, QueryLimits};
+use quakelens_lake::{
+    encode, AnswerFormat, EncodeError, EncodeLimits, Lake, LakeLocation, QueryError, QueryLimits,
+};
 use quakelens_pipeline::metrics::Metrics;
 
 use super::serve::stop_on_signal;
@@ -34,88 +38,54 @@ pub struct QueryArgs {
     /// Rows returned at most (the answer says when it was cut).
     #[arg(long, env = "QUAKELENS_QUERY_MAX_ROWS", default_value_t = 100_000)]
     max_rows: usize,
+    /// MiB an answer may hold once written (whole rows; the answer says when it was cut).
+    #[arg(long, env = "QUAKELENS_QUERY_MAX_BYTES_MIB", default_value_t = 64)]
+    max_bytes_mib: usize,
+    /// Seconds running queries get to finish after SIGTERM before they are cancelled.
+    #[arg(long, env = "QUAKELENS_QUERY_SHUTDOWN_GRACE", default_value_t = 5.0)]
+    shutdown_grace: f64,
 }
 
-/// How an answer is written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Format {
-    Json,
-    Csv,
-    Arrow,
-    Table,
-}
-
-impl Format {
-    const ARROW_MIME: &'static str = "application/vnd.apache.arrow.stream";
-
-    /// `?format=` wins; else the Accept header; else a text table (curl's `*/*`).
-    fn of(req: &Request) -> Result<Self, String> {
-        if let Some(f) = req.param("format") {
-            return match f {
-                "json" => Ok(Self::Json),
-                "csv" => Ok(Self::Csv),
-                "arrow" => Ok(Self::Arrow),
-                "table" | "text" => Ok(Self::Table),
-                other => Err(format!(
-                    "unknown format {other:?}: use json, csv, arrow or table"
-                )),
-            };
-        }
-        let accept = req.header("accept").unwrap_or("*/*");
-        Ok(if accept.contains("application/json") {
-            Self::Json
-        } else if accept.contains("text/csv") {
-            Self::Csv
-        } else if accept.contains(Self::ARROW_MIME) {
-            Self::Arrow
-        } else {
-            Self::Table
+/// The answer's format: `?format=` wins; else the Accept header; else a text table (curl's
+/// `*/*`).
+fn format_of(req: &Request) -> Result<AnswerFormat, String> {
+    if let Some(f) = req.param("format") {
+        return f.parse();
+    }
+    let accept = req.header("accept").unwrap_or("*/*");
+    Ok(AnswerFormat::ALL
+        .into_iter()
+        .filter(|f| *f != AnswerFormat::Table)
+        .find(|f| {
+            let mime = f.content_type();
+            accept.contains(mime.split(';').next().unwrap_or(mime))
         })
-    }
+        .unwrap_or(AnswerFormat::Table))
+}
 
-    fn content_type(self) -> &'static str {
-        match self {
-            Self::Json => "application/json",
-            Self::Csv => "text/csv; charset=utf-8",
-            Self::Arrow => Self::ARROW_MIME,
-            Self::Table => "text/plain; charset=utf-8",
-        }
-    }
+/// Sets its flag when dropped: a request given up (timed out, client gone, shutdown) stops
+/// the encoding it started on a blocking thread.
+struct CancelOnDrop(Arc<AtomicBool>);
 
-    fn write(self, answer: &Answer) -> Result<Vec<u8>, arrow::error::ArrowError> {
-        let batches: Vec<&RecordBatch> = answer.batches.iter().collect();
-        match self {
-            Self::Json => {
-                let mut w = arrow::json::ArrayWriter::new(Vec::new());
-                w.write_batches(&batches)?;
-                w.finish()?;
-                let mut out = w.into_inner();
-                // An empty answer is an empty array, not an empty body.
-                if out.is_empty() {
-                    out.extend_from_slice(b"[]");
-                }
-                Ok(out)
-            }
-            Self::Csv => {
-                let mut w = arrow::csv::WriterBuilder::new()
-                    .with_header(true)
-                    .build(Vec::new());
-                for b in &batches {
-                    w.write(b)?;
-                }
-                Ok(w.into_inner())
-            }
-            Self::Arrow => {
-                let mut w = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &answer.schema)?;
-                for b in &batches {
-                    w.write(b)?;
-                }
-                w.finish()?;
-                w.into_inner()
-            }
-            Self::Table => arrow::util::pretty::pretty_format_batches(&answer.batches)
-                .map(|t| format!("{t}\n").into_bytes()),
-        }
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Counts a request as in flight while it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Self(n)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -123,8 +93,12 @@ impl Format {
 struct SqlService {
     lake: LakeLocation,
     limits: QueryLimits,
+    /// The whole answer's time: planning, execution and writing.
+    timeout: Duration,
+    max_bytes: usize,
     token: Option<String>,
     metrics: Arc<Metrics>,
+    in_flight: AtomicUsize,
 }
 
 /// Compares without an early exit, so timing does not reveal how much of a guess was right.
@@ -138,6 +112,7 @@ impl SqlService {
             "/healthz" | "/readyz" => Response::text(200, "ok\n"),
             "/metrics" => Response::prometheus(self.metrics.encode()),
             "/sql" => {
+                let _counted = InFlight::enter(&self.in_flight);
                 let started = Instant::now();
                 let (outcome, response) = self.sql(&req).await;
                 self.metrics.query(outcome, started.elapsed().as_secs_f64());
@@ -180,42 +155,76 @@ impl SqlService {
                 )
             }
         };
-        let format = match Format::of(req) {
+        let format = match format_of(req) {
             Ok(f) => f,
             Err(e) => return ("error", Response::text(406, format!("{e}\n"))),
         };
-        let lake = match Lake::open_with(&self.lake, self.limits.clone(), None).await {
-            Ok(l) => l,
-            Err(e) => return ("error", Response::text(503, format!("{e}\n"))),
+        let started = Instant::now();
+        let deadline = started + self.timeout;
+        let timed_out = || {
+            tracing::info!(outcome = "timeout", "query past {:?}", self.timeout);
+            (
+                "timeout",
+                Response::text(
+                    504,
+                    format!(
+                        "the query and its answer took longer than {:?}\n",
+                        self.timeout
+                    ),
+                ),
+            )
         };
-        let answer = match lake.query(&query).await {
-            Ok(a) => a,
-            Err(e) => {
+        let answer = tokio::time::timeout(self.timeout, async {
+            let lake = Lake::open_with(&self.lake, self.limits.clone(), None).await?;
+            lake.query(&query).await
+        })
+        .await;
+        let answer = match answer {
+            Err(_) => return timed_out(),
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
                 let (outcome, status) = match e {
                     QueryError::Refused(_) => ("refused", 403),
-                    QueryError::Timeout(_) => ("timeout", 504),
+                    QueryError::Timeout(_) => return timed_out(),
                     QueryError::Memory { .. } => ("memory", 422),
+                    QueryError::Lake(_) => ("error", 503),
                     _ => ("error", 400),
                 };
                 tracing::info!(outcome, "query failed: {e}");
                 return (outcome, Response::text(status, format!("{e}\n")));
             }
         };
-        match format.write(&answer) {
-            Ok(body) => {
-                let mut r = Response::new(200, format.content_type(), body)
-                    .header("X-Quakelens-Rows", answer.rows().to_string());
-                if answer.truncated {
+        // Writing is CPU work: on a blocking thread, in chunks that check the deadline and the
+        // flag this request sets when it is dropped.
+        let cancel = Arc::new(AtomicBool::new(false));
+        let _guard = CancelOnDrop(Arc::clone(&cancel));
+        let limits = EncodeLimits {
+            max_bytes: Some(self.max_bytes),
+            deadline: Some(deadline),
+            cancel: Some(cancel),
+        };
+        let written = tokio::task::spawn_blocking(move || encode(&answer, format, &limits));
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, written).await {
+            Err(_) | Ok(Ok(Err(EncodeError::Timeout))) => timed_out(),
+            Ok(Ok(Ok(e))) => {
+                let mut r = Response::new(200, format.content_type(), e.bytes)
+                    .header("X-Quakelens-Rows", e.rows.to_string());
+                if e.truncated {
                     r = r.header("X-Quakelens-Truncated", "true");
                 }
                 ("ok", r)
             }
-            Err(e) => (
+            Ok(Ok(Err(e @ EncodeError::Format { .. }))) => (
                 "error",
-                Response::text(
-                    406,
-                    format!("the answer cannot be written as {format:?}: {e}; try format=json or arrow\n"),
-                ),
+                Response::text(406, format!("{e}; try format=json or arrow\n")),
+            ),
+            Ok(Ok(Err(EncodeError::Cancelled))) => {
+                ("error", Response::text(503, "the service is stopping\n"))
+            }
+            Ok(Err(join)) => (
+                "error",
+                Response::text(500, format!("writing the answer failed: {join}\n")),
             ),
         }
     }
@@ -228,20 +237,31 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
         args.timeout
     );
     anyhow::ensure!(args.max_rows > 0, "--max-rows must be at least 1");
+    anyhow::ensure!(args.max_bytes_mib > 0, "--max-bytes-mib must be at least 1");
+    anyhow::ensure!(
+        args.shutdown_grace >= 0.0,
+        "--shutdown-grace must not be negative"
+    );
+    let timeout = Duration::from_secs_f64(args.timeout);
     let service = Arc::new(SqlService {
         lake: args.lake.clone(),
         limits: QueryLimits {
-            timeout: Some(Duration::from_secs_f64(args.timeout)),
+            timeout: Some(timeout),
             memory_bytes: Some(args.memory_mib.max(1) << 20),
             max_rows: Some(args.max_rows),
         },
+        timeout,
+        max_bytes: args.max_bytes_mib << 20,
         token: args.token.clone().filter(|t| !t.is_empty()),
         metrics: Metrics::new(),
+        in_flight: AtomicUsize::new(0),
     });
-    runtime()?.block_on(async {
+    let rt = runtime()?;
+    let served = Arc::clone(&service);
+    let result = rt.block_on(async {
         let mut stop = stop_on_signal();
         let bound = serve(&args.listen, move |req: Request| {
-            let service = Arc::clone(&service);
+            let service = Arc::clone(&served);
             async move { service.respond(req).await }
         })
         .await?;
@@ -251,8 +271,25 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
                 break;
             }
         }
-        Ok(())
-    })
+        // Queries in flight get the grace period to finish, then are cancelled.
+        let grace = Duration::from_secs_f64(args.shutdown_grace);
+        let until = Instant::now() + grace;
+        while service.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left = service.in_flight.load(Ordering::SeqCst);
+        if left > 0 {
+            tracing::warn!(
+                queries = left,
+                "stopping: cancelling queries still running after {grace:?}"
+            );
+        }
+        anyhow::Ok(())
+    });
+    // Dropping the tasks cancels their plans and flags their encoders; blocking threads get a
+    // moment to see the flag.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 #[cfg(test)]
@@ -277,20 +314,20 @@ mod tests {
 
     #[test]
     fn format_from_parameter_then_accept_header() {
+        let f = |q: &[(&str, &str)], h: &[(&str, &str)]| format_of(&request(q, h));
+        assert_eq!(f(&[("format", "csv")], &[]), Ok(AnswerFormat::Csv));
+        assert_eq!(f(&[("format", "parquet")], &[]), Ok(AnswerFormat::Parquet));
         assert_eq!(
-            Format::of(&request(&[("format", "csv")], &[])),
-            Ok(Format::Csv)
+            f(&[], &[("accept", "application/json")]),
+            Ok(AnswerFormat::Json)
         );
         assert_eq!(
-            Format::of(&request(&[], &[("accept", "application/json")])),
-            Ok(Format::Json)
+            f(&[], &[("accept", "application/vnd.apache.arrow.stream")]),
+            Ok(AnswerFormat::Arrow)
         );
-        assert_eq!(
-            Format::of(&request(&[], &[("accept", Format::ARROW_MIME)])),
-            Ok(Format::Arrow)
-        );
-        assert_eq!(Format::of(&request(&[], &[])), Ok(Format::Table));
-        assert!(Format::of(&request(&[("format", "xml")], &[])).is_err());
+        assert_eq!(f(&[], &[("accept", "text/csv")]), Ok(AnswerFormat::Csv));
+        assert_eq!(f(&[], &[]), Ok(AnswerFormat::Table));
+        assert!(f(&[("format", "xml")], &[]).is_err());
     }
 
     #[test]
