@@ -58,11 +58,11 @@ def tree_case(out, rows, features, trees, seed, max_depth):
     export_forest(model, out, [f"x{i}" for i in range(features)])
     Xt = rng.normal(size=(rows // 4, features))
     Xt[:, 0] = np.round(Xt[:, 0], 1)
-    # Rows exactly at (float32-rounded) thresholds, where `<=` decides the path.
-    th = model.estimators_[0].tree_.threshold[model.estimators_[0].tree_.children_left != -1][:20]
-    probe = np.repeat(Xt[:1], len(th), axis=0)
-    probe[:, 0] = th.astype(np.float32)
-    Xt = np.vstack([Xt, probe]).astype(np.float32).astype(np.float64)
+    # Rows on split thresholds, where `<=` decides the path: splits of every tree, each on its
+    # own feature at its threshold and either side (6 splits per tree keep shap's time short).
+    from models_reference import threshold_probes
+
+    Xt = np.vstack([Xt.astype(np.float32).astype(np.float64), threshold_probes(model, X, per_tree=6)])
     return model, Xt
 
 

@@ -131,6 +131,31 @@ def cmd_native_logits(model_path, inputs_path, n, out):
         write(out, model(x).numpy().ravel())
 
 
+def threshold_probes(model, X, per_tree=None):
+    """Rows that reach a split and sit on its threshold: for each internal node (of every tree;
+    at most `per_tree` per tree, evenly spread), a training row through that node with the
+    node's own feature set to the float32 threshold and to the float32 values on either side,
+    where `x <= t` decides the path. Float32-exact, as trees compare."""
+    probes = []
+    for e in model.estimators_:
+        t = e.tree_
+        path = e.decision_path(X.astype(np.float32)).tocsc()
+        internal = np.flatnonzero(t.children_left != -1)
+        if per_tree is not None and len(internal) > per_tree:
+            internal = internal[np.linspace(0, len(internal) - 1, per_tree).astype(int)]
+        for n in internal:
+            rows = path[:, n].nonzero()[0]
+            if len(rows) == 0:
+                continue
+            base = X[rows[0]].astype(np.float32)
+            th = np.float32(t.threshold[n])
+            for v in (np.nextafter(th, np.float32(-np.inf)), th, np.nextafter(th, np.float32(np.inf))):
+                row = base.copy()
+                row[t.feature[n]] = v
+                probes.append(row)
+    return np.array(probes, dtype=np.float32).astype(np.float64)
+
+
 def cmd_sklearn_forest(out, xtest_path, pred_path, rows, features, trees, seed):
     from sklearn.ensemble import RandomForestRegressor
 
@@ -145,11 +170,8 @@ def cmd_sklearn_forest(out, xtest_path, pred_path, rows, features, trees, seed):
     export_forest(model, out, [f"x{i}" for i in range(features)])
     Xt = rng.normal(size=(rows // 2, features))
     Xt[:, 0] = np.round(Xt[:, 0], 1)
-    # Also probe exactly at (float32-rounded) thresholds, where `<=` matters.
-    th = np.concatenate([e.tree_.threshold[e.tree_.children_left != -1] for e in model.estimators_[:3]])
-    probe = np.repeat(Xt[:1], len(th), axis=0)
-    probe[:, 0] = th
-    Xt = np.vstack([Xt, probe])
+    # Also every split of every tree, on its own feature at its threshold and either side.
+    Xt = np.vstack([Xt.astype(np.float32).astype(np.float64), threshold_probes(model, X)])
     write(xtest_path, Xt.ravel())
     write(pred_path, model.predict(Xt))
 

@@ -14,13 +14,8 @@ fn s(v: impl ToString) -> String {
     v.to_string()
 }
 
-fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
-}
+/// NaN on one side only, or different lengths, never pass (the shared comparison).
+use quakelens_signal::reference::compare::max_abs_diff;
 
 #[test]
 fn sklearn_forest_imports_predict_like_sklearn() {

@@ -246,11 +246,8 @@ async fn split_windows_are_explained_in_parts_and_land_once() {
             }
         }
         let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        let worst = values
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (*a as f64 - b).abs())
-            .fold(0.0, f64::max);
+        let ours: Vec<f64> = values.iter().map(|&v| v as f64).collect();
+        let worst = quakelens_signal::reference::compare::max_abs_diff(&ours, &want);
         assert!(worst <= 1e-4 * scale, "{id}: {worst} vs scale {scale}");
         let total: f64 = values.iter().map(|v| *v as f64).sum();
         assert!(
