@@ -15,8 +15,9 @@ use crate::stream::ChannelId;
 
 /// Smallest number of bytes libmseed needs to recognise a record header.
 const MIN_HEADER_BYTES: usize = 48;
-/// Record lengths are multiples of this; used to resynchronise after garbage.
-const RESYNC_STEP: usize = 64;
+/// Record lengths are multiples of this: where a record without blockette 1000 ends, the next
+/// header is looked for on this grid from its start.
+const RECORD_GRID: usize = 64;
 
 /// One decoded data record.
 #[derive(Clone, Debug, PartialEq)]
@@ -241,14 +242,14 @@ fn record_length(bytes: &[u8]) -> Result<Option<usize>, String> {
     }
 }
 
-/// Next offset after `from` (on the 64-byte grid records live on) where a header is detected.
-fn next_header(bytes: &[u8], from: usize) -> Option<usize> {
+/// Next offset from `from`, in steps of `step` bytes, where a record header is detected.
+fn next_header(bytes: &[u8], from: usize, step: usize) -> Option<usize> {
     let mut pos = from;
     while pos + MIN_HEADER_BYTES <= bytes.len() {
         if record_length(&bytes[pos..]).is_ok() {
             return Some(pos);
         }
-        pos += RESYNC_STEP;
+        pos += step;
     }
     None
 }
@@ -268,8 +269,8 @@ pub enum Frame {
     },
 }
 
-/// Splits `bytes` into records without decoding them, resynchronising after garbage on the
-/// 64-byte grid records live on. Every byte belongs to exactly one frame.
+/// Splits `bytes` into records without decoding them, resynchronising after garbage at the
+/// first byte where a header is detected. Every byte belongs to exactly one frame.
 pub fn split_records(bytes: &[u8]) -> Vec<Frame> {
     let mut frames = Vec::new();
     let mut pos = 0usize;
@@ -293,12 +294,14 @@ pub fn split_records(bytes: &[u8]) -> Vec<Frame> {
             }
             // miniSEED 2 without blockette 1000: the next header tells the length.
             Ok(None) => {
-                let len = next_header(bytes, pos + RESYNC_STEP).unwrap_or(bytes.len()) - pos;
+                let len =
+                    next_header(bytes, pos + RECORD_GRID, RECORD_GRID).unwrap_or(bytes.len()) - pos;
                 frames.push(Frame::Record { offset: pos, len });
                 pos += len;
             }
             Err(reason) => {
-                let resume = next_header(bytes, pos + RESYNC_STEP).unwrap_or(bytes.len());
+                // Junk of any length may come before the next record: every byte is a candidate.
+                let resume = next_header(bytes, pos + 1, 1).unwrap_or(bytes.len());
                 frames.push(Frame::Bad {
                     offset: pos,
                     len: resume - pos,
@@ -427,6 +430,42 @@ mod tests {
         assert_eq!(traces.len(), 2);
         assert_eq!(traces[0].samples.len(), 160);
         assert_eq!(traces[1].start_ns, 3_000_000_000);
+    }
+
+    #[test]
+    fn junk_of_any_length_between_records_loses_no_record() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/real/BW.RJOB.2009-08-24.steim2.mseed");
+        let bytes = std::fs::read(path).unwrap();
+        let clean = split_records(&bytes);
+        let Frame::Record { offset, len } = clean[1] else {
+            panic!("{:?}", clean[1]);
+        };
+        for junk_len in [1usize, 63, 65, 300, 1001] {
+            let junk: Vec<u8> = (0..junk_len as u32)
+                .map(|i| (i * 37 % 200) as u8 + 1)
+                .collect();
+            let cut = offset + len;
+            let spliced = [&bytes[..cut], &junk[..], &bytes[cut..]].concat();
+            let frames = split_records(&spliced);
+            let records = frames
+                .iter()
+                .filter(|f| matches!(f, Frame::Record { .. }))
+                .count();
+            assert_eq!(records, clean.len(), "{junk_len} bytes of junk");
+            assert_eq!(
+                frames[2],
+                Frame::Bad {
+                    offset: cut,
+                    len: junk_len,
+                    reason: match &frames[2] {
+                        Frame::Bad { reason, .. } => reason.clone(),
+                        f => panic!("{f:?}"),
+                    }
+                },
+                "{junk_len} bytes of junk"
+            );
+        }
     }
 
     #[test]
