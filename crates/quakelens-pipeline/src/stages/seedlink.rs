@@ -1,11 +1,15 @@
 //! SeedLink (v3/v4) → `waveforms.raw`: a live feed from a network's SeedLink server (ringserver,
-//! SeisComP, IRIS, GEOFON …) through `seedlink-rs-client`, which reconnects with backoff and
-//! resumes each station from its last sequence number. Records are published like ingest's:
+//! SeisComP, IRIS, GEOFON …) through `seedlink-rs-client`; after a drop, a restart or a quiet
+//! spell the session is opened again and each station resumes after its last relayed sequence. Records are published like ingest's:
 //! key `NET.STA.LOC.CHA`, partition by station; undecodable frames go to `dead-letter`.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use seedlink_rs_client::{ClientConfig, ReconnectConfig, ReconnectingClient};
+use seedlink_rs_client::{
+    ClientConfig, ClientError, ReconnectConfig, ReconnectingClient, StationKey,
+};
+use seedlink_rs_protocol::SequenceNumber;
 use tokio::sync::mpsc;
 
 use quakelens_signal::miniseed::decode_record;
@@ -49,7 +53,10 @@ pub struct SeedLinkConfig {
     pub batch: usize,
 }
 
-/// Relays frames until `stop` (or until the server ends the stream).
+/// Relays frames until `stop`. A server that goes quiet, drops the connection or restarts is
+/// a normal day for a live feed: the session is opened again (with backoff) and each station
+/// resumes after the last sequence number relayed, so nothing is sent twice or skipped. Only
+/// the first connection's failure is an error (a wrong address or subscription).
 pub async fn relay<T: Transport>(
     t: &T,
     cfg: &SeedLinkConfig,
@@ -57,47 +64,14 @@ pub async fn relay<T: Transport>(
     metrics: &StageMetrics,
 ) -> Result<(), StageError> {
     let partitions = t.partitions(WAVEFORMS_RAW)?;
-    let mut client = ReconnectingClient::connect_with_config(
-        &cfg.server,
-        ClientConfig::default(),
-        ReconnectConfig::default(),
-    )
-    .await
-    .map_err(|e| StageError::Input(format!("SeedLink {}: {e}", cfg.server)))?;
-    let fail = |e: seedlink_rs_client::ClientError| {
-        StageError::Input(format!("SeedLink {}: {e}", cfg.server))
-    };
-    for sub in &cfg.subscriptions {
-        client
-            .station(&sub.station, &sub.network)
-            .await
-            .map_err(fail)?;
-        for pattern in &sub.select {
-            client.select(pattern).await.map_err(fail)?;
-        }
-        client.data().await.map_err(fail)?;
-    }
-    client.end_stream().await.map_err(fail)?;
+    let first = open_session(cfg, &HashMap::new())
+        .await
+        .map_err(|e| StageError::Input(format!("SeedLink {}: {e}", cfg.server)))?;
     tracing::info!(server = %cfg.server, stations = cfg.subscriptions.len(), "SeedLink streaming");
 
     // Frames are read in their own task: a read cut short by a timeout would lose framing.
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4096);
-    let reader = tokio::spawn(async move {
-        loop {
-            match client.next_frame().await {
-                Ok(Some(frame)) => {
-                    if tx.send(frame.payload().to_vec()).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!("SeedLink: {e}");
-                    break;
-                }
-            }
-        }
-    });
+    let reader = tokio::spawn(read_frames(cfg.clone(), first, tx));
     let mut pending = Vec::new();
     let mut open = true;
     while open && !stopped(&stop) {
@@ -129,6 +103,79 @@ pub async fn relay<T: Transport>(
     }
     reader.abort();
     Ok(())
+}
+
+/// Connects and subscribes, each station from after `resume`'s sequence when it has one.
+async fn open_session(
+    cfg: &SeedLinkConfig,
+    resume: &HashMap<StationKey, SequenceNumber>,
+) -> Result<ReconnectingClient, ClientError> {
+    let mut client = ReconnectingClient::connect_with_config(
+        &cfg.server,
+        ClientConfig::default(),
+        ReconnectConfig::default(),
+    )
+    .await?;
+    for sub in &cfg.subscriptions {
+        client.station(&sub.station, &sub.network).await?;
+        for pattern in &sub.select {
+            client.select(pattern).await?;
+        }
+        let key = StationKey {
+            network: sub.network.clone(),
+            station: sub.station.clone(),
+        };
+        match resume.get(&key) {
+            Some(&seq) => client.data_from(seq).await?,
+            None => client.data().await?,
+        }
+    }
+    client.end_stream().await?;
+    Ok(client)
+}
+
+/// Reads frames for ever, opening a new session after any error (a read timeout on a quiet
+/// feed included); frames at or before a station's last relayed sequence are dropped.
+async fn read_frames(
+    cfg: SeedLinkConfig,
+    mut client: ReconnectingClient,
+    tx: mpsc::Sender<Vec<u8>>,
+) {
+    let mut relayed: HashMap<StationKey, SequenceNumber> = HashMap::new();
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let problem = match client.next_frame().await {
+            Ok(Some(frame)) => {
+                if let Some(key) = frame.station_key() {
+                    let seq = frame.sequence();
+                    if relayed.get(&key).is_some_and(|&last| seq <= last) {
+                        continue;
+                    }
+                    relayed.insert(key, seq);
+                }
+                if tx.send(frame.payload().to_vec()).await.is_err() {
+                    return;
+                }
+                backoff = Duration::from_secs(1);
+                continue;
+            }
+            Ok(None) => "the server ended the stream".to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(server = %cfg.server, "SeedLink: {problem}; reconnecting");
+        loop {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(60));
+            match open_session(&cfg, &relayed).await {
+                Ok(c) => {
+                    tracing::info!(server = %cfg.server, "SeedLink: session opened again");
+                    client = c;
+                    break;
+                }
+                Err(e) => tracing::warn!(server = %cfg.server, "SeedLink: reconnect failed: {e}"),
+            }
+        }
+    }
 }
 
 fn to_message(payload: Vec<u8>, partitions: i32, server: &str) -> Outgoing {
