@@ -133,10 +133,27 @@ async fn stages_on_the_memory_transport_give_the_embedded_rows() {
             .count(),
         3
     );
-    assert_eq!(
-        window_ids(&services).await,
-        window_ids(&dir.path().join("embedded")).await
-    );
+    // Every column of every row, spectrograms by a digest of all their values.
+    for q in [
+        "SELECT * EXCEPT (spectrogram, catalog), md5(array_to_string(spectrogram, ',')) AS s \
+         FROM windows ORDER BY window_id",
+        "SELECT * FROM features ORDER BY window_id",
+    ] {
+        let of = |p: std::path::PathBuf| async move {
+            Lake::open(&at(&p))
+                .await
+                .unwrap()
+                .sql_table(q)
+                .await
+                .unwrap()
+        };
+        let (ours, embedded) = (
+            of(services.clone()).await,
+            of(dir.path().join("embedded")).await,
+        );
+        assert!(ours.lines().count() > 30, "{ours:.300}");
+        assert_eq!(ours, embedded, "{q}");
+    }
 
     // The same sink group replays everything (its Kafka commit was lost): the Delta log says
     // every message is in both tables already, so nothing is decoded or written.
@@ -313,4 +330,61 @@ fn dead_offset(broker: &MemoryBroker) -> i64 {
         .find(|m| m.payload.as_deref() == Some(b"not miniseed".as_slice()))
         .unwrap()
         .offset
+}
+
+/// Bytes of a file that are not a record go to `dead-letter` unchanged, with the file and the
+/// byte offset; the records around them are sent as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_sends_non_record_bytes_to_dead_letter_with_file_and_offset() {
+    use quakelens_signal::miniseed::{split_records, Frame};
+    let real = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../quakelens-signal/tests/data/real/BW.RJOB.2009-08-24.steim2.mseed");
+    let bytes = std::fs::read(&real).unwrap();
+    let records: Vec<(usize, usize)> = split_records(&bytes)
+        .into_iter()
+        .filter_map(|f| match f {
+            Frame::Record { offset, len } => Some((offset, len)),
+            Frame::Bad { .. } => None,
+        })
+        .collect();
+    assert!(records.len() > 3);
+    // Junk after the second record.
+    let (o, l) = records[1];
+    let cut = o + l;
+    let junk: Vec<u8> = (0..300u32).map(|i| (i * 37 % 200) as u8 + 1).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("with-junk.mseed");
+    std::fs::write(&file, [&bytes[..cut], &junk[..], &bytes[cut..]].concat()).unwrap();
+
+    let broker = MemoryBroker::new();
+    for (t, p) in topics::ALL {
+        broker.create_topic(t, p);
+    }
+    let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+    let sent = replay(
+        &broker.transport(&[]),
+        &IngestConfig {
+            inputs: vec![file.clone()],
+            pace: Pace::Max,
+            end_markers: false,
+            batch: 100,
+        },
+        stop,
+    )
+    .await
+    .unwrap();
+    assert_eq!(sent.dead_letters, 1);
+    assert_eq!(broker.messages(WAVEFORMS_RAW).len(), records.len());
+    let dead = broker.messages(DEAD_LETTER);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        dead[0].payload.as_deref(),
+        Some(&junk[..]),
+        "the bytes, unchanged"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(dead[0].header(header::ORIGIN).unwrap()),
+        format!("{}@{cut}", file.display())
+    );
+    assert_eq!(dead[0].header(header::STAGE), Some(&b"ingest"[..]));
 }

@@ -162,6 +162,16 @@ def main(argv):
         cft = recursive_sta_lta(load(src, n), nsta, nlta)
         picks = np.asarray(trigger_onset(cft, on, off), dtype=float).reshape(-1)
         save(dst, np.concatenate([[len(picks) // 2], picks, cft]))
+    elif cmd == "obspy-read":
+        # ObsPy's reading of a miniSEED file (src): per trace id, start (ns), rate, npts in
+        # dst as JSON, every sample (as float64) in dst + ".f64".
+        import obspy
+        traces = obspy.read(src, format="MSEED")
+        meta = [{"id": t.id, "start_ns": t.stats.starttime.ns, "sampling_rate": t.stats.sampling_rate,
+                 "npts": int(t.stats.npts)} for t in traces]
+        with open(dst, "w") as out:
+            json.dump(meta, out)
+        save(dst + ".f64", np.concatenate([t.data.astype(np.float64) for t in traces]) if traces else np.zeros(0))
     elif cmd == "bench":
         # Times the reference per-window transforms on the same windows the Rust side used.
         # One window at a time, as a streaming service would call it.

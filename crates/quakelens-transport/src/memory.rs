@@ -191,18 +191,29 @@ mod tests {
         assert!(unknown.unwrap_err().to_string().contains("nope"));
     }
 
-    #[tokio::test]
+    /// On paused (virtual) time: a receiver that only woke at its deadline would take the
+    /// whole 5 s of virtual time; woken by the send it returns at 20 ms.
+    #[tokio::test(start_paused = true)]
     async fn a_waiting_receiver_wakes_on_send() {
         let broker = MemoryBroker::new();
         broker.create_topic("t", 1);
         let rx = broker.transport(&["t"]);
         let tx = broker.transport(&[]);
-        let waiter = tokio::spawn(async move { rx.recv(1, Duration::from_secs(5)).await });
+        let started = tokio::time::Instant::now();
+        let waiter = tokio::spawn(async move {
+            let got = rx.recv(1, Duration::from_secs(5)).await;
+            (got, tokio::time::Instant::now())
+        });
         tokio::time::sleep(Duration::from_millis(20)).await;
         tx.send(vec![Outgoing::new("t", "k", vec![7])])
             .await
             .unwrap();
-        let got = waiter.await.unwrap().unwrap();
-        assert_eq!(got[0].payload.as_deref(), Some(&[7u8][..]));
+        let (got, woke) = waiter.await.unwrap();
+        assert_eq!(got.unwrap()[0].payload.as_deref(), Some(&[7u8][..]));
+        assert!(
+            woke - started < Duration::from_secs(1),
+            "woke after {:?} of virtual time",
+            woke - started
+        );
     }
 }

@@ -101,6 +101,13 @@ impl Proc {
         }
     }
 
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -151,11 +158,22 @@ impl Broker {
             dir: dir.to_path_buf(),
             logs: Vec::new(),
         };
-        b.launch();
-        Some(b)
+        // tansu cannot bind port 0 and report it: a port found free may be taken before tansu
+        // binds it, and tansu then exits. Then try another.
+        for _ in 0..5 {
+            if b.launch() {
+                return Some(b);
+            }
+            b.port = free_port();
+        }
+        panic!(
+            "tansu did not start on any of 5 ports:\n{}",
+            b.log_tails(20)
+        );
     }
 
-    fn launch(&mut self) {
+    /// Starts tansu on `self.port`; `false` if it exited instead (the port was taken).
+    fn launch(&mut self) -> bool {
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let log = self.dir.join(format!("broker-{}.log", self.logs.len()));
         // tansu logs to stdout and panics to stderr: both go to one file.
@@ -175,14 +193,29 @@ impl Broker {
             .spawn()
             .expect("tansu starts");
         self.logs.push(log.clone());
-        self.proc = Some(Proc {
+        let mut proc = Proc {
             name: "broker".into(),
             child: Some(child),
             log,
-        });
-        wait_for(Duration::from_secs(20), "broker port", || {
-            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-        });
+        };
+        // Listening means the port is tansu's only while tansu is alive.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if !proc.running() {
+                return false;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen in 20 s:\n{}",
+                proc.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.proc = Some(proc);
+        true
     }
 
     /// For a failing test's message: each run's panics (with the line after, which says why)
@@ -221,7 +254,18 @@ impl Broker {
             p.interrupt();
         }
         std::thread::sleep(down_for);
-        self.launch();
+        // The clients know this port: if something took it meanwhile, wait for it to go.
+        for _ in 0..10 {
+            if self.launch() {
+                return;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        panic!(
+            "tansu could not take port {} back:\n{}",
+            self.port,
+            self.log_tails(20)
+        );
     }
 }
 
