@@ -62,7 +62,7 @@ fn window(s: usize, k: usize, start_ns: i64, values: usize) -> WindowRecord {
     let noise = |i: usize| {
         let x = seed
             .wrapping_mul(6364136223846793005)
-            .wrapping_add(i as u64 * 1442695040888963407);
+            .wrapping_add((i as u64).wrapping_mul(1442695040888963407));
         (x >> 40) as f32 / (1u64 << 24) as f32
     };
     WindowRecord {
