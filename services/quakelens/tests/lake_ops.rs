@@ -76,6 +76,29 @@ fn assert_exactly(lake: &(impl LakeRef + ?Sized), expected_lake: &Path) {
     assert_eq!(count(lake, "features"), count(expected_lake, "features"));
 }
 
+/// A broker with the topics created, and the embedded run's lake over the same synthetic data
+/// (`stations` × `hours`) that the test streams; `None` when the broker is not installed.
+struct Case {
+    broker: Broker,
+    syn: std::path::PathBuf,
+    expected_lake: std::path::PathBuf,
+    expected: usize,
+}
+
+fn case(dir: &Path, stations: usize, hours: usize) -> Option<Case> {
+    let broker = Broker::start(dir, "memory")?;
+    let syn = synthetic(dir, stations, hours);
+    let expected_lake = embedded(dir, &syn);
+    let expected = count(&expected_lake, "windows");
+    quakelens(&broker.brokers(), &["topics", "create"]);
+    Some(Case {
+        broker,
+        syn,
+        expected_lake,
+        expected,
+    })
+}
+
 struct Fleet<'a> {
     dir: &'a Path,
     brokers: String,
@@ -111,16 +134,18 @@ impl Fleet<'_> {
 fn sink_killed_between_the_delta_and_the_kafka_commit_duplicates_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let Some(broker) = Broker::start(dir.path(), "memory") else {
+    let Some(Case {
+        broker,
+        syn,
+        expected_lake,
+        expected,
+    }) = case(dir.path(), 3, 4)
+    else {
         return;
     };
     let Some(s3) = S3Server::start(dir.path()) else {
         return;
     };
-    let syn = synthetic(dir.path(), 3, 4);
-    let expected_lake = embedded(dir.path(), &syn);
-    let expected = count(&expected_lake, "windows");
-    quakelens(&broker.brokers(), &["topics", "create"]);
     let lake = s3.location("killed");
     let fleet = Fleet {
         dir: dir.path(),
@@ -249,16 +274,18 @@ fn records_out(p: &Proc) -> u64 {
 fn s3_server_restart_mid_stream_loses_and_duplicates_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let Some(broker) = Broker::start(dir.path(), "memory") else {
+    let Some(Case {
+        broker,
+        syn,
+        expected_lake,
+        expected,
+    }) = case(dir.path(), 3, 6)
+    else {
         return;
     };
     let Some(mut s3) = S3Server::start(dir.path()) else {
         return;
     };
-    let syn = synthetic(dir.path(), 3, 6);
-    let expected_lake = embedded(dir.path(), &syn);
-    let expected = count(&expected_lake, "windows");
-    quakelens(&broker.brokers(), &["topics", "create"]);
     let lake = s3.location("restart");
     let fleet = Fleet {
         dir: dir.path(),
@@ -313,13 +340,15 @@ fn s3_server_restart_mid_stream_loses_and_duplicates_nothing() {
 fn two_sinks_commit_concurrently_to_the_same_tables() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let Some(broker) = Broker::start(dir.path(), "memory") else {
+    let Some(Case {
+        broker,
+        syn,
+        expected_lake,
+        expected,
+    }) = case(dir.path(), 6, 4)
+    else {
         return;
     };
-    let syn = synthetic(dir.path(), 6, 4);
-    let expected_lake = embedded(dir.path(), &syn);
-    let expected = count(&expected_lake, "windows");
-    quakelens(&broker.brokers(), &["topics", "create"]);
     let lake = dir.path().join("shared-lake");
     let fleet = Fleet {
         dir: dir.path(),
