@@ -478,19 +478,14 @@ fn compaction_under_queries_and_kills_keeps_every_row_once() {
     );
     assert_eq!(count(&lake, "windows"), total);
     if let Some(py) = quakelens_signal::reference::python_for_tests() {
-        let out = Command::new(py)
-            // os._exit after the answer: pyarrow's thread pool has been seen to abort the
-            // interpreter's shutdown ("terminate called without an active exception").
-            .args(["-c", "import os, sys; from deltalake import DeltaTable; t = DeltaTable(sys.argv[1]).to_pyarrow_table(); print(f\"{t.num_rows}|{len(set(t['window_id'].to_pylist()))}\", flush=True); os._exit(0)"])
-            .arg(lake.join("windows"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        // os._exit after the answer: pyarrow's thread pool has been seen to abort the
+        // interpreter's shutdown ("terminate called without an active exception").
+        let out = python_c(
+            py,
+            "import os, sys; from deltalake import DeltaTable; t = DeltaTable(sys.argv[1]).to_pyarrow_table(); print(f\"{t.num_rows}|{len(set(t['window_id'].to_pylist()))}\", flush=True); os._exit(0)",
+            [lake.join("windows")],
         );
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want);
+        assert_eq!(out.trim(), want);
     }
 }
 
@@ -554,16 +549,7 @@ for station in "AB":
              scored_at=pa.array([r[2] for r in rows], ts))
     part("scores", rows, station, s)
 "#;
-    let out = Command::new(&py)
-        .args(["-c", script])
-        .arg(&lake)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python_c(&py, script, [&lake]);
     let refused = Command::new(env!("CARGO_BIN_EXE_quakelens"))
         .args([
             "sql",

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{http, logged_addr, spawn, wait_for, Proc};
+use common::{http, logged_addr, python_c, spawn, wait_for, Proc};
 
 /// A query that keeps both cores busy for far longer than any limit here.
 const HEAVY: &str = "SELECT count(*) FROM range(100000000000) WHERE value % 7 = 3";
@@ -289,17 +289,7 @@ t = pyarrow.parquet.read_table(p)
 out.append(",".join(t.column("window_id").to_pylist()) + " %d" % len(t.column("spectrogram")[0]))
 print("\n".join(out))
 "#;
-    let out = Command::new(&py)
-        .args(["-c", script])
-        .args(&files)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = python_c(&py, script, &files);
     let joined = ids.join(",");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], joined, "csv");

@@ -645,3 +645,22 @@ pub fn logged_addr(p: &Proc, marker: &str) -> String {
         .trim()
         .to_string()
 }
+
+/// `py -c script args…`: its standard output, or a panic with its standard error.
+pub fn python_c<A: AsRef<std::ffi::OsStr>>(
+    py: impl AsRef<std::ffi::OsStr>,
+    script: &str,
+    args: impl IntoIterator<Item = A>,
+) -> String {
+    let out = Command::new(py)
+        .args(["-c", script])
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
