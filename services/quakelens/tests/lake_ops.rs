@@ -113,9 +113,10 @@ impl Fleet<'_> {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
+        // Right after the subcommand, so a test's own `--kafka-property` later wins.
         let mut all: Vec<&str> = args.to_vec();
         if !matches!(args.first(), Some(&"ingest")) {
-            all.extend(FAST_GROUPS);
+            all.splice(1..1, FAST_GROUPS);
         }
         spawn_with_env(self.dir, name, &self.brokers, &all, &env)
     }
@@ -255,6 +256,41 @@ fn sink_killed_between_the_delta_and_the_kafka_commit_duplicates_nothing() {
     );
 }
 
+/// How many partitions a service's consumer holds now, from its last logged rebalance.
+fn held_partitions(p: &Proc) -> usize {
+    let log = strip_ansi(&p.log_text());
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("partitions assigned") || l.contains("partitions revoked"));
+    match last {
+        Some(l) if l.contains("partitions assigned") => l
+            .split('[')
+            .skip(1)
+            .filter(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+            .count(),
+        _ => 0,
+    }
+}
+
+/// `text` without terminal colour codes (`ESC [ … m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Records a service has sent, from its /healthz (0 until it serves one).
 fn records_out(p: &Proc) -> u64 {
     if !p.log_text().contains("health on http://") {
@@ -356,11 +392,16 @@ fn two_sinks_commit_concurrently_to_the_same_tables() {
         env: Vec::new(),
         lake: lake.display().to_string(),
     };
-    let a = fleet.sink("lake-a", &[]);
-    let b = fleet.sink("lake-b", &[]);
-    wait_for(Duration::from_secs(60), "both sinks assigned", || {
-        a.log_text().contains("partitions assigned") && b.log_text().contains("partitions assigned")
-    });
+    // No kill here, so no need for a short poll interval: a debug-built sink whose concurrent
+    // commit outlasts 10 s under load would leave the group and hand its partitions over.
+    let patient = ["--kafka-property", "max.poll.interval.ms=120000"];
+    let a = fleet.sink("lake-a", &patient);
+    let b = fleet.sink("lake-b", &patient);
+    wait_for(
+        Duration::from_secs(90),
+        "both sinks holding partitions",
+        || held_partitions(&a) > 0 && held_partitions(&b) > 0,
+    );
     let windower = fleet.spawn("windower", &["windower"]);
     let mut ingest = fleet.spawn("ingest", &["ingest", "--input", syn.to_str().unwrap()]);
     assert!(
