@@ -256,41 +256,6 @@ fn sink_killed_between_the_delta_and_the_kafka_commit_duplicates_nothing() {
     );
 }
 
-/// How many partitions a service's consumer holds now, from its last logged rebalance.
-fn held_partitions(p: &Proc) -> usize {
-    let log = strip_ansi(&p.log_text());
-    let last = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("partitions assigned") || l.contains("partitions revoked"));
-    match last {
-        Some(l) if l.contains("partitions assigned") => l
-            .split('[')
-            .skip(1)
-            .filter(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
-            .count(),
-        _ => 0,
-    }
-}
-
-/// `text` without terminal colour codes (`ESC [ … m`).
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for d in chars.by_ref() {
-                if d == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// Records a service has sent, from its /healthz (0 until it serves one).
 fn records_out(p: &Proc) -> u64 {
     if !p.log_text().contains("health on http://") {
@@ -400,7 +365,7 @@ fn two_sinks_commit_concurrently_to_the_same_tables() {
     wait_for(
         Duration::from_secs(90),
         "both sinks holding partitions",
-        || held_partitions(&a) > 0 && held_partitions(&b) > 0,
+        || held_partitions(&a, "windows") > 0 && held_partitions(&b, "windows") > 0,
     );
     let windower = fleet.spawn("windower", &["windower"]);
     let mut ingest = fleet.spawn("ingest", &["ingest", "--input", syn.to_str().unwrap()]);

@@ -429,9 +429,11 @@ fn two_windowers_give_the_same_rows(on: On) {
     let b = s.windower("windower-b", &[]);
     // Both in the group before data flows.
     wait_for(Duration::from_secs(60), "both windowers assigned", || {
-        a.log_text().contains("partitions assigned")
-            && b.log_text().contains("partitions assigned")
-            && assigned(&a) + assigned(&b) == 6
+        let (ha, hb) = (
+            held_partitions(&a, "waveforms.raw"),
+            held_partitions(&b, "waveforms.raw"),
+        );
+        ha > 0 && hb > 0 && ha + hb == 6
     });
     let mut ingest = s.ingest(&[&syn], &[]);
     assert!(
@@ -447,15 +449,6 @@ fn two_windowers_give_the_same_rows(on: On) {
         ra > 0 && rb > 0,
         "both windowers worked: {ra} and {rb} records"
     );
-}
-
-/// Partitions in a windower's last assignment (from its log).
-fn assigned(p: &Proc) -> usize {
-    p.log_text()
-        .lines()
-        .rfind(|l| l.contains("partitions assigned"))
-        .map(|l| l.matches("waveforms.raw[").count())
-        .unwrap_or(0)
 }
 
 /// Records a service read, from its health endpoint.

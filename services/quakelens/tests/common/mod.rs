@@ -280,6 +280,38 @@ pub fn wait_for(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// How many partitions of `topic` a service's consumer holds now, from its last logged
+/// rebalance (0 after a revoke).
+pub fn held_partitions(p: &Proc, topic: &str) -> usize {
+    let log = strip_ansi(&p.log_text());
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("partitions assigned") || l.contains("partitions revoked"));
+    match last {
+        Some(l) if l.contains("partitions assigned") => l.matches(&format!("{topic}[")).count(),
+        _ => 0,
+    }
+}
+
+/// `text` without terminal colour codes (`ESC [ … m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Settings that make tansu's group joins take seconds instead of minutes.
 pub const FAST_GROUPS: [&str; 6] = [
     "--kafka-property",
