@@ -36,7 +36,7 @@ pub use schema::{
     cnn_shap_schema, features_schema, forest_shap_schema, magnitudes_schema, parse_shape, property,
     scores_schema, windows_schema, LakeFormat, Table, PARTITIONS, SCHEMA_VERSION,
 };
-pub use tables::{recent_keys, Committed, Txn};
+pub use tables::{Committed, Txn};
 pub use writer::LakeWriter;
 
 /// Writes a small file (a model, a report) atomically: a temporary sibling, synced, renamed

@@ -139,17 +139,30 @@ impl Tables {
         move |e| LakeError::store(&self.location, table.name(), e)
     }
 
-    /// The open table, created (with its schema and properties) when it does not exist yet.
-    pub(crate) async fn table(&mut self, table: Table) -> Result<&mut DeltaTable, LakeError> {
+    /// The table if it exists, checked against this writer's format and kept open: loading a
+    /// snapshot replays the log, so each table is loaded once per writer, not once per question.
+    pub(crate) async fn existing(
+        &mut self,
+        table: Table,
+    ) -> Result<Option<&DeltaTable>, LakeError> {
         if !self.open.contains_key(&table) {
-            let t = match open_table(&self.location, table).await? {
-                Some(t) => t,
-                None => self.create(table).await?,
+            let Some(t) = open_table(&self.location, table).await? else {
+                return Ok(None);
             };
             check_compatible(&self.location, table, &properties(&t), Some(&self.format))?;
             self.open.insert(table, t);
         }
-        Ok(self.open.get_mut(&table).expect("inserted above"))
+        Ok(self.open.get(&table))
+    }
+
+    /// The open table, created (with its schema and properties) when it does not exist yet.
+    pub(crate) async fn table(&mut self, table: Table) -> Result<&mut DeltaTable, LakeError> {
+        if self.existing(table).await?.is_none() {
+            let t = self.create(table).await?;
+            check_compatible(&self.location, table, &properties(&t), Some(&self.format))?;
+            self.open.insert(table, t);
+        }
+        Ok(self.open.get_mut(&table).expect("opened or created above"))
     }
 
     async fn create(&self, table: Table) -> Result<DeltaTable, LakeError> {
@@ -265,7 +278,8 @@ pub(crate) fn writer_properties() -> WriterProperties {
 /// The keys (`window_id`, and `model_hash` for model outputs, else empty) of the rows `table`
 /// gained in files written since `since`: what a sink starting now checks upstream duplicates
 /// against. Only those files are read, so the cost follows the recent write rate.
-pub async fn recent_keys(
+pub(crate) async fn recent_keys(
+    t: &DeltaTable,
     location: &LakeLocation,
     table: Table,
     since: std::time::SystemTime,
@@ -274,9 +288,6 @@ pub async fn recent_keys(
     use arrow::datatypes::DataType;
     use futures::TryStreamExt;
 
-    let Some(t) = open_table(location, table).await? else {
-        return Ok(Vec::new());
-    };
     let err = |e: DeltaTableError| LakeError::store(location, table.name(), e);
     let cutoff_ms = since
         .duration_since(std::time::UNIX_EPOCH)

@@ -11,7 +11,7 @@ use crate::error::LakeError;
 use crate::location::LakeLocation;
 use crate::record::{CnnShapRecord, ForestShapRecord, MagnitudeRecord, ScoreRecord, WindowRecord};
 use crate::schema::{LakeFormat, Table};
-use crate::tables::{open_table, properties, Committed, Tables, Txn};
+use crate::tables::{Committed, Tables, Txn};
 
 /// Writes records into the lake's tables, for windows of one [`LakeFormat`].
 pub struct LakeWriter {
@@ -25,9 +25,7 @@ impl LakeWriter {
         crate::convert::refuse_old_layout(location)?;
         let mut tables = Tables::new(location.clone(), format);
         for table in [Table::Windows, Table::Features] {
-            if let Some(t) = open_table(location, table).await? {
-                crate::tables::check_compatible(location, table, &properties(&t), Some(&format))?;
-            }
+            tables.existing(table).await?;
         }
         // Opened here so that an unreachable or refused store fails at start, not at the
         // first batch.
@@ -46,6 +44,20 @@ impl LakeWriter {
         txns: &[Txn],
     ) -> Result<Committed, LakeError> {
         self.tables.append(table, batch, txns).await
+    }
+
+    /// The keys (`window_id`, and `model_hash` for model outputs, else empty) of the rows
+    /// `table` gained in files written since `since` (nothing when the table does not exist).
+    pub async fn recent_keys(
+        &mut self,
+        table: Table,
+        since: std::time::SystemTime,
+    ) -> Result<Vec<(String, String)>, LakeError> {
+        let location = self.tables.location.clone();
+        match self.tables.existing(table).await? {
+            Some(t) => crate::tables::recent_keys(t, &location, table, since).await,
+            None => Ok(Vec::new()),
+        }
     }
 
     /// The source position last committed for `app_id` in `table`.

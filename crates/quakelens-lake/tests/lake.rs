@@ -216,6 +216,75 @@ async fn commits_carry_positions_that_a_new_writer_reads_back() {
     assert_eq!(scalar(&old, "SELECT count(*) FROM windows").await, "4");
 }
 
+/// A sink commits once per batch for months: the log is checkpointed every 10 commits so a
+/// restart replays a checkpoint and a short tail, and what a restart reads back (positions,
+/// recent keys) is the same through a checkpoint as through the JSON commits.
+#[tokio::test]
+async fn the_log_is_checkpointed_and_read_back_through_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = location(dir.path());
+    let mut writer = LakeWriter::open(&at, FORMAT).await.unwrap();
+    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    let mut all = Vec::new();
+    for i in 0..23 {
+        let one = record(
+            i,
+            "A",
+            1_700_000_000_000_000_000 + i as i64 * 60_000_000_000,
+        );
+        let txn = Txn {
+            app_id: "lake/windows/0".into(),
+            version: 100 + i as i64,
+        };
+        writer
+            .write_windows(std::slice::from_ref(&one), &[txn])
+            .await
+            .unwrap();
+        all.push(one.window_id);
+    }
+    drop(writer);
+    let log = dir.path().join("lake/windows/_delta_log");
+    // Version 0 created the table, 1..=23 are the commits: the newest checkpoint is at most
+    // 10 commits behind.
+    let mut checkpoints: Vec<u64> = std::fs::read_dir(&log)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".checkpoint."))
+        .filter_map(|n| n.split('.').next()?.parse().ok())
+        .collect();
+    checkpoints.sort();
+    assert!(
+        checkpoints.len() >= 2 && checkpoints.last().is_some_and(|&v| v + 10 > 23),
+        "checkpoints in {}: {checkpoints:?}",
+        log.display()
+    );
+    let mut again = LakeWriter::open(&at, FORMAT).await.unwrap();
+    assert_eq!(
+        again
+            .txn_version(Table::Windows, "lake/windows/0")
+            .await
+            .unwrap(),
+        Some(122)
+    );
+    let mut keys: Vec<String> = again
+        .recent_keys(Table::Windows, before)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(w, _)| w)
+        .collect();
+    keys.sort();
+    all.sort();
+    assert_eq!(keys, all);
+    let future = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    assert!(again
+        .recent_keys(Table::Windows, future)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 #[tokio::test]
 async fn a_lake_of_other_windows_or_rows_of_the_wrong_shape_are_refused() {
     let dir = tempfile::tempdir().unwrap();

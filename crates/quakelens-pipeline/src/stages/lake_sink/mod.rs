@@ -150,15 +150,16 @@ impl LakeSinkStage {
         format: LakeFormat,
         cfg: LakeSinkConfig,
     ) -> Result<Self, StageError> {
-        let writer = LakeWriter::open(location, format).await?;
+        // The horizon reaches back from the moment the sink starts, however long opening takes.
         let since = std::time::SystemTime::now() - cfg.dedup_horizon;
-        let mut recent = HashMap::new();
         let started = Instant::now();
+        let mut writer = LakeWriter::open(location, format).await?;
+        let mut recent = HashMap::new();
         let mut warmed = 0;
         for table in Table::ALL {
             let mut keys = RecentKeys::new(cfg.dedup_horizon);
             let now = Instant::now();
-            for (window, model) in quakelens_lake::recent_keys(location, table, since).await? {
+            for (window, model) in writer.recent_keys(table, since).await? {
                 keys.insert(key_hash(&window, &model), now);
                 warmed += 1;
             }
