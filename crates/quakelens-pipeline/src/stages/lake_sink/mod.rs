@@ -233,18 +233,47 @@ impl LakeSinkStage {
 
     /// Whether `m`'s rows for `table` are in the table already (the log says so).
     async fn seen(&mut self, table: Table, m: &Incoming) -> Result<bool, StageError> {
-        let key = (table, m.topic.clone(), m.partition);
-        let next = match self.committed.get(&key) {
-            Some(&v) => v,
-            None => {
-                let app = self.app_id(&m.topic, m.partition);
-                let v = retrying!(self, |w| w.txn_version(table, &app))?;
-                let v = v.unwrap_or(0);
-                self.committed.insert(key, v);
-                v
-            }
-        };
+        let next = self.committed_version(table, &m.topic, m.partition).await?;
         Ok(m.offset < next)
+    }
+
+    /// The next offset of `topic`/`partition` that `table` has not committed (0: none yet),
+    /// read from the log once and then kept up to date by this sink's own commits.
+    async fn committed_version(
+        &mut self,
+        table: Table,
+        topic: &str,
+        partition: i32,
+    ) -> Result<i64, StageError> {
+        let key = (table, topic.to_string(), partition);
+        if let Some(&v) = self.committed.get(&key) {
+            return Ok(v);
+        }
+        let app = self.app_id(topic, partition);
+        let v = retrying!(self, |w| w.txn_version(table, &app))?.unwrap_or(0);
+        self.committed.insert(key, v);
+        Ok(v)
+    }
+
+    /// The positions a commit to `table` records for `topic`'s partitions in the batch. A
+    /// position never moves back: a batch of replayed messages (all below what the log holds)
+    /// records what the log already says, or the next batch would take the rest of the old
+    /// commit for new and write it twice.
+    async fn txns_for(
+        &mut self,
+        table: Table,
+        topic: &str,
+        after: &[Position],
+    ) -> Result<Vec<Txn>, StageError> {
+        let mut txns = Vec::new();
+        for p in after.iter().filter(|p| p.topic == topic) {
+            let known = self.committed_version(table, topic, p.partition).await?;
+            txns.push(Txn {
+                app_id: self.app_id(topic, p.partition),
+                version: p.offset.max(known),
+            });
+        }
+        Ok(txns)
     }
 
     /// Keeps only rows whose key was not written within the horizon (nor earlier in `rows`).
@@ -387,17 +416,6 @@ impl LakeSinkStage {
 
     /// Commits each table that has rows, with the positions of its topic's partitions.
     async fn commit(&mut self, rows: Rows, after: &[Position]) -> Result<(), StageError> {
-        let txns = |topic: &str, group: &str| -> Vec<Txn> {
-            after
-                .iter()
-                .filter(|p| p.topic == topic)
-                .map(|p| Txn {
-                    app_id: format!("{group}/{}/{}", p.topic, p.partition),
-                    version: p.offset,
-                })
-                .collect()
-        };
-        let group = self.cfg.group.clone();
         let now = Instant::now();
         let Rows {
             windows,
@@ -408,7 +426,7 @@ impl LakeSinkStage {
             cnn_shap,
         } = rows;
         if !windows.is_empty() {
-            let t = txns(WINDOWS, &group);
+            let t = self.txns_for(Table::Windows, WINDOWS, after).await?;
             retrying!(self, |w| w.write_windows(&windows, &t))?;
             self.committed_up_to(Table::Windows, &t);
             self.remember(
@@ -418,7 +436,7 @@ impl LakeSinkStage {
             );
         }
         if !features.is_empty() {
-            let t = txns(WINDOWS, &group);
+            let t = self.txns_for(Table::Features, WINDOWS, after).await?;
             retrying!(self, |w| w.write_features(&features, &t))?;
             self.committed_up_to(Table::Features, &t);
             self.remember(
@@ -428,7 +446,7 @@ impl LakeSinkStage {
             );
         }
         if !scores.is_empty() {
-            let t = txns(SCORES, &group);
+            let t = self.txns_for(Table::Scores, SCORES, after).await?;
             retrying!(self, |w| w.write_scores(&scores, &t))?;
             self.committed_up_to(Table::Scores, &t);
             self.remember(
@@ -440,7 +458,7 @@ impl LakeSinkStage {
             );
         }
         if !magnitudes.is_empty() {
-            let t = txns(MAGNITUDES, &group);
+            let t = self.txns_for(Table::Magnitudes, MAGNITUDES, after).await?;
             retrying!(self, |w| w.write_magnitudes(&magnitudes, &t))?;
             self.committed_up_to(Table::Magnitudes, &t);
             self.remember(
@@ -452,7 +470,9 @@ impl LakeSinkStage {
             );
         }
         if forest_shap.iter().any(|(_, r)| !r.is_empty()) {
-            let t = txns(SHAP_RESULTS, &group);
+            let t = self
+                .txns_for(Table::ForestShap, SHAP_RESULTS, after)
+                .await?;
             retrying!(self, |w| w.write_forest_shap(&forest_shap, &t))?;
             self.committed_up_to(Table::ForestShap, &t);
             let keys: Vec<u64> = forest_shap
@@ -462,7 +482,7 @@ impl LakeSinkStage {
             self.remember(Table::ForestShap, keys.into_iter(), now);
         }
         if let (false, Some(axes)) = (cnn_shap.is_empty(), self.axes.clone()) {
-            let t = txns(SHAP_RESULTS, &group);
+            let t = self.txns_for(Table::CnnShap, SHAP_RESULTS, after).await?;
             retrying!(self, |w| w.write_cnn_shap(&cnn_shap, &axes, &t))?;
             self.committed_up_to(Table::CnnShap, &t);
             self.remember(
