@@ -162,6 +162,13 @@ def main(argv):
         cft = recursive_sta_lta(load(src, n), nsta, nlta)
         picks = np.asarray(trigger_onset(cft, on, off), dtype=float).reshape(-1)
         save(dst, np.concatenate([[len(picks) // 2], picks, cft]))
+    elif cmd == "bandpass":
+        # ObsPy's causal bandpass of one trace at 100 Hz.
+        import obspy
+        n, fmin, fmax, corners = int(args[0]), float(args[1]), float(args[2]), int(args[3])
+        tr = obspy.Trace(data=load(src, n).copy(), header={"sampling_rate": 100.0})
+        tr.filter("bandpass", freqmin=fmin, freqmax=fmax, corners=corners, zerophase=False)
+        save(dst, tr.data)
     elif cmd == "obspy-read":
         # ObsPy's reading of a miniSEED file (src): per trace id, start (ns), rate, npts in
         # dst as JSON, every sample (as float64) in dst + ".f64".

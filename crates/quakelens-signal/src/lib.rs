@@ -4,7 +4,7 @@
 //! The pipeline order is the module order:
 //! [`miniseed`] decodes records → [`assembly`] builds 3-component station streams on a 100 Hz grid
 //! (resampling with [`resample`]) → [`window`] cuts P-aligned or sliding windows (triggers from
-//! [`trigger`]) → [`spectrogram`] and [`features`] turn each window into model inputs.
+//! [`trigger`], bandpassed by [`filter`]) → [`spectrogram`] and [`features`] turn each window into model inputs.
 //!
 //! Numerics follow the reference tools exactly where they are math: `scipy.signal.spectrogram`,
 //! `scipy.signal.welch`, `scipy.signal.resample_poly`, ObsPy's `recursive_sta_lta` and
@@ -13,6 +13,7 @@
 
 pub mod assembly;
 pub mod features;
+pub mod filter;
 pub mod miniseed;
 pub mod pairwise;
 pub mod reference;

@@ -4,6 +4,8 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use crate::filter::TriggerFilter;
+
 /// Recursive STA/LTA characteristic function (Withers et al. 1998), as
 /// `obspy.signal.trigger.recursive_sta_lta`: the first `nlta` values are forced to zero.
 pub fn recursive_sta_lta(a: &[f64], nsta: usize, nlta: usize) -> Vec<f64> {
@@ -116,6 +118,9 @@ pub struct TriggerConfig {
     pub thres_on: f64,
     /// Ratio below which it switches off.
     pub thres_off: f64,
+    /// Bandpass applied to each component before the modulus (the windows keep the raw samples).
+    #[serde(default)]
+    pub filter: TriggerFilter,
 }
 
 impl Default for TriggerConfig {
@@ -125,6 +130,7 @@ impl Default for TriggerConfig {
             lta_s: 5.0,
             thres_on: 3.0,
             thres_off: 1.0,
+            filter: TriggerFilter::default(),
         }
     }
 }
@@ -137,7 +143,7 @@ pub struct Onset {
 }
 
 /// Runs the recursive STA/LTA trigger on a gap-free trace sampled at `rate` Hz (in the pipeline,
-/// the [`three_component_modulus`]); the characteristic function squares it.
+/// the [`trigger_trace`]); the characteristic function squares it.
 pub fn detect_onsets(trace: &[f64], rate: f64, cfg: &TriggerConfig) -> Vec<Onset> {
     if trace.is_empty() {
         return Vec::new();
@@ -158,35 +164,33 @@ pub fn detect_onsets(trace: &[f64], rate: f64, cfg: &TriggerConfig) -> Vec<Onset
 }
 
 /// The trace the trigger runs on: the 3-component ground-motion modulus
-/// `sqrt(n² + e² + z²)` of the demeaned channels, so STA/LTA (which squares its input) sees the
-/// total energy. Three components triple the noise degrees of freedom, which keeps noise from
-/// triggering at thresholds low enough for small P arrivals. Missing samples (NaN) count as
+/// `sqrt(n² + e² + z²)` of the demeaned channels, each bandpassed first when `filter` says so
+/// (causal, from rest at the first sample), so STA/LTA (which squares its input) sees the total
+/// energy in the band. Three components triple the noise degrees of freedom, which keeps noise
+/// from triggering at thresholds low enough for small P arrivals. Missing samples (NaN) count as
 /// silence, so a gap can neither trigger nor hide an onset next to it.
-pub fn three_component_modulus(channels: [&[f64]; 3]) -> Vec<f64> {
-    let means = channels.map(|c| {
+pub fn trigger_trace(channels: [&[f64]; 3], filter: &TriggerFilter) -> Vec<f64> {
+    let n = channels.iter().map(|c| c.len()).min().unwrap_or(0);
+    let mut energy = vec![0.0; n];
+    let mut component = vec![0.0; n];
+    for c in channels {
         let (sum, count) = c
             .iter()
             .filter(|v| !v.is_nan())
             .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
-        if count == 0 {
-            0.0
-        } else {
-            sum / count as f64
+        let mean = if count == 0 { 0.0 } else { sum / count as f64 };
+        for (out, v) in component.iter_mut().zip(&c[..n]) {
+            *out = if v.is_nan() { 0.0 } else { v - mean };
         }
-    });
-    let n = channels.iter().map(|c| c.len()).min().unwrap_or(0);
-    (0..n)
-        .map(|i| {
-            let mut energy = 0.0;
-            for (c, m) in channels.iter().zip(means) {
-                let v = c[i];
-                if !v.is_nan() {
-                    energy += (v - m) * (v - m);
-                }
-            }
-            energy.sqrt()
-        })
-        .collect()
+        if let Some(band) = filter.bandpass() {
+            band.filter().process(&mut component);
+        }
+        for (e, v) in energy.iter_mut().zip(&component) {
+            *e += v * v;
+        }
+    }
+    energy.iter_mut().for_each(|e| *e = e.sqrt());
+    energy
 }
 
 #[cfg(test)]
@@ -208,7 +212,7 @@ mod tests {
         assert_eq!(picks.len(), 1, "{picks:?}");
         assert!((2000..2020).contains(&picks[0].0), "{picks:?}");
         let quiet = vec![0.0; x.len()];
-        let modulus = three_component_modulus([&x, &quiet, &quiet]);
+        let modulus = trigger_trace([&x, &quiet, &quiet], &TriggerFilter::None);
         assert!((modulus[2000] - x[2000].abs()).abs() < 1.0);
         let onsets = detect_onsets(&modulus, 100.0, &TriggerConfig::default());
         assert_eq!(onsets.len(), 1);

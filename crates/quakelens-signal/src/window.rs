@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::assembly::StationStream;
 use crate::stream::{ChannelOrder, StationKey};
-use crate::trigger::{detect_onsets, three_component_modulus, TriggerConfig};
+use crate::trigger::{detect_onsets, trigger_trace, TriggerConfig};
 use crate::{TARGET_PERIOD_NS, TARGET_RATE_HZ};
 
 /// Samples before the onset in an event window (5 s at 100 Hz).
@@ -203,7 +203,7 @@ pub fn cut_windows_in(
             let pre = (pre_s * TARGET_RATE_HZ).round() as i64;
             let post = (post_s * TARGET_RATE_HZ).round() as usize;
             let [a, b, c] = &stream.channels;
-            let modulus = three_component_modulus([a, b, c]);
+            let modulus = trigger_trace([a, b, c], &trigger.filter);
             let mut accepted: Vec<Candidate> = Vec::new();
             let mut previous: Option<usize> = None;
             for onset in detect_onsets(&modulus, TARGET_RATE_HZ, trigger) {
@@ -340,6 +340,7 @@ pub fn fill_gaps(samples: &mut [f64], max_run: usize) -> Result<(u32, u32), usiz
 mod tests {
     use super::*;
     use crate::assembly::AssemblyStats;
+    use crate::filter::TriggerFilter;
 
     fn stream(len: usize) -> StationStream {
         let noise = |i: usize| ((i * 7919 % 101) as f64 - 50.0) * 0.1;
@@ -382,6 +383,94 @@ mod tests {
         assert_eq!(w.id.len(), 16);
         let again = cut_windows(&s, &WindowMode::default(), GapPolicy::default());
         assert_eq!(again.windows[0].id, w.id);
+    }
+
+    /// A local event (P energy 2–8 Hz) under microseisms 20× stronger at 0.1–0.35 Hz, as on a
+    /// broadband station near a coast: the long-period noise dominates the unfiltered LTA.
+    fn under_microseisms() -> (StationStream, usize) {
+        let mut s = stream(12_000);
+        let onset = 6_000;
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut uniform = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let tau = std::f64::consts::TAU;
+        for ch in s.channels.iter_mut() {
+            // Long-period noise (20–50 s) and microseisms (3–10 s), each of random phases.
+            let micro: Vec<(f64, f64, f64)> = (0..40)
+                .map(|k| match k % 2 {
+                    0 => (0.02 + 0.03 * uniform(), tau * uniform(), 200.0),
+                    _ => (0.1 + 0.2 * uniform(), tau * uniform(), 50.0),
+                })
+                .collect();
+            let p_wave: Vec<(f64, f64)> = (0..8)
+                .map(|_| (2.0 + 6.0 * uniform(), tau * uniform()))
+                .collect();
+            for (i, v) in ch.iter_mut().enumerate() {
+                let t = i as f64 / TARGET_RATE_HZ;
+                *v = 3.0 * (uniform() - 0.5)
+                    + micro
+                        .iter()
+                        .map(|(f, ph, amplitude)| amplitude * (tau * f * t + ph).sin())
+                        .sum::<f64>();
+                if i >= onset {
+                    let dt = (i - onset) as f64 / TARGET_RATE_HZ;
+                    let envelope = (1.0 - (-dt / 0.05).exp()) * (-dt / 2.0).exp();
+                    *v += envelope
+                        * p_wave
+                            .iter()
+                            .map(|(f, ph)| 60.0 * (tau * f * dt + ph).sin())
+                            .sum::<f64>();
+                }
+            }
+        }
+        (s, onset)
+    }
+
+    #[test]
+    fn the_bandpass_finds_a_local_event_that_microseisms_hide() {
+        let (s, onset) = under_microseisms();
+        let mode = |filter| WindowMode::Event {
+            trigger: TriggerConfig {
+                filter,
+                ..TriggerConfig::default()
+            },
+            pre_s: 5.0,
+            post_s: 20.0,
+        };
+        let [a, b, c] = &s.channels;
+        let peak = |filter: &TriggerFilter| {
+            let trace = trigger_trace([a, b, c], filter);
+            let cf = crate::trigger::recursive_sta_lta(&trace, 50, 500);
+            // After two LTA lengths, as the windowing context settles it.
+            cf[1000..].iter().cloned().fold(0.0, f64::max)
+        };
+        let (raw, filtered) = (peak(&TriggerFilter::None), peak(&TriggerFilter::default()));
+        assert!(
+            raw < 2.5 && filtered > 5.0,
+            "peak STA/LTA {raw} raw, {filtered} filtered"
+        );
+
+        let missed = cut_windows(&s, &mode(TriggerFilter::None), GapPolicy::default());
+        let near_the_event = |w: &&Window| {
+            let at = (w.onset_ns.unwrap() - s.time_ns(0)) / TARGET_PERIOD_NS;
+            (at - onset as i64).abs() < 500
+        };
+        assert_eq!(missed.windows.iter().filter(near_the_event).count(), 0);
+        let found = cut_windows(&s, &mode(TriggerFilter::default()), GapPolicy::default());
+        assert_eq!(found.windows.len(), 1, "{:?}", found.dropped);
+        let w = &found.windows[0];
+        let picked = ((w.onset_ns.unwrap() - s.time_ns(0)) / TARGET_PERIOD_NS) as usize;
+        assert!(
+            (onset..onset + 30).contains(&picked),
+            "onset {picked}, true {onset}"
+        );
+        // The window keeps the raw samples, microseisms included.
+        let start = picked - PRE_ONSET_SAMPLES;
+        assert_eq!(w.data[0][..], s.channels[0][start..start + WINDOW_SAMPLES]);
     }
 
     #[test]

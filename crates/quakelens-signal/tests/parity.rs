@@ -1,5 +1,5 @@
 //! Parity with the reference tools themselves: scipy's spectrogram, welch and resample_poly,
-//! numpy's statistics, ObsPy's STA/LTA trigger. Each test runs the reference on the same input
+//! numpy's statistics, ObsPy's STA/LTA trigger and bandpass. Each test runs the reference on the same input
 //! through `reference/reference.py` and compares.
 
 mod common;
@@ -9,6 +9,7 @@ use std::path::Path;
 use common::{max_abs_diff, max_rel_err, Rng};
 use quakelens_signal::assembly::assemble;
 use quakelens_signal::features::{FeatureExtractor, FeatureSet};
+use quakelens_signal::filter::Bandpass;
 use quakelens_signal::miniseed::read_file;
 use quakelens_signal::reference::{read_f64, run, write_f64};
 use quakelens_signal::resample::resample_poly;
@@ -309,6 +310,60 @@ fn sta_lta_and_onsets_equal_obspy() {
                 trigger_onset(&cf, on, off, None, false),
                 want_picks,
                 "input {k} {nsta}/{nlta}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bandpass_equals_obspy_trace_filter() {
+    let Some(py) = common::python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let decoded = read_file(&common::real_data().join("BW.RJOB.2009-08-24.steim1.mseed")).unwrap();
+    let mut inputs: Vec<Vec<f64>> = decoded.traces.iter().map(|t| t.samples.clone()).collect();
+    // Raw counts with a large offset (a step from rest at the first sample) and a chirp.
+    let mut rng = Rng::new(5);
+    inputs.push(
+        (0..6000)
+            .map(|_| 20_000.0 + 100.0 * rng.uniform())
+            .collect(),
+    );
+    inputs.push(
+        (0..4000)
+            .map(|i| {
+                let t = i as f64 / 100.0;
+                (2.0 * std::f64::consts::PI * (0.05 + 0.6 * t) * t).sin()
+            })
+            .collect(),
+    );
+    let bands = [
+        (1.0, 10.0, 4),
+        (2.0, 8.0, 1),
+        (0.5, 20.0, 3),
+        (5.0, 45.0, 6),
+        (0.1, 2.0, 2),
+    ];
+    for (k, x) in inputs.iter().enumerate() {
+        for (fmin, fmax, corners) in bands {
+            let args = [
+                x.len().to_string(),
+                fmin.to_string(),
+                fmax.to_string(),
+                corners.to_string(),
+            ];
+            let want = reference(&py, dir.path(), "bandpass", x, &args);
+            let mut ours = x.clone();
+            Bandpass::new(fmin, fmax, corners)
+                .unwrap()
+                .filter()
+                .process(&mut ours);
+            let err = max_rel_err(&ours, &want, 1.0);
+            eprintln!(
+                "bandpass {fmin}-{fmax} Hz x{corners}, input {k}: max error {err:.2e} of the peak"
+            );
+            assert!(
+                err <= 1e-11,
+                "input {k}, {fmin}-{fmax} Hz x{corners}: {err:e}"
             );
         }
     }

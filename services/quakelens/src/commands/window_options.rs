@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 use quakelens_lake::LakeLocation;
 use quakelens_pipeline::PipelineConfig;
 use quakelens_signal::features::FeatureSet;
+use quakelens_signal::filter::TriggerFilter;
 use quakelens_signal::spectrogram::{ChannelStats, ImageScaling, Power, SpectrogramInput};
 use quakelens_signal::stream::ChannelOrder;
 use quakelens_signal::trigger::TriggerConfig;
@@ -47,6 +48,10 @@ pub struct WindowOptions {
     /// Event mode: ratio below which it switches off.
     #[arg(long, default_value_t = 1.0)]
     trigger_off: f64,
+    /// Event mode: what the trigger sees, `bandpass:FMIN,FMAX[,CORNERS]` (causal Butterworth on
+    /// each component before the modulus; windows keep the raw samples) or `none`.
+    #[arg(long, default_value_t = TriggerFilter::default())]
+    trigger_filter: TriggerFilter,
     /// Windowing chunk (s): windows are cut this long after their data is complete at most.
     /// Runs compare row for row only with the same value.
     #[arg(long, default_value_t = 1.0)]
@@ -89,6 +94,7 @@ impl WindowOptions {
                     lta_s: self.lta,
                     thres_on: self.trigger_on,
                     thres_off: self.trigger_off,
+                    filter: self.trigger_filter,
                 },
                 pre_s: 5.0,
                 post_s: 20.0,
