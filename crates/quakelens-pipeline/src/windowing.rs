@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use quakelens_signal::assembly::{assemble, AssemblyStats};
 use quakelens_signal::miniseed::Trace;
-use quakelens_signal::stream::{ChannelOrder, Component, StationKey};
+use quakelens_signal::stream::{ChannelId, ChannelOrder, Component, StationKey};
 use quakelens_signal::window::{cut_windows_in, DroppedWindow, Window, WindowMode};
 use quakelens_signal::{TARGET_PERIOD_NS, TARGET_RATE_HZ};
 
@@ -31,7 +31,7 @@ pub struct Windowed {
 }
 
 impl Windowed {
-    fn absorb(&mut self, other: Windowed) {
+    pub(crate) fn absorb(&mut self, other: Windowed) {
         self.windows.extend(other.windows);
         self.streams += other.streams;
         self.unassembled.extend(other.unassembled);
@@ -277,12 +277,15 @@ impl StationWindower {
 
 /// Station key of a channel, or why it cannot be part of a 3-component stream.
 pub fn station_of(trace: &Trace) -> Result<StationKey, String> {
-    match trace.id.split_component() {
-        Some((key, code)) if Component::from_code(code).is_some() => Ok(key),
-        _ => Err(format!(
-            "{}: not a Z/N/E or Z/1/2 component, ignored",
-            trace.id
-        )),
+    component_station(&trace.id)
+        .ok_or_else(|| format!("{}: not a Z/N/E or Z/1/2 component, ignored", trace.id))
+}
+
+/// The station a channel is a component of; `None` for channels that are not one (`BDH`, `LOG`).
+pub fn component_station(id: &ChannelId) -> Option<StationKey> {
+    match id.split_component() {
+        Some((key, code)) if Component::from_code(code).is_some() => Some(key),
+        _ => None,
     }
 }
 

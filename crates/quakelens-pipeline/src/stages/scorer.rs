@@ -20,8 +20,8 @@ pub struct ScorerStage {
     scorer: Scorer,
     name: &'static str,
     batch: usize,
-    /// Windows the forest could not score (missing inputs), with the reason.
-    pub unscored: Vec<String>,
+    /// Windows the forest could not score (missing inputs); each reason goes to the log.
+    pub unscored: u64,
     /// Send what was scored to `shap.tasks` for the explainer workers (forest inputs, or
     /// spectrograms for the CNN).
     pub explain: bool,
@@ -40,7 +40,7 @@ impl ScorerStage {
             scorer,
             name,
             batch: 64,
-            unscored: Vec::new(),
+            unscored: 0,
             explain: false,
             explain_target: "margin".into(),
             spread: RoundRobin::default(),
@@ -214,7 +214,7 @@ impl Stage for ScorerStage {
             }
             done.extend(s.scores.iter().map(|r| r.key.window_id.as_str()));
             done.extend(s.magnitudes.iter().map(|r| r.key.window_id.as_str()));
-            self.unscored.extend(s.unscored.iter().cloned());
+            self.unscored += s.unscored.len() as u64;
             for chunk in s.scores.chunks(256) {
                 let key = chunk[0].key.station.clone();
                 out.push(

@@ -7,7 +7,7 @@
 //! held. A station first seen after a restart is marked resumed (the `windower.progress` topic
 //! knows it) and skips the chunks whose context was not replayed: their windows are already out.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use quakelens_lake::{Keyed, WindowRecord};
@@ -23,7 +23,9 @@ use crate::config::PipelineConfig;
 use crate::labels::Labeller;
 use crate::messages::encode_windows;
 use crate::transform::WindowTransformer;
-use crate::windowing::{dedup_in_order, station_of, ChunkPlan, StationWindower, Windowed};
+use crate::windowing::{
+    component_station, dedup_in_order, station_of, ChunkPlan, StationWindower, Windowed,
+};
 
 const STAGE: &str = "windower";
 
@@ -72,11 +74,29 @@ struct Station {
     late: usize,
 }
 
-/// Totals of a windower run.
-#[derive(Debug, Default)]
+/// Totals of a windower run: counters only, so they stay the same size however long it runs
+/// (what each dropped or unassembled item was goes to the log and the dead letters).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct WindowerTotals {
-    pub windowed: Windowed,
-    pub late_samples: usize,
+    pub windows: u64,
+    pub dropped: u64,
+    pub unassembled: u64,
+    pub merged_onsets: u64,
+    pub skipped_chunks: u64,
+    pub late_samples: u64,
+    /// Reads of the whole `windower.progress` topic (start-up, then stations new to this
+    /// windower).
+    pub progress_reloads: u64,
+}
+
+impl WindowerTotals {
+    fn count(&mut self, w: &Windowed, windows: usize) {
+        self.windows += windows as u64;
+        self.dropped += w.dropped.len() as u64;
+        self.unassembled += w.unassembled.len() as u64;
+        self.merged_onsets += w.merged_onsets as u64;
+        self.skipped_chunks += w.skipped_chunks as u64;
+    }
 }
 
 /// The windower's state between batches.
@@ -89,6 +109,10 @@ pub struct WindowerStage {
     /// Next offset per input partition.
     consumed: BTreeMap<(String, i32), i64>,
     known: BTreeSet<String>,
+    /// Stations looked up in the progress topic since its last reload and not buffered (their
+    /// records did not decode): they do not trigger another reload. Cleared at each reload, so
+    /// it holds at most one reload's worth of keys.
+    looked_up: HashSet<StationKey>,
     pub totals: WindowerTotals,
 }
 
@@ -113,6 +137,7 @@ impl WindowerStage {
             stations: HashMap::new(),
             consumed: BTreeMap::new(),
             known: BTreeSet::new(),
+            looked_up: HashSet::new(),
             totals: WindowerTotals::default(),
         })
     }
@@ -129,6 +154,8 @@ impl WindowerStage {
     }
 
     async fn reload_progress<T: Transport>(&mut self, t: &T) -> Result<(), StageError> {
+        self.totals.progress_reloads += 1;
+        self.looked_up.clear();
         for m in t.read_all(WINDOWER_PROGRESS).await? {
             if let Some(k) = m.key_str() {
                 self.known.insert(k.to_string());
@@ -155,19 +182,26 @@ impl Stage for WindowerStage {
         metrics: &StageMetrics,
     ) -> Result<(), StageError> {
         for (topic, partition) in t.take_revoked() {
+            self.looked_up.clear();
             self.stations
                 .retain(|_, s| s.partition != (topic.clone(), partition));
             self.consumed.remove(&(topic, partition));
         }
-        if batch
+        let new: HashSet<StationKey> = batch
             .iter()
             .filter_map(|m| m.key_str())
             .filter_map(|k| k.parse::<ChannelId>().ok())
-            .filter_map(|id| id.split_component().map(|(s, _)| s))
-            .any(|s| !self.stations.contains_key(&s) && !self.known.contains(&s.to_string()))
-        {
+            .filter_map(|id| component_station(&id))
+            .filter(|s| {
+                !self.stations.contains_key(s)
+                    && !self.looked_up.contains(s)
+                    && !self.known.contains(&s.to_string())
+            })
+            .collect();
+        if !new.is_empty() {
             // New stations (start-up or a rebalance): learn which were processed before.
             self.reload_progress(t).await?;
+            self.looked_up = new;
         }
         let mut dead = Vec::new();
         let mut touched: BTreeMap<StationKey, Flush> = BTreeMap::new();
@@ -209,7 +243,7 @@ impl Stage for WindowerStage {
                     announce.push(key.to_string());
                 }
             }
-            windowed_merge(&mut windowed, w);
+            windowed.absorb(w);
             match flush {
                 // The station is done until new data arrives.
                 Flush::End => finished.push(key),
@@ -252,8 +286,7 @@ impl Stage for WindowerStage {
             self.known.extend(announce);
         }
         t.store(&self.safe_positions())?;
-        windowed.windows.clear();
-        windowed_merge(&mut self.totals.windowed, windowed);
+        self.totals.count(&windowed, records.len());
         Ok(())
     }
 }
@@ -327,7 +360,7 @@ impl WindowerStage {
         s.data_end_ns = s.data_end_ns.max(trace.next_ns());
         let late = s.windower.push(trace, &self.plan);
         s.late += late;
-        self.totals.late_samples += late;
+        self.totals.late_samples += late as u64;
         s.records.push_back((m.offset, end));
         Ok(key)
     }
@@ -401,16 +434,61 @@ fn end_of_stream_station(m: &Incoming) -> Result<StationKey, String> {
         .ok_or("end-of-stream marker without a NET.STA.LOC.CHA key")?
         .parse()
         .map_err(|e| format!("end-of-stream key: {e}"))?;
-    id.split_component()
-        .map(|(key, _)| key)
-        .ok_or_else(|| format!("end-of-stream key {id} names no component"))
+    component_station(&id).ok_or_else(|| format!("end-of-stream key {id} names no component"))
 }
 
-fn windowed_merge(into: &mut Windowed, w: Windowed) {
-    into.windows.extend(w.windows);
-    into.unassembled.extend(w.unassembled);
-    into.dropped.extend(w.dropped);
-    into.merged_onsets += w.merged_onsets;
-    into.skipped_chunks += w.skipped_chunks;
-    into.stats += &w.stats;
+#[cfg(test)]
+mod tests {
+    use quakelens_transport::memory::MemoryBroker;
+    use quakelens_transport::topics;
+
+    use super::*;
+
+    fn message(offset: i64, key: &str) -> Incoming {
+        Incoming {
+            topic: WAVEFORMS_RAW.into(),
+            partition: 0,
+            offset,
+            key: Some(key.as_bytes().to_vec()),
+            payload: Some(b"not a miniSEED record".to_vec()),
+            headers: Vec::new(),
+            timestamp_ms: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn undecodable_and_non_component_channels_do_not_reread_progress_every_batch() {
+        let broker = MemoryBroker::new();
+        for (t, p) in topics::ALL {
+            broker.create_topic(t, p);
+        }
+        let t = broker.transport(&[WAVEFORMS_RAW]);
+        let metrics = StageMetrics::detached(STAGE);
+        let mut stage = WindowerStage::new(WindowerConfig::new(PipelineConfig::new(None))).unwrap();
+        // A state-of-health channel is no component: never a station, never a reload.
+        for offset in 0..3 {
+            let batch = vec![message(offset, "XX.STA..BDH")];
+            stage.step(&t, batch, &metrics).await.unwrap();
+        }
+        assert_eq!(stage.totals.progress_reloads, 0);
+        // A component whose records do not decode: looked up once, not once per batch.
+        for offset in 3..6 {
+            let batch = vec![message(offset, "XX.NEW..HHZ")];
+            stage.step(&t, batch, &metrics).await.unwrap();
+        }
+        assert_eq!(stage.totals.progress_reloads, 1);
+        // Another new station is looked up again.
+        let batch = vec![message(6, "XX.OTHER..HHZ")];
+        stage.step(&t, batch, &metrics).await.unwrap();
+        assert_eq!(stage.totals.progress_reloads, 2);
+        // Every message is a dead letter, and every offset is stored.
+        assert_eq!(broker.messages(topics::DEAD_LETTER).len(), 7);
+        assert_eq!(
+            t.stored().get(&(WAVEFORMS_RAW.to_string(), 0)),
+            Some(&7),
+            "{:?}",
+            t.stored()
+        );
+        assert_eq!(stage.totals.windows, 0);
+    }
 }
