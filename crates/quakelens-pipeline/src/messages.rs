@@ -937,6 +937,7 @@ pub fn windows_message_schema(format: &LakeFormat) -> SchemaRef {
 
 #[cfg(test)]
 mod tests {
+    use super::fixtures::{format, window};
     use super::*;
 
     #[test]
@@ -1027,58 +1028,6 @@ mod tests {
             .contains("3, the message names 2"));
     }
 
-    fn window(i: usize) -> WindowRecord {
-        WindowRecord {
-            window_id: format!("{i:016x}"),
-            network: "XX".into(),
-            station: "STA".into(),
-            location: "".into(),
-            band: "HH".into(),
-            start_ns: 1_000 + i as i64,
-            end_ns: 2_000,
-            onset_ns: i.is_multiple_of(2).then_some(1_500),
-            mode: "event".into(),
-            trigger_ratio: Some(4.5),
-            sample_rate: 100.0,
-            source_rate: 125.0,
-            resampled: true,
-            gap_runs: 1,
-            filled_samples: 3,
-            flat_channels: i as i32 % 2,
-            channel_order: "NEZ".into(),
-            event_id: Some("ev1".into()),
-            label: Some(1),
-            magnitude: None,
-            ttf_s: Some(-3600.0 * i as f64),
-            source: SourceAttributes {
-                p_travel_sec: Some(3.5),
-                ..Default::default()
-            },
-            catalog: if i == 0 {
-                Vec::new()
-            } else {
-                vec![
-                    ("source_id".into(), format!("ev{i}")),
-                    ("trace_name".into(), "t".into()),
-                ]
-            },
-            spectrogram: (0..3 * 33 * 153)
-                .map(|v| v as f32 * 0.5 + i as f32)
-                .collect(),
-            features: (0..69).map(|v| v as f64 - i as f64).collect(),
-        }
-    }
-
-    fn format() -> LakeFormat {
-        LakeFormat {
-            shape: [3, 33, 153],
-            input: quakelens_signal::spectrogram::SpectrogramInput::study_image(
-                quakelens_signal::spectrogram::Power::Log,
-            ),
-            features: quakelens_signal::features::FeatureSet::Study,
-        }
-    }
-
     #[test]
     fn windows_round_trip_with_their_format_and_compress() {
         let rows: Vec<WindowRecord> = (0..4).map(window).collect();
@@ -1134,5 +1083,64 @@ mod tests {
         let mut cut = encode_windows(&[window(1)], &format());
         cut.truncate(cut.len() / 2);
         assert!(decode_windows(&cut).is_err());
+    }
+}
+
+/// Records for unit tests of the codecs and the stages.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use quakelens_lake::{LakeFormat, SourceAttributes, WindowRecord};
+
+    /// A window of the study's shape; `i` makes its id, times and values distinct.
+    pub(crate) fn window(i: usize) -> WindowRecord {
+        WindowRecord {
+            window_id: format!("{i:016x}"),
+            network: "XX".into(),
+            station: "STA".into(),
+            location: "".into(),
+            band: "HH".into(),
+            start_ns: 1_000 + i as i64,
+            end_ns: 2_000,
+            onset_ns: i.is_multiple_of(2).then_some(1_500),
+            mode: "event".into(),
+            trigger_ratio: Some(4.5),
+            sample_rate: 100.0,
+            source_rate: 125.0,
+            resampled: true,
+            gap_runs: 1,
+            filled_samples: 3,
+            flat_channels: i as i32 % 2,
+            channel_order: "NEZ".into(),
+            event_id: Some("ev1".into()),
+            label: Some(1),
+            magnitude: None,
+            ttf_s: Some(-3600.0 * i as f64),
+            source: SourceAttributes {
+                p_travel_sec: Some(3.5),
+                ..Default::default()
+            },
+            catalog: if i == 0 {
+                Vec::new()
+            } else {
+                vec![
+                    ("source_id".into(), format!("ev{i}")),
+                    ("trace_name".into(), "t".into()),
+                ]
+            },
+            spectrogram: (0..3 * 33 * 153)
+                .map(|v| v as f32 * 0.5 + i as f32)
+                .collect(),
+            features: (0..69).map(|v| v as f64 - i as f64).collect(),
+        }
+    }
+
+    pub(crate) fn format() -> LakeFormat {
+        LakeFormat {
+            shape: [3, 33, 153],
+            input: quakelens_signal::spectrogram::SpectrogramInput::study_image(
+                quakelens_signal::spectrogram::Power::Log,
+            ),
+            features: quakelens_signal::features::FeatureSet::Study,
+        }
     }
 }
