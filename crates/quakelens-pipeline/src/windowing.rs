@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use quakelens_signal::assembly::{assemble, AssemblyStats};
 use quakelens_signal::miniseed::Trace;
 use quakelens_signal::stream::{ChannelId, ChannelOrder, Component, StationKey};
-use quakelens_signal::window::{cut_windows_in, DroppedWindow, Window, WindowMode};
+use quakelens_signal::window::{cut_windows_in, DropReason, DroppedWindow, Window, WindowMode};
 use quakelens_signal::{TARGET_PERIOD_NS, TARGET_RATE_HZ};
 
 use crate::config::PipelineConfig;
@@ -124,6 +124,20 @@ fn clip(t: &Trace, a: i64, b: i64) -> Option<Trace> {
     })
 }
 
+/// How far [`StationWindower::advance`] cuts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Flush {
+    /// Chunks every component has data for, window tails included.
+    No,
+    /// The station was silent for a while: chunks whose span the newest data of any component
+    /// covers (a dead component does not hold the others back), then chunks near the end whose
+    /// windows are all whole already. A chunk with a window whose tail has not arrived stays
+    /// uncut, with every chunk after it: a lagging feed that resumes loses no onset.
+    Idle,
+    /// No more data will come: everything that is there, incomplete windows reported as dropped.
+    End,
+}
+
 /// One station's buffered data and progress.
 pub struct StationWindower {
     key: StationKey,
@@ -202,25 +216,52 @@ impl StationWindower {
         self.next_chunk.map(|k| plan.span(k).0)
     }
 
-    /// Cuts every chunk whose data is complete; with `flush`, also the rest of the buffer.
-    pub fn advance(&mut self, cfg: &PipelineConfig, plan: &ChunkPlan, flush: bool) -> Windowed {
+    /// Cuts every chunk that `flush` says is ready.
+    pub fn advance(&mut self, cfg: &PipelineConfig, plan: &ChunkPlan, flush: Flush) -> Windowed {
         let mut out = Windowed::default();
-        let limit = if flush {
-            self.data_end()
-        } else {
-            self.watermark(cfg.order).map(|w| w - plan.tail)
-        };
-        let (Some(limit), Some(mut k)) = (limit, self.next_chunk) else {
+        let (Some(data_end), Some(mut k)) = (self.data_end(), self.next_chunk) else {
             return out;
         };
-        // Chunk k is ready when its whole span is covered: (k+1)·chunk ≤ limit (or, flushing,
-        // when it starts before the end of the data).
-        while if flush {
-            k * plan.chunk < limit
-        } else {
-            (k + 1) * plan.chunk <= limit
-        } {
-            self.cut_chunk(k, cfg, plan, &mut out);
+        // Chunk k is complete when its whole span is covered: (k+1)·chunk + tail ≤ the end of
+        // the data (of every component; of any, once idle).
+        let complete = match flush {
+            Flush::No => match self.watermark(cfg.order) {
+                Some(w) => w - plan.tail,
+                None => return out,
+            },
+            Flush::Idle | Flush::End => data_end - plan.tail,
+        };
+        loop {
+            let started = k * plan.chunk < data_end;
+            if (k + 1) * plan.chunk <= complete || (flush == Flush::End && started) {
+                self.cut_chunk(k, cfg, plan, &mut out);
+            } else if flush == Flush::Idle && started {
+                // A chunk near the end of an idle station: cut only if every window it anchors
+                // is already whole, else wait; more data may still come.
+                let mut trial = Windowed::default();
+                self.cut_chunk(k, cfg, plan, &mut trial);
+                let waits = match &cfg.mode {
+                    // Onsets are known only by cutting; one whose window does not fit is
+                    // reported as outside the data.
+                    WindowMode::Event { .. } => trial
+                        .dropped
+                        .iter()
+                        .any(|d| d.reason == DropReason::OutsideData),
+                    // Grid starts whose window does not fit are not candidates at all: the
+                    // chunk's last start tells.
+                    WindowMode::Sliding { step_s, .. } => {
+                        let step = ((step_s * TARGET_RATE_HZ).round() as i64).max(1);
+                        let last = ((k + 1) * plan.chunk - 1).div_euclid(step) * step;
+                        last >= k * plan.chunk && last + plan.tail > data_end
+                    }
+                };
+                if waits {
+                    break;
+                }
+                out.absorb(trial);
+            } else {
+                break;
+            }
             k += 1;
             self.next_chunk = Some(k);
             self.trim(plan.span(k).0);
@@ -313,7 +354,7 @@ pub fn window_traces(traces: Vec<Trace>, cfg: &PipelineConfig) -> Windowed {
         let mut list: Vec<StationWindower> = stations.into_values().collect();
         list.par_iter_mut()
             .map(|s| {
-                let mut w = s.advance(cfg, &plan, true);
+                let mut w = s.advance(cfg, &plan, Flush::End);
                 // An incomplete station reports the same problem for every chunk: once is enough.
                 dedup_in_order(&mut w.unassembled);
                 w
@@ -394,15 +435,118 @@ mod tests {
             for ch in &per_channel {
                 station.push(ch[i].clone(), &plan);
             }
-            streamed.absorb(station.advance(&cfg, &plan, false));
+            streamed.absorb(station.advance(&cfg, &plan, Flush::No));
             // Context + chunk + tail is 7,500 samples a channel; trimming keeps at most twice that.
             assert!(
                 station.buffered_samples() < 3 * 15_500,
                 "memory stays bounded"
             );
         }
-        streamed.absorb(station.advance(&cfg, &plan, true));
+        streamed.absorb(station.advance(&cfg, &plan, Flush::End));
         assert_eq!(streamed.windows, batch.windows);
+    }
+
+    #[test]
+    fn an_idle_flush_keeps_onsets_whose_tail_has_not_arrived() {
+        let cfg = PipelineConfig::new(None);
+        let plan = ChunkPlan::for_config(&cfg);
+        let traces: Vec<Trace> = ["HHZ", "HHN", "HHE"]
+            .iter()
+            .map(|c| noise_trace(c, 1_000_000, 12_000, &[6_000]))
+            .collect();
+        let all = window_traces(traces.clone(), &cfg);
+        assert_eq!(all.windows.len(), 1, "{:?}", all.dropped);
+
+        // A live feed stalls 10 s after the onset (its window needs 20), and the station is
+        // flushed as idle; then the feed resumes where it stopped.
+        let key = station_of(&traces[0]).unwrap();
+        let mut station = StationWindower::new(key, false);
+        let mut streamed = Windowed::default();
+        let split = 7_000;
+        for t in &traces {
+            station.push(
+                clip(t, grid_of(t.start_ns), grid_of(t.start_ns) + split).unwrap(),
+                &plan,
+            );
+        }
+        streamed.absorb(station.advance(&cfg, &plan, Flush::No));
+        streamed.absorb(station.advance(&cfg, &plan, Flush::Idle));
+        assert!(streamed.windows.is_empty() && streamed.dropped.is_empty());
+        for t in &traces {
+            station.push(
+                clip(t, grid_of(t.start_ns) + split, i64::MAX).unwrap(),
+                &plan,
+            );
+        }
+        streamed.absorb(station.advance(&cfg, &plan, Flush::No));
+        streamed.absorb(station.advance(&cfg, &plan, Flush::End));
+        assert_eq!(streamed.windows, all.windows);
+        assert!(streamed.dropped.is_empty(), "{:?}", streamed.dropped);
+    }
+
+    #[test]
+    fn an_idle_flush_cuts_the_sliding_windows_that_fit_and_waits_for_the_next() {
+        let mut cfg = PipelineConfig::new(None);
+        cfg.mode = WindowMode::Sliding {
+            length_s: 25.0,
+            step_s: 5.0,
+        };
+        let plan = ChunkPlan::for_config(&cfg);
+        let traces: Vec<Trace> = ["HHZ", "HHN", "HHE"]
+            .iter()
+            .map(|c| noise_trace(c, 1_000_000, 3_500, &[]))
+            .collect();
+        let key = station_of(&traces[0]).unwrap();
+        let mut station = StationWindower::new(key, false);
+        let (first, rest) = (1_000_000 * 100, 1_000_000 * 100 + 3_000);
+        for t in &traces {
+            station.push(clip(t, first, rest).unwrap(), &plan);
+        }
+        // 30 s of data: the windows at 0 and 5 s are whole, the one at 10 s waits for data.
+        let seconds = |w: &Windowed| -> Vec<i64> {
+            w.windows
+                .iter()
+                .map(|w| w.start_ns / 1_000_000_000 - 1_000_000)
+                .collect()
+        };
+        let idle = station.advance(&cfg, &plan, Flush::Idle);
+        assert_eq!(seconds(&idle), [0, 5]);
+        for t in &traces {
+            station.push(clip(t, rest, i64::MAX).unwrap(), &plan);
+        }
+        let end = station.advance(&cfg, &plan, Flush::End);
+        assert_eq!(seconds(&end), [10]);
+    }
+
+    #[test]
+    fn an_idle_flush_cuts_past_a_dead_component() {
+        let cfg = PipelineConfig::new(None);
+        let plan = ChunkPlan::for_config(&cfg);
+        let traces: Vec<Trace> = ["HHZ", "HHN", "HHE"]
+            .iter()
+            .map(|c| noise_trace(c, 1_000_000, 12_000, &[4_000]))
+            .collect();
+        let key = station_of(&traces[0]).unwrap();
+        let mut station = StationWindower::new(key, false);
+        // HHE stops after 30 s; the others go on.
+        for t in &traces {
+            let end = if t.id.channel == "HHE" { 3_000 } else { 12_000 };
+            station.push(
+                clip(t, grid_of(t.start_ns), grid_of(t.start_ns) + end).unwrap(),
+                &plan,
+            );
+        }
+        let held = station.advance(&cfg, &plan, Flush::No);
+        assert!(held.windows.is_empty() && held.dropped.is_empty());
+        let idle = station.advance(&cfg, &plan, Flush::Idle);
+        // The onset's chunk is cut now: its window lacks a component and is reported, not held.
+        assert!(
+            !idle.unassembled.is_empty() || !idle.dropped.is_empty(),
+            "{idle:?}"
+        );
+        // And it went on to the end of the live components' data: no window there waits.
+        let next = station.retained_from(&plan).unwrap() + plan.context;
+        assert_eq!(next, 1_000_000 * 100 + 12_000);
     }
 
     #[test]
@@ -420,8 +564,8 @@ mod tests {
             fresh.push(t.clone(), &plan);
             resumed.push(t.clone(), &plan);
         }
-        assert_eq!(fresh.advance(&cfg, &plan, true).skipped_chunks, 0);
-        let r = resumed.advance(&cfg, &plan, true);
+        assert_eq!(fresh.advance(&cfg, &plan, Flush::End).skipped_chunks, 0);
+        let r = resumed.advance(&cfg, &plan, Flush::End);
         // Data starts at 1_000_007 s: the chunks of the first 30 s (the context) are skipped.
         assert_eq!(r.skipped_chunks, 30);
     }

@@ -24,7 +24,7 @@ use crate::labels::Labeller;
 use crate::messages::encode_windows;
 use crate::transform::WindowTransformer;
 use crate::windowing::{
-    component_station, dedup_in_order, station_of, ChunkPlan, StationWindower, Windowed,
+    component_station, dedup_in_order, station_of, ChunkPlan, Flush, StationWindower, Windowed,
 };
 
 const STAGE: &str = "windower";
@@ -37,7 +37,8 @@ pub struct WindowerConfig {
     pub windows_per_message: usize,
     /// Records read per batch.
     pub batch: usize,
-    /// A station silent this long (wall time) has its buffer cut to the end.
+    /// A station silent this long (wall time) has the chunks its data already covers cut, even
+    /// while a component lags (see [`Flush::Idle`]).
     pub idle_flush: Duration,
 }
 
@@ -50,16 +51,6 @@ impl WindowerConfig {
             idle_flush: Duration::from_secs(30),
         }
     }
-}
-
-/// Whether a station's buffer is cut to its end in this step, and why.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Flush {
-    No,
-    /// Silent for `idle_flush`: cut what is there, keep the station.
-    Idle,
-    /// End-of-stream marker: cut what is there and forget the station.
-    End,
 }
 
 struct Station {
@@ -234,9 +225,7 @@ impl Stage for WindowerStage {
             metrics.station_seen(&station, s.data_end_ns);
             metrics.late_samples(&station, std::mem::take(&mut s.late));
             let before = s.windower.retained_from(&self.plan);
-            let w = s
-                .windower
-                .advance(&self.cfg.pipeline, &self.plan, flush != Flush::No);
+            let w = s.windower.advance(&self.cfg.pipeline, &self.plan, flush);
             if s.windower.retained_from(&self.plan) != before && !s.announced {
                 s.announced = true;
                 if !self.known.contains(&key.to_string()) {

@@ -118,7 +118,8 @@ pub struct WindowerArgs {
     /// Windows per `windows` message.
     #[arg(long, default_value_t = 8)]
     windows_per_message: usize,
-    /// Seconds of silence after which a station's buffer is cut to its end.
+    /// Seconds of silence after which a station's buffer is cut as far as its windows are whole
+    /// (a dead component no longer holds the others back; a window still missing its tail waits).
     #[arg(long, default_value_t = 30.0)]
     idle_flush: f64,
 }
