@@ -9,7 +9,7 @@
 use std::fmt;
 use std::path::Path;
 
-use mseed::{MSControlFlags, MSRecord, MSSampleType};
+use mseed::{MSRecord, MSSampleType};
 
 use crate::stream::ChannelId;
 
@@ -170,19 +170,115 @@ pub fn decode_record_logged(bytes: &[u8]) -> (Result<Record, String>, Vec<String
     }
 }
 
+/// Network, station, location and channel of an FDSN source identifier
+/// (`FDSN:NET_STA_LOC_B_S_SS`), as libmseed's `ms_sid2nslc` splits it: the text after the last
+/// `:`, exactly five `_`, and a channel of single-character band, source and subsource written
+/// as the SEED channel (`HHZ`), else kept as it is. Done here rather than through `mseed`'s
+/// `MSRecord::network()` and friends, which leak the identifier on every call (found by the
+/// fuzzer: ~100 bytes per record, a windower's memory growing with uptime) and copy it into
+/// 12-byte buffers without a length check.
+fn nslc(sid: &str) -> Result<[String; 4], String> {
+    let bad = || format!("unrecognised source identifier {sid:?}");
+    let body = sid.strip_prefix("FDSN:").ok_or_else(bad)?;
+    let body = body.rsplit(':').next().unwrap_or(body);
+    let parts: Vec<&str> = body.split('_').collect();
+    let [net, sta, loc, band, source, sub] = parts[..] else {
+        return Err(bad());
+    };
+    let single = |p: &str| p.len() == 1; // bytes, as libmseed compares them
+    let cha = if single(band) && single(source) && single(sub) {
+        format!("{band}{source}{sub}")
+    } else {
+        format!("{band}_{source}_{sub}")
+    };
+    Ok([net.into(), sta.into(), loc.into(), cha])
+}
+
+/// Refuses a miniSEED 2 record whose fixed header puts the data outside the record. libmseed
+/// (3.1.3) computes the data size as record length minus that offset without checking it, and
+/// reads far past the buffer: a crafted record would crash the process (found by the fuzzer).
+fn check_data_offset(bytes: &[u8]) -> Result<(), String> {
+    let Ok(detected) = mseed::detect(bytes) else {
+        return Ok(()); // libmseed refuses it itself
+    };
+    if detected.format_version != 2 || bytes.len() < 48 {
+        return Ok(());
+    }
+    let reclen = detected.rec_len.map_or(bytes.len(), |l| l as usize);
+    let b = [bytes[44], bytes[45]];
+    let offset = if header_is_little_endian(bytes) {
+        u16::from_le_bytes(b)
+    } else {
+        u16::from_be_bytes(b)
+    } as usize;
+    if !(48..=reclen).contains(&offset) {
+        return Err(format!(
+            "data offset {offset} outside the {reclen}-byte record (48 to {reclen})"
+        ));
+    }
+    Ok(())
+}
+
+/// Bytes per sample of the fixed-size encodings. libmseed's decoders for these read as many
+/// samples as the header announces without looking at the data's size.
+fn fixed_sample_bytes(encoding: u32) -> Option<usize> {
+    use libmseed_sys as c;
+    match encoding {
+        c::DE_TEXT => Some(1),
+        c::DE_INT16 | c::DE_GEOSCOPE163 | c::DE_GEOSCOPE164 | c::DE_CDSN | c::DE_SRO => Some(2),
+        c::DE_DWWSSN => Some(2),
+        c::DE_GEOSCOPE24 => Some(3),
+        c::DE_INT32 | c::DE_FLOAT32 => Some(4),
+        c::DE_FLOAT64 => Some(8),
+        _ => None,
+    }
+}
+
+/// Parses a record and unpacks its samples once the header's promises are checked against the
+/// bytes. Calls libmseed directly: the `mseed` crate's `MSRecord::parse` leaks the record it
+/// allocated whenever parsing fails (the fuzzer found it), and unpacks before anything can be
+/// checked.
+fn parse_record(bytes: &[u8]) -> Result<MSRecord, String> {
+    check_data_offset(bytes)?;
+    let mut raw: *mut libmseed_sys::MS3Record = std::ptr::null_mut();
+    // SAFETY: libmseed reads at most `bytes.len()` bytes and allocates the record into `raw`
+    // (left null when it allocates nothing); `MSRecord` owns and frees it.
+    let rc = unsafe {
+        libmseed_sys::msr3_parse(bytes.as_ptr().cast(), bytes.len() as u64, &mut raw, 0, 0)
+    };
+    if raw.is_null() {
+        return Err(format!("libmseed rejected the record (code {rc})"));
+    }
+    let mut msr = unsafe { MSRecord::from_raw(raw) };
+    if rc != 0 {
+        return Err(format!("libmseed rejected the record (code {rc})"));
+    }
+    let (mut offset, mut size) = (0u32, 0u32);
+    // SAFETY: `raw` is the parsed record owned by `msr`, its data offset checked above.
+    let (encoding, count, bounds) = unsafe {
+        let bounds = libmseed_sys::msr3_data_bounds(raw, &mut offset, &mut size);
+        ((*raw).encoding, (*raw).samplecnt, bounds)
+    };
+    if bounds != 0 {
+        return Err(format!("libmseed found no data bounds (code {bounds})"));
+    }
+    if let Some(per) = u32::try_from(encoding).ok().and_then(fixed_sample_bytes) {
+        let need = (count.max(0) as u64).saturating_mul(per as u64);
+        if need > size as u64 {
+            return Err(format!(
+                "header announces {count} samples of {per} bytes, the record holds {size} data bytes"
+            ));
+        }
+    }
+    msr.unpack_data()
+        .map_err(|e| format!("libmseed could not unpack the samples: {e}"))?;
+    Ok(msr)
+}
+
 fn decode_unlogged(bytes: &[u8]) -> Result<Record, String> {
-    let msr = MSRecord::parse(bytes, MSControlFlags::MSF_UNPACKDATA)
-        .map_err(|e| format!("libmseed rejected the record: {e}"))?;
-    let id = ChannelId::new(
-        &msr.network()
-            .map_err(|e| format!("bad network code: {e}"))?,
-        &msr.station()
-            .map_err(|e| format!("bad station code: {e}"))?,
-        &msr.location()
-            .map_err(|e| format!("bad location code: {e}"))?,
-        &msr.channel()
-            .map_err(|e| format!("bad channel code: {e}"))?,
-    );
+    let msr = parse_record(bytes)?;
+    let [net, sta, loc, cha] = nslc(&msr.sid_lossy())?;
+    let id = ChannelId::new(&net, &sta, &loc, &cha);
     let start_ns = msr
         .start_time()
         .map_err(|e| format!("bad start time: {e}"))?
@@ -232,6 +328,7 @@ fn record_length(bytes: &[u8]) -> Result<Option<usize>, String> {
             bytes.len()
         ));
     }
+    blockettes_fit(bytes)?;
     libmseed_log::start();
     let detected = mseed::detect(bytes);
     // Failed detections while resynchronising are expected; their log lines are noise.
@@ -240,6 +337,51 @@ fn record_length(bytes: &[u8]) -> Result<Option<usize>, String> {
         Ok(det) => Ok(det.rec_len.map(|l| l as usize)),
         Err(e) => Err(format!("not a miniSEED record header ({e})")),
     }
+}
+
+/// Walks a miniSEED 2 header's blockette chain as libmseed's `ms3_detect` does, refusing one
+/// whose next blockette starts less than 4 bytes before the end of the buffer: libmseed (3.1.3)
+/// reads its type and link there without a bounds check (found by the fuzzer). miniSEED 3
+/// headers have no chain.
+fn blockettes_fit(bytes: &[u8]) -> Result<(), String> {
+    if bytes.starts_with(b"MS\x03") || bytes.len() < MIN_HEADER_BYTES {
+        return Ok(());
+    }
+    let u16_at = |i: usize, little: bool| {
+        let b = [bytes[i], bytes[i + 1]];
+        if little {
+            u16::from_le_bytes(b)
+        } else {
+            u16::from_be_bytes(b)
+        }
+    };
+    let little = header_is_little_endian(bytes);
+    let mut at = u16_at(46, little) as usize;
+    while at > 47 && at <= bytes.len() {
+        if at + 4 > bytes.len() {
+            return Err(format!(
+                "blockette at byte {at} runs past the {}-byte buffer",
+                bytes.len()
+            ));
+        }
+        let (kind, next) = (u16_at(at, little), u16_at(at + 2, little) as usize);
+        if kind == 1000 && at + 8 <= bytes.len() {
+            break;
+        }
+        if next != 0 && (next < 4 || next - 4 <= at) {
+            break; // libmseed refuses the chain itself
+        }
+        at = next;
+    }
+    Ok(())
+}
+
+/// libmseed's byte-order rule for a miniSEED 2 header: host (little-endian) order when its year
+/// and day are plausible read that way, else swapped.
+fn header_is_little_endian(bytes: &[u8]) -> bool {
+    let year = u16::from_le_bytes([bytes[20], bytes[21]]);
+    let day = u16::from_le_bytes([bytes[22], bytes[23]]);
+    (1900..=2100).contains(&year) && (1..=366).contains(&day)
 }
 
 /// Next offset from `from`, in steps of `step` bytes, where a record header is detected.
@@ -409,6 +551,25 @@ impl TraceBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_identifiers_split_as_libmseed_does() {
+        let ids = |s: &str| nslc(s).map(|p| p.join("."));
+        assert_eq!(ids("FDSN:BW_RJOB__E_H_Z").unwrap(), "BW.RJOB..EHZ");
+        assert_eq!(ids("FDSN:XX_STA_00_L_O_G").unwrap(), "XX.STA.00.LOG");
+        // Extended channels stay as they are; namespaces before the last ':' are skipped.
+        assert_eq!(ids("FDSN:XX_STA_00_BH_X_1").unwrap(), "XX.STA.00.BH_X_1");
+        assert_eq!(ids("FDSN:ns:XX_STA__H_H_Z").unwrap(), "XX.STA..HHZ");
+        assert_eq!(ids("FDSN:XX_STA_00___").unwrap(), "XX.STA.00.__");
+        for bad in [
+            "XFDSN:XX_STA__H_H_Z",
+            "FDSN:XX_STA_H_H_Z",
+            "FDSN:XX_STA___H_H_Z",
+            "",
+        ] {
+            assert!(ids(bad).is_err(), "{bad}");
+        }
+    }
 
     fn record(start_ns: i64, n: usize) -> Record {
         Record {
