@@ -232,6 +232,12 @@ impl StationWindower {
             Flush::Idle | Flush::End => data_end - plan.tail,
         };
         loop {
+            // Chunks whose span holds no data cut nothing: jump to the first one that holds the
+            // next buffered sample, so a record far ahead in time (a wrong clock, a crafted
+            // header) costs one step, not one per second in between.
+            if let Some(next) = self.first_sample_from(plan.span(k).0) {
+                k = k.max((next - plan.tail).div_euclid(plan.chunk));
+            }
             let started = k * plan.chunk < data_end;
             if (k + 1) * plan.chunk <= complete || (flush == Flush::End && started) {
                 self.cut_chunk(k, cfg, plan, &mut out);
@@ -267,6 +273,15 @@ impl StationWindower {
             self.trim(plan.span(k).0);
         }
         out
+    }
+
+    /// Grid index of the first buffered sample at or after `from`.
+    fn first_sample_from(&self, from: i64) -> Option<i64> {
+        self.traces
+            .iter()
+            .filter(|t| end_grid(t) > from)
+            .map(|t| grid_of(t.start_ns).max(from))
+            .min()
     }
 
     fn cut_chunk(&self, k: i64, cfg: &PipelineConfig, plan: &ChunkPlan, out: &mut Windowed) {
@@ -547,6 +562,31 @@ mod tests {
         // And it went on to the end of the live components' data: no window there waits.
         let next = station.retained_from(&plan).unwrap() + plan.context;
         assert_eq!(next, 1_000_000 * 100 + 12_000);
+    }
+
+    #[test]
+    fn a_record_decades_ahead_is_reached_in_one_step() {
+        let cfg = PipelineConfig::new(None);
+        let plan = ChunkPlan::for_config(&cfg);
+        let key = station_of(&noise_trace("HHZ", 0, 1, &[])).unwrap();
+        let mut station = StationWindower::new(key, false);
+        for c in ["HHZ", "HHN", "HHE"] {
+            station.push(noise_trace(c, 1_000_000, 6_000, &[]), &plan);
+            // The same channel, stamped 50 years later.
+            station.push(
+                noise_trace(c, 1_000_000 + 50 * 365 * 86_400, 6_000, &[]),
+                &plan,
+            );
+        }
+        let started = std::time::Instant::now();
+        let cut = station.advance(&cfg, &plan, Flush::End);
+        assert!(cut.windows.is_empty());
+        // 1.6 billion one-second chunks in between, skipped rather than visited.
+        assert!(
+            started.elapsed().as_secs_f64() < 5.0,
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
