@@ -171,26 +171,24 @@ pub fn detect_onsets(trace: &[f64], rate: f64, cfg: &TriggerConfig) -> Vec<Onset
 /// silence, so a gap can neither trigger nor hide an onset next to it.
 pub fn trigger_trace(channels: [&[f64]; 3], filter: &TriggerFilter) -> Vec<f64> {
     let n = channels.iter().map(|c| c.len()).min().unwrap_or(0);
-    let mut energy = vec![0.0; n];
-    let mut component = vec![0.0; n];
-    for c in channels {
+    let [mut a, mut b, mut c] = channels.map(|c| {
         let (sum, count) = c
             .iter()
             .filter(|v| !v.is_nan())
             .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
         let mean = if count == 0 { 0.0 } else { sum / count as f64 };
-        for (out, v) in component.iter_mut().zip(&c[..n]) {
-            *out = if v.is_nan() { 0.0 } else { v - mean };
-        }
-        if let Some(band) = filter.bandpass() {
-            band.filter().process(&mut component);
-        }
-        for (e, v) in energy.iter_mut().zip(&component) {
-            *e += v * v;
-        }
+        c[..n]
+            .iter()
+            .map(|v| if v.is_nan() { 0.0 } else { v - mean })
+            .collect::<Vec<f64>>()
+    });
+    if let Some(band) = filter.bandpass() {
+        band.filter()
+            .process_three_from_rest([&mut a, &mut b, &mut c]);
     }
-    energy.iter_mut().for_each(|e| *e = e.sqrt());
-    energy
+    (0..n)
+        .map(|i| (a[i] * a[i] + b[i] * b[i] + c[i] * c[i]).sqrt())
+        .collect()
 }
 
 #[cfg(test)]

@@ -319,8 +319,9 @@ fn kills_lose_and_duplicate_nothing(on: On) {
     };
     let mut lake = s.lake_sink("lake-1");
     let mut windower = s.windower("windower-1", &[]);
-    // Paced so the kills land mid-replay: 12 hours in about 40 s.
-    let mut ingest = s.ingest(&[&syn], &["--realtime", "1000"]);
+    // Paced so the kills land mid-replay: 12 hours in about 90 s (the restarted windower must
+    // catch up to half the windows while ingest still sends).
+    let mut ingest = s.ingest(&[&syn], &["--realtime", "500"]);
     wait_for(Duration::from_secs(240), "first windows", || {
         count(&s.lake, "windows") > expected / 8
     });
