@@ -175,7 +175,7 @@ pub fn decode_record_logged(bytes: &[u8]) -> (Result<Record, String>, Vec<String
 /// `:`, exactly five `_`, and a channel of single-character band, source and subsource written
 /// as the SEED channel (`HHZ`), else kept as it is. Done here rather than through `mseed`'s
 /// `MSRecord::network()` and friends, which leak the identifier on every call (found by the
-/// fuzzer: ~100 bytes per record, a windower's memory growing with uptime) and copy it into
+/// fuzzer: ~300 bytes per record, a windower's memory growing with uptime) and copy it into
 /// 12-byte buffers without a length check.
 fn nslc(sid: &str) -> Result<[String; 4], String> {
     let bad = || format!("unrecognised source identifier {sid:?}");
@@ -194,24 +194,22 @@ fn nslc(sid: &str) -> Result<[String; 4], String> {
     Ok([net.into(), sta.into(), loc.into(), cha])
 }
 
-/// Refuses a miniSEED 2 record whose fixed header puts the data outside the record. libmseed
-/// (3.1.3) computes the data size as record length minus that offset without checking it, and
-/// reads far past the buffer: a crafted record would crash the process (found by the fuzzer).
-fn check_data_offset(bytes: &[u8]) -> Result<(), String> {
-    let Ok(detected) = mseed::detect(bytes) else {
-        return Ok(()); // libmseed refuses it itself
-    };
-    if detected.format_version != 2 || bytes.len() < 48 {
-        return Ok(());
+/// libmseed's `MSSWAP_HEADER` bit of `MS3Record.swapflag`: the header was byte-swapped.
+const SWAPPED_HEADER: u8 = 0x01;
+
+/// Refuses a miniSEED 2 record whose fixed header puts the data outside the record, read with
+/// the byte order libmseed's header parse settled on. libmseed (3.1.3) computes the data size as
+/// record length minus that offset without checking it, and reads far past the buffer when it
+/// unpacks: a crafted record would crash the process (found by the fuzzer).
+fn check_data_offset(bytes: &[u8], reclen: usize, swapflag: u8) -> Result<(), String> {
+    if bytes.len() < MIN_HEADER_BYTES {
+        return Err(format!(
+            "{} bytes, too short for a miniSEED 2 header",
+            bytes.len()
+        ));
     }
-    let reclen = detected.rec_len.map_or(bytes.len(), |l| l as usize);
-    let b = [bytes[44], bytes[45]];
-    let offset = if header_is_little_endian(bytes) {
-        u16::from_le_bytes(b)
-    } else {
-        u16::from_be_bytes(b)
-    } as usize;
-    if !(48..=reclen).contains(&offset) {
+    let offset = header_u16(bytes, 44, swapflag & SWAPPED_HEADER == 0) as usize;
+    if !(MIN_HEADER_BYTES..=reclen).contains(&offset) {
         return Err(format!(
             "data offset {offset} outside the {reclen}-byte record (48 to {reclen})"
         ));
@@ -239,7 +237,6 @@ fn fixed_sample_bytes(encoding: u32) -> Option<usize> {
 /// allocated whenever parsing fails (the fuzzer found it), and unpacks before anything can be
 /// checked.
 fn parse_record(bytes: &[u8]) -> Result<MSRecord, String> {
-    check_data_offset(bytes)?;
     let mut raw: *mut libmseed_sys::MS3Record = std::ptr::null_mut();
     // SAFETY: libmseed reads at most `bytes.len()` bytes and allocates the record into `raw`
     // (left null when it allocates nothing); `MSRecord` owns and frees it.
@@ -253,12 +250,15 @@ fn parse_record(bytes: &[u8]) -> Result<MSRecord, String> {
     if rc != 0 {
         return Err(format!("libmseed rejected the record (code {rc})"));
     }
+    // SAFETY: `raw` is the header libmseed parsed (samples still packed), owned by `msr`.
+    let header = unsafe { *raw };
+    if header.formatversion == 2 {
+        check_data_offset(bytes, header.reclen.max(0) as usize, header.swapflag)?;
+    }
+    let (encoding, count) = (header.encoding, header.samplecnt);
     let (mut offset, mut size) = (0u32, 0u32);
-    // SAFETY: `raw` is the parsed record owned by `msr`, its data offset checked above.
-    let (encoding, count, bounds) = unsafe {
-        let bounds = libmseed_sys::msr3_data_bounds(raw, &mut offset, &mut size);
-        ((*raw).encoding, (*raw).samplecnt, bounds)
-    };
+    // SAFETY: as above, with the data offset checked.
+    let bounds = unsafe { libmseed_sys::msr3_data_bounds(raw, &mut offset, &mut size) };
     if bounds != 0 {
         return Err(format!("libmseed found no data bounds (code {bounds})"));
     }
@@ -347,16 +347,9 @@ fn blockettes_fit(bytes: &[u8]) -> Result<(), String> {
     if bytes.starts_with(b"MS\x03") || bytes.len() < MIN_HEADER_BYTES {
         return Ok(());
     }
-    let u16_at = |i: usize, little: bool| {
-        let b = [bytes[i], bytes[i + 1]];
-        if little {
-            u16::from_le_bytes(b)
-        } else {
-            u16::from_be_bytes(b)
-        }
-    };
     let little = header_is_little_endian(bytes);
-    let mut at = u16_at(46, little) as usize;
+    let u16_at = |i: usize| header_u16(bytes, i, little);
+    let mut at = u16_at(46) as usize;
     while at > 47 && at <= bytes.len() {
         if at + 4 > bytes.len() {
             return Err(format!(
@@ -364,7 +357,7 @@ fn blockettes_fit(bytes: &[u8]) -> Result<(), String> {
                 bytes.len()
             ));
         }
-        let (kind, next) = (u16_at(at, little), u16_at(at + 2, little) as usize);
+        let (kind, next) = (u16_at(at), u16_at(at + 2) as usize);
         if kind == 1000 && at + 8 <= bytes.len() {
             break;
         }
@@ -382,6 +375,16 @@ fn header_is_little_endian(bytes: &[u8]) -> bool {
     let year = u16::from_le_bytes([bytes[20], bytes[21]]);
     let day = u16::from_le_bytes([bytes[22], bytes[23]]);
     (1900..=2100).contains(&year) && (1..=366).contains(&day)
+}
+
+/// The 16-bit header field at byte `at`, in the header's byte order.
+fn header_u16(bytes: &[u8], at: usize, little: bool) -> u16 {
+    let b = [bytes[at], bytes[at + 1]];
+    if little {
+        u16::from_le_bytes(b)
+    } else {
+        u16::from_be_bytes(b)
+    }
 }
 
 /// Next offset from `from`, in steps of `step` bytes, where a record header is detected.
