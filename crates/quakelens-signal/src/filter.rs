@@ -139,6 +139,18 @@ pub struct Section {
     pub a: [f64; 2],
 }
 
+impl Section {
+    /// One sample through this section in direct form II transposed (scipy's `sosfilt`), with
+    /// its two delays in `z`.
+    #[inline(always)]
+    fn step(&self, z: &mut [f64; 2], x: f64) -> f64 {
+        let out = self.b[0] * x + z[0];
+        z[0] = self.b[1] * x - self.a[0] * out + z[1];
+        z[1] = self.b[2] * x - self.a[1] * out;
+        out
+    }
+}
+
 /// A cascade of sections with its state: feed it consecutive pieces of one stream.
 #[derive(Clone, Debug)]
 pub struct SosFilter {
@@ -157,10 +169,7 @@ impl SosFilter {
         for v in x.iter_mut() {
             let mut cur = *v;
             for (s, z) in self.sections.iter().zip(self.state.iter_mut()) {
-                let out = s.b[0] * cur + z[0];
-                z[0] = s.b[1] * cur - s.a[0] * out + z[1];
-                z[1] = s.b[2] * cur - s.a[1] * out;
-                cur = out;
+                cur = s.step(z, cur);
             }
             *v = cur;
         }
@@ -178,10 +187,7 @@ impl SosFilter {
             let mut cur = [a[i], b[i], c[i]];
             for (s, z) in self.sections.iter().zip(state.iter_mut()) {
                 for ch in 0..3 {
-                    let out = s.b[0] * cur[ch] + z[ch][0];
-                    z[ch][0] = s.b[1] * cur[ch] - s.a[0] * out + z[ch][1];
-                    z[ch][1] = s.b[2] * cur[ch] - s.a[1] * out;
-                    cur[ch] = out;
+                    cur[ch] = s.step(&mut z[ch], cur[ch]);
                 }
             }
             (a[i], b[i], c[i]) = (cur[0], cur[1], cur[2]);

@@ -385,8 +385,9 @@ mod tests {
         assert_eq!(again.windows[0].id, w.id);
     }
 
-    /// A local event (P energy 2–8 Hz) under microseisms 20× stronger at 0.1–0.35 Hz, as on a
-    /// broadband station near a coast: the long-period noise dominates the unfiltered LTA.
+    /// A local event (P energy 2–8 Hz) under long-period noise (20–50 s) and microseisms
+    /// (3–10 s) far stronger than it, as on a broadband station near a coast: the long-period
+    /// energy dominates the unfiltered LTA.
     fn under_microseisms() -> (StationStream, usize) {
         let mut s = stream(12_000);
         let onset = 6_000;
