@@ -138,6 +138,32 @@ pub enum Flush {
     End,
 }
 
+/// Whether chunk `k`, cut from data ending at `data_end` (`cut`), anchors a window whose data has
+/// not all arrived.
+fn waits_for_data(
+    mode: &WindowMode,
+    plan: &ChunkPlan,
+    k: i64,
+    data_end: i64,
+    cut: &Windowed,
+) -> bool {
+    match mode {
+        // Onsets are known only by cutting; one whose window does not fit is reported as
+        // outside the data.
+        WindowMode::Event { .. } => cut
+            .dropped
+            .iter()
+            .any(|d| d.reason == DropReason::OutsideData),
+        // Grid starts whose window does not fit are not candidates at all: the chunk's last
+        // start tells.
+        WindowMode::Sliding { step_s, .. } => {
+            let step = ((step_s * TARGET_RATE_HZ).round() as i64).max(1);
+            let last = ((k + 1) * plan.chunk - 1).div_euclid(step) * step;
+            last >= k * plan.chunk && last + plan.tail > data_end
+        }
+    }
+}
+
 /// One station's buffered data and progress.
 pub struct StationWindower {
     key: StationKey,
@@ -246,22 +272,7 @@ impl StationWindower {
                 // is already whole, else wait; more data may still come.
                 let mut trial = Windowed::default();
                 self.cut_chunk(k, cfg, plan, &mut trial);
-                let waits = match &cfg.mode {
-                    // Onsets are known only by cutting; one whose window does not fit is
-                    // reported as outside the data.
-                    WindowMode::Event { .. } => trial
-                        .dropped
-                        .iter()
-                        .any(|d| d.reason == DropReason::OutsideData),
-                    // Grid starts whose window does not fit are not candidates at all: the
-                    // chunk's last start tells.
-                    WindowMode::Sliding { step_s, .. } => {
-                        let step = ((step_s * TARGET_RATE_HZ).round() as i64).max(1);
-                        let last = ((k + 1) * plan.chunk - 1).div_euclid(step) * step;
-                        last >= k * plan.chunk && last + plan.tail > data_end
-                    }
-                };
-                if waits {
+                if waits_for_data(&cfg.mode, plan, k, data_end, &trial) {
                     break;
                 }
                 out.absorb(trial);
@@ -416,6 +427,14 @@ mod tests {
         }
     }
 
+    /// The three components of one station, from the same noise and bursts.
+    fn station_traces(start_s: i64, n: usize, bursts: &[usize]) -> Vec<Trace> {
+        ["HHZ", "HHN", "HHE"]
+            .iter()
+            .map(|c| noise_trace(c, start_s, n, bursts))
+            .collect()
+    }
+
     fn records(t: &Trace, per: usize) -> Vec<Trace> {
         t.samples
             .chunks(per)
@@ -433,10 +452,7 @@ mod tests {
     fn record_by_record_equals_all_at_once() {
         let cfg = PipelineConfig::new(None);
         // Two events 220 s apart: two windows, each cut from its own chunk.
-        let traces: Vec<Trace> = ["HHZ", "HHN", "HHE"]
-            .iter()
-            .map(|c| noise_trace(c, 1_000_000, 60_000, &[9_000, 31_000]))
-            .collect();
+        let traces = station_traces(1_000_000, 60_000, &[9_000, 31_000]);
         let batch = window_traces(traces.clone(), &cfg);
         assert_eq!(batch.windows.len(), 2, "{:?}", batch.dropped);
 
@@ -465,10 +481,7 @@ mod tests {
     fn an_idle_flush_keeps_onsets_whose_tail_has_not_arrived() {
         let cfg = PipelineConfig::new(None);
         let plan = ChunkPlan::for_config(&cfg);
-        let traces: Vec<Trace> = ["HHZ", "HHN", "HHE"]
-            .iter()
-            .map(|c| noise_trace(c, 1_000_000, 12_000, &[6_000]))
-            .collect();
+        let traces = station_traces(1_000_000, 12_000, &[6_000]);
         let all = window_traces(traces.clone(), &cfg);
         assert_eq!(all.windows.len(), 1, "{:?}", all.dropped);
 
@@ -507,10 +520,7 @@ mod tests {
             step_s: 5.0,
         };
         let plan = ChunkPlan::for_config(&cfg);
-        let traces: Vec<Trace> = ["HHZ", "HHN", "HHE"]
-            .iter()
-            .map(|c| noise_trace(c, 1_000_000, 3_500, &[]))
-            .collect();
+        let traces = station_traces(1_000_000, 3_500, &[]);
         let key = station_of(&traces[0]).unwrap();
         let mut station = StationWindower::new(key, false);
         let (first, rest) = (1_000_000 * 100, 1_000_000 * 100 + 3_000);
@@ -537,10 +547,7 @@ mod tests {
     fn an_idle_flush_cuts_past_a_dead_component() {
         let cfg = PipelineConfig::new(None);
         let plan = ChunkPlan::for_config(&cfg);
-        let traces: Vec<Trace> = ["HHZ", "HHN", "HHE"]
-            .iter()
-            .map(|c| noise_trace(c, 1_000_000, 12_000, &[4_000]))
-            .collect();
+        let traces = station_traces(1_000_000, 12_000, &[4_000]);
         let key = station_of(&traces[0]).unwrap();
         let mut station = StationWindower::new(key, false);
         // HHE stops after 30 s; the others go on.
@@ -593,10 +600,7 @@ mod tests {
     fn a_resumed_station_skips_chunks_without_context() {
         let cfg = PipelineConfig::new(None);
         let plan = ChunkPlan::for_config(&cfg);
-        let traces: Vec<Trace> = ["HHZ", "HHN", "HHE"]
-            .iter()
-            .map(|c| noise_trace(c, 1_000_007, 20_000, &[]))
-            .collect();
+        let traces = station_traces(1_000_007, 20_000, &[]);
         let key = station_of(&traces[0]).unwrap();
         let mut fresh = StationWindower::new(key.clone(), false);
         let mut resumed = StationWindower::new(key, true);
