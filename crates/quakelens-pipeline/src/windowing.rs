@@ -1,17 +1,25 @@
 //! Windowing stage: station assembly and window cutting, incrementally, one station at a time.
 //!
-//! Each station's data is cut in fixed chunks of the absolute 100 Hz grid. A chunk is
-//! processed once every component has data past its end plus a tail (or when the stream ends),
-//! with a fixed amount of context before it, so the windows do not depend on how the data
-//! arrived: the embedded run (all files at once) and the `windower` service (record by record
-//! from Kafka) produce the same rows. Memory per station stays bounded by context + chunk + tail.
+//! Each station's data is cut in fixed chunks of the absolute 100 Hz grid. A chunk is cut once
+//! every component has data past its end plus a tail (or when the stream ends). Its onsets come
+//! from a streaming picker that each sample passes through once; the picker restarts from rest
+//! at a fixed warm-up before every trigger epoch of the grid, so the windows depend on the data
+//! alone, not on how it arrived: the embedded run (all files at once) and the `windower` service
+//! (record by record from Kafka, restarted anywhere) produce the same rows. Memory per station
+//! stays bounded by the next chunk's window span.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use quakelens_signal::assembly::{assemble, AssemblyStats};
+use std::collections::VecDeque;
+
+use quakelens_signal::assembly::{assemble, Assembly, AssemblyStats};
 use quakelens_signal::miniseed::Trace;
+use quakelens_signal::picker::{Pick, Picker};
 use quakelens_signal::stream::{ChannelId, ChannelOrder, Component, StationKey};
-use quakelens_signal::window::{cut_windows_in, DropReason, DroppedWindow, Window, WindowMode};
+use quakelens_signal::trigger::TriggerConfig;
+use quakelens_signal::window::{
+    cut_at, event_candidates, sliding_candidates, DropReason, DroppedWindow, Window, WindowMode,
+};
 use quakelens_signal::{TARGET_PERIOD_NS, TARGET_RATE_HZ};
 
 use crate::config::PipelineConfig;
@@ -42,38 +50,69 @@ impl Windowed {
     }
 }
 
-/// Chunk geometry on the 100 Hz grid (samples).
+/// Chunk and trigger geometry on the 100 Hz grid (samples).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChunkPlan {
     /// Windows are anchored (onset or start) in `[k·chunk, (k+1)·chunk)`.
     pub chunk: i64,
-    /// Context before a chunk: trigger warm-up and the event-merge horizon.
-    pub context: i64,
-    /// Data after a chunk: the longest window tail.
+    /// Trigger warm-up before an epoch: two LTA lengths settle the STA/LTA, and onsets up to
+    /// `post_s` before the epoch decide merges. A multiple of `chunk`.
+    pub warmup: i64,
+    /// Data after a chunk: the longest window tail (the onset's peak ratio is taken within it).
     pub tail: i64,
+    /// Samples before the onset in an event window.
+    pub pre: i64,
+    /// The picker restarts from rest at the warm-up before every multiple of `epoch` (a
+    /// multiple of `chunk`): onsets in `[e·epoch, (e+1)·epoch)` come from the picker started at
+    /// `e·epoch − warmup`, so they depend on the data alone, not on when it arrived or where a
+    /// restart replayed it from.
+    pub epoch: i64,
+    /// Data beyond a piece's edges that its assembly sees, so resampling's edge effects stay
+    /// outside the samples used.
+    pub margin: i64,
 }
+
+/// Trigger epoch length (s): each picker runs `(epoch + warm-up + tail) / epoch` ≈ 1.17 times
+/// over the data, and a restart replays at most one epoch plus the warm-up.
+const EPOCH_S: f64 = 300.0;
+/// Assembly margin (s): above the resampling filter's half length for 20–200 Hz recordings.
+const MARGIN_S: f64 = 1.0;
 
 impl ChunkPlan {
     /// The plan for `mode` with chunks of `chunk_s` seconds. Shorter chunks cut windows sooner
-    /// after their end (latency ≈ one chunk) at the price of recomputing the context per chunk.
+    /// after their end (latency ≈ one chunk).
     pub fn new(mode: &WindowMode, chunk_s: f64) -> Self {
         let samples = |s: f64| (s * TARGET_RATE_HZ).round() as i64;
         let chunk = samples(chunk_s).max(1);
+        let whole_chunks =
+            |n: i64| n.div_euclid(chunk) * chunk + if n % chunk == 0 { 0 } else { chunk };
+        let margin = samples(MARGIN_S);
         match mode {
             WindowMode::Event {
-                trigger, post_s, ..
-            } => Self {
-                chunk,
-                // Two LTA lengths settle the recursive STA/LTA; onsets up to post_s before the
-                // chunk decide merges, and they need their own warm-up.
-                context: 2 * samples(trigger.lta_s) + samples(*post_s),
-                // The window after the onset; the trigger's peak ratio is taken within it.
-                tail: samples(*post_s),
-            },
+                trigger,
+                pre_s,
+                post_s,
+            } => {
+                let (warmup, tail) = (
+                    whole_chunks(2 * samples(trigger.lta_s) + samples(*post_s)),
+                    samples(*post_s),
+                );
+                Self {
+                    chunk,
+                    warmup,
+                    tail,
+                    pre: samples(*pre_s),
+                    epoch: whole_chunks(samples(EPOCH_S).max(2 * (warmup + tail))),
+                    margin,
+                }
+            }
             WindowMode::Sliding { length_s, .. } => Self {
                 chunk,
-                context: 0,
+                warmup: 0,
                 tail: samples(*length_s),
+                pre: 0,
+                epoch: chunk,
+                margin,
             },
         }
     }
@@ -82,12 +121,32 @@ impl ChunkPlan {
         Self::new(&cfg.mode, cfg.chunk_s)
     }
 
-    /// Grid span `[start, end)` that chunk `k` is cut from.
-    fn span(&self, k: i64) -> (i64, i64) {
-        (
-            k * self.chunk - self.context,
-            (k + 1) * self.chunk + self.tail,
-        )
+    /// The epoch whose onsets chunk `k` anchors.
+    fn epoch_of(&self, k: i64) -> i64 {
+        (k * self.chunk).div_euclid(self.epoch)
+    }
+
+    /// Where epoch `e`'s picker starts.
+    fn epoch_start(&self, e: i64) -> i64 {
+        e * self.epoch - self.warmup
+    }
+
+    /// Whether chunk `k` of a station whose replay after a restart begins at grid index `h` was
+    /// cut before the restart. The replay begins at the oldest record the last run still
+    /// needed (see [`StationWindower::retained_from`]): the warm-up of the epoch it was in. So
+    /// a replay that begins late in an epoch (in its last warm-up, margin and one warm-up
+    /// more for the record's length) without covering that epoch's start means the epoch was
+    /// done; anywhere else the station's data really begins at `h`, and its picker starts
+    /// there as it did in the last run.
+    fn finished_before(&self, k: i64, h: i64) -> bool {
+        let e = self.epoch_of(k);
+        let late_in_epoch = (e + 1) * self.epoch - h <= 2 * self.warmup + self.margin;
+        h > self.epoch_start(e) - self.margin && late_in_epoch
+    }
+
+    /// The end of the piece of `chunk` samples that holds grid index `at`, rounded up.
+    fn piece_end(&self, at: i64) -> i64 {
+        (at.div_euclid(self.chunk) + 1) * self.chunk
     }
 }
 
@@ -124,18 +183,122 @@ fn clip(t: &Trace, a: i64, b: i64) -> Option<Trace> {
     })
 }
 
+/// The station stream over grid span `[a, b)`, assembled from `traces` seen `margin` beyond it.
+fn assemble_span(traces: &[Trace], a: i64, b: i64, margin: i64, order: ChannelOrder) -> Assembly {
+    let clipped: Vec<Trace> = traces
+        .iter()
+        .filter_map(|t| clip(t, a - margin, b + margin))
+        .collect();
+    if clipped.is_empty() {
+        return Assembly::default();
+    }
+    assemble(&clipped, order)
+}
+
 /// How far [`StationWindower::advance`] cuts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Flush {
     /// Chunks every component has data for, window tails included.
     No,
     /// The station was silent for a while: chunks whose span the newest data of any component
-    /// covers (a dead component does not hold the others back), then chunks near the end whose
-    /// windows are all whole already. A chunk with a window whose tail has not arrived stays
-    /// uncut, with every chunk after it: a lagging feed that resumes loses no onset.
+    /// covers (a dead component does not hold the others back; the trigger counts it as
+    /// silence there), then chunks near the end whose windows are all whole already. A chunk
+    /// with a window whose tail has not arrived stays uncut, with every chunk after it: a
+    /// lagging feed that resumes loses no onset.
     Idle,
     /// No more data will come: everything that is there, incomplete windows reported as dropped.
     End,
+}
+
+/// What the trigger front reads its pieces from.
+#[derive(Clone, Copy)]
+struct FeedSource<'a> {
+    traces: &'a [Trace],
+    trigger: &'a TriggerConfig,
+    plan: &'a ChunkPlan,
+    order: ChannelOrder,
+}
+
+/// The pickers of a station and how far they have been fed.
+#[derive(Clone, Debug, Default)]
+struct TriggerFront {
+    /// Grid index up to which the data was fed.
+    fed_to: i64,
+    /// One picker per epoch whose span `[start, end + tail)` holds `fed_to`, oldest first.
+    pickers: VecDeque<(i64, Picker)>,
+    /// Samples fed to pickers so far (each picker counted), to check the cost.
+    fed_samples: u64,
+}
+
+impl TriggerFront {
+    fn at_epoch(plan: &ChunkPlan, e: i64) -> Self {
+        Self {
+            fed_to: plan.epoch_start(e),
+            pickers: VecDeque::new(),
+            fed_samples: 0,
+        }
+    }
+
+    fn picker(&mut self, e: i64) -> Option<&mut Picker> {
+        self.pickers
+            .iter_mut()
+            .find(|(pe, _)| *pe == e)
+            .map(|(_, p)| p)
+    }
+
+    /// Feeds the stream up to grid index `to` in pieces of whole chunks (the last one may end at
+    /// `to` when `partial`), each assembled with the plan's margin, so that every run over the
+    /// same data assembles the same pieces. Each piece goes to every epoch's picker whose span
+    /// holds it.
+    fn feed(&mut self, to: i64, partial: bool, source: &FeedSource, out: &mut Windowed) {
+        let FeedSource {
+            traces,
+            trigger,
+            plan,
+            order,
+        } = *source;
+        while self.fed_to < to {
+            let at = self.fed_to;
+            let end = match plan.piece_end(at) {
+                e if e <= to => e,
+                _ if partial => to,
+                _ => break,
+            };
+            let newest = (at + plan.warmup).div_euclid(plan.epoch);
+            if self.picker(newest).is_none() {
+                let picker = Picker::new(trigger, plan.tail as usize, at);
+                self.pickers.push_back((newest, picker));
+            }
+            let asm = assemble_span(traces, at, end, plan.margin, order);
+            out.unassembled
+                .extend(asm.unassembled.iter().map(|u| u.to_string()));
+            let n = (end - at) as usize;
+            let mut piece: [Vec<f64>; 3] = std::array::from_fn(|_| vec![f64::NAN; n]);
+            if let Some(stream) = asm.streams.first() {
+                out.streams = 1;
+                for (dst, src) in piece.iter_mut().zip(&stream.channels) {
+                    let from = (at - stream.first_index).clamp(0, src.len() as i64) as usize;
+                    let to = (end - stream.first_index).clamp(0, src.len() as i64) as usize;
+                    let offset = (stream.first_index + from as i64 - at) as usize;
+                    dst[offset..offset + (to - from)].copy_from_slice(&src[from..to]);
+                }
+            }
+            let [a, b, c] = &piece;
+            for (e, p) in self.pickers.iter_mut() {
+                if at < (*e + 1) * plan.epoch + plan.tail {
+                    p.feed([a, b, c]);
+                    if !asm.streams.is_empty() {
+                        self.fed_samples += n as u64;
+                    }
+                }
+            }
+            self.fed_to = end;
+        }
+    }
+
+    fn finish(&mut self) {
+        self.pickers.iter_mut().for_each(|(_, p)| p.finish());
+    }
 }
 
 /// Whether chunk `k`, cut from data ending at `data_end` (`cut`), anchors a window whose data has
@@ -164,15 +327,16 @@ fn waits_for_data(
     }
 }
 
-/// One station's buffered data and progress.
+/// One station's buffered data, trigger state and progress.
 pub struct StationWindower {
     key: StationKey,
     traces: Vec<Trace>,
     next_chunk: Option<i64>,
-    /// First grid index received in this process: chunks needing earlier context were cut
+    /// First grid index received in this process: chunks needing earlier data were cut
     /// before a restart (if `resumed`) and are skipped.
     history_start: Option<i64>,
     resumed: bool,
+    front: Option<TriggerFront>,
 }
 
 impl StationWindower {
@@ -183,6 +347,7 @@ impl StationWindower {
             next_chunk: None,
             history_start: None,
             resumed,
+            front: None,
         }
     }
 
@@ -190,8 +355,19 @@ impl StationWindower {
         &self.key
     }
 
+    /// Oldest grid index the next cuts read: the trigger's next piece and the next chunk's
+    /// windows, each with its assembly margin.
+    fn needed_from(&self, plan: &ChunkPlan) -> Option<i64> {
+        let k = self.next_chunk?;
+        let fed = self
+            .front
+            .as_ref()
+            .map_or(plan.epoch_start(plan.epoch_of(k)), |f| f.fed_to);
+        Some(fed.min(k * plan.chunk - plan.pre) - plan.margin)
+    }
+
     /// Adds a record or trace, joining it to a contiguous predecessor of the same channel.
-    /// Data for chunks already cut (late records) is ignored and counted.
+    /// Data before what the next cuts read (late records) is ignored and counted.
     pub fn push(&mut self, trace: Trace, plan: &ChunkPlan) -> usize {
         if trace.samples.is_empty() {
             return 0;
@@ -201,8 +377,10 @@ impl StationWindower {
         if self.next_chunk.is_none() {
             self.next_chunk = Some(start.div_euclid(plan.chunk));
         }
-        let cut_until = self.next_chunk.unwrap_or(0) * plan.chunk - plan.context;
-        if end_grid(&trace) <= cut_until {
+        if self
+            .needed_from(plan)
+            .is_some_and(|from| end_grid(&trace) <= from)
+        {
             return trace.samples.len();
         }
         let joinable = self.traces.iter_mut().rev().find(|t| {
@@ -237,9 +415,11 @@ impl StationWindower {
         self.traces.iter().map(end_grid).max()
     }
 
-    /// Oldest grid index still needed; records ending before it may be committed.
+    /// Oldest grid index a restart must replay to cut the next chunk as this run does (the
+    /// start of its epoch's picker); records ending before it may be committed.
     pub fn retained_from(&self, plan: &ChunkPlan) -> Option<i64> {
-        self.next_chunk.map(|k| plan.span(k).0)
+        let k = self.next_chunk?;
+        Some(plan.epoch_start(plan.epoch_of(k)) - plan.margin)
     }
 
     /// Cuts every chunk that `flush` says is ready.
@@ -248,30 +428,36 @@ impl StationWindower {
         let (Some(data_end), Some(mut k)) = (self.data_end(), self.next_chunk) else {
             return out;
         };
-        // Chunk k is complete when its whole span is covered: (k+1)·chunk + tail ≤ the end of
-        // the data (of every component; of any, once idle).
-        let complete = match flush {
+        // Chunk k is complete when the data reaches past its tail (and the margin): of every
+        // component, or of any once idle.
+        let covered = match flush {
             Flush::No => match self.watermark(cfg.order) {
-                Some(w) => w - plan.tail,
+                Some(w) => w - plan.margin,
                 None => return out,
             },
-            Flush::Idle | Flush::End => data_end - plan.tail,
+            Flush::Idle => data_end - plan.margin,
+            Flush::End => data_end,
         };
         loop {
-            // Chunks whose span holds no data cut nothing: jump to the first one that holds the
-            // next buffered sample, so a record far ahead in time (a wrong clock, a crafted
+            // Chunks with no data near them cut nothing: jump to the first one that can see
+            // the next buffered sample, so a record far ahead in time (a wrong clock, a crafted
             // header) costs one step, not one per second in between.
-            if let Some(next) = self.first_sample_from(plan.span(k).0) {
+            if let Some(next) = self.first_sample_from(k * plan.chunk - plan.warmup) {
                 k = k.max((next - plan.tail).div_euclid(plan.chunk));
             }
+            self.next_chunk = Some(k);
             let started = k * plan.chunk < data_end;
-            if (k + 1) * plan.chunk <= complete || (flush == Flush::End && started) {
-                self.cut_chunk(k, cfg, plan, &mut out);
+            let need = plan.piece_end((k + 1) * plan.chunk + plan.tail - 1);
+            if need <= covered || (flush == Flush::End && started) {
+                self.cut_chunk(k, cfg, plan, flush == Flush::End, &mut out);
             } else if flush == Flush::Idle && started {
                 // A chunk near the end of an idle station: cut only if every window it anchors
-                // is already whole, else wait; more data may still come.
+                // is already whole, else wait; more data may still come. The trial does not
+                // move the trigger: it goes on from where the complete data ends.
+                let kept = self.front.clone();
                 let mut trial = Windowed::default();
-                self.cut_chunk(k, cfg, plan, &mut trial);
+                self.cut_chunk(k, cfg, plan, true, &mut trial);
+                self.front = kept;
                 if waits_for_data(&cfg.mode, plan, k, data_end, &trial) {
                     break;
                 }
@@ -281,7 +467,9 @@ impl StationWindower {
             }
             k += 1;
             self.next_chunk = Some(k);
-            self.trim(plan.span(k).0);
+            if let Some(from) = self.needed_from(plan) {
+                self.trim(from);
+            }
         }
         out
     }
@@ -295,30 +483,101 @@ impl StationWindower {
             .min()
     }
 
-    fn cut_chunk(&self, k: i64, cfg: &PipelineConfig, plan: &ChunkPlan, out: &mut Windowed) {
-        let (a, b) = plan.span(k);
-        if self.resumed && self.history_start.is_some_and(|h| h > a) {
-            out.skipped_chunks += 1;
-            return;
+    /// Cuts chunk `k` into `out`; with `to_end`, from whatever data there is (windows not
+    /// whole are reported).
+    fn cut_chunk(
+        &mut self,
+        k: i64,
+        cfg: &PipelineConfig,
+        plan: &ChunkPlan,
+        to_end: bool,
+        out: &mut Windowed,
+    ) {
+        let core = k * plan.chunk..(k + 1) * plan.chunk;
+        let mut picked = Vec::new();
+        if let WindowMode::Event { trigger, .. } = &cfg.mode {
+            let picks = self.picks_in(k, trigger, cfg, plan, to_end, out);
+            if self.resumed
+                && self
+                    .history_start
+                    .is_some_and(|h| plan.finished_before(k, h))
+            {
+                out.skipped_chunks += 1;
+                return;
+            }
+            let (candidates, merged) = event_candidates(&picks, plan.pre, core.clone());
+            out.merged_onsets += merged;
+            if candidates.is_empty() {
+                return;
+            }
+            picked = candidates;
         }
-        let clipped: Vec<Trace> = self.traces.iter().filter_map(|t| clip(t, a, b)).collect();
-        if clipped.is_empty() {
-            return;
-        }
-        let asm = assemble(&clipped, cfg.order);
+        let (a, b) = (core.start - plan.pre, core.end + plan.tail);
+        let asm = assemble_span(&self.traces, a, b, plan.margin, cfg.order);
         out.unassembled
             .extend(asm.unassembled.iter().map(|u| u.to_string()));
-        if !asm.streams.is_empty() {
-            out.streams = 1;
-        }
         for stream in &asm.streams {
+            out.streams = 1;
             out.stats += &stream.stats;
-            let core = k * plan.chunk..(k + 1) * plan.chunk;
-            let cut = cut_windows_in(stream, &cfg.mode, cfg.gaps, core);
+            let candidates = match cfg.mode.sliding_step() {
+                // Grid starts within the data whose window fits in it.
+                Some(step) => {
+                    let first = stream.first_index.max(core.start);
+                    let end = (stream.first_index + stream.len() as i64).min(b);
+                    sliding_candidates(step, cfg.mode.window_samples(), first..core.end, end)
+                }
+                None => picked.clone(),
+            };
+            let cut = cut_at(stream, &cfg.mode, cfg.gaps, &candidates);
             out.windows.extend(cut.windows);
             out.dropped.extend(cut.dropped);
-            out.merged_onsets += cut.merged_onsets;
         }
+    }
+
+    /// The onsets of chunk `k`: its epoch's picker fed past the chunk's tail (to the end of
+    /// the data with `to_end`), so every onset in it has its whole peak window.
+    fn picks_in(
+        &mut self,
+        k: i64,
+        trigger: &TriggerConfig,
+        cfg: &PipelineConfig,
+        plan: &ChunkPlan,
+        to_end: bool,
+        out: &mut Windowed,
+    ) -> Vec<Pick> {
+        let e = plan.epoch_of(k);
+        let data_end = self.data_end().unwrap_or(i64::MIN);
+        // First chunk, or a jump past whole epochs: that epoch's picker starts from rest.
+        if self
+            .front
+            .as_ref()
+            .is_none_or(|f| f.fed_to < plan.epoch_start(e))
+        {
+            self.front = Some(TriggerFront::at_epoch(plan, e));
+        }
+        let Some(front) = self.front.as_mut() else {
+            return Vec::new();
+        };
+        front.pickers.retain(|(pe, _)| *pe >= e);
+        let need = plan.piece_end((k + 1) * plan.chunk + plan.tail - 1);
+        let source = FeedSource {
+            traces: &self.traces,
+            trigger,
+            plan,
+            order: cfg.order,
+        };
+        if to_end {
+            front.feed(need.min(data_end), true, &source, out);
+            if front.fed_to >= data_end {
+                front.finish();
+            }
+        } else {
+            front.feed(need, false, &source, out);
+        }
+        front
+            .picker(e)
+            .map(|p| p.take(k * plan.chunk, (k + 1) * plan.chunk))
+            .unwrap_or_default()
     }
 
     /// Drops samples before grid index `from`: whole traces at once, the front of a trace only
@@ -477,6 +736,126 @@ mod tests {
         assert_eq!(streamed.windows, batch.windows);
     }
 
+    /// Records of the three components, interleaved as a live feed sends them: `per` samples
+    /// each, one component `lag` records behind the others.
+    fn feed_order(traces: &[Trace], per: usize, lag: usize) -> Vec<Trace> {
+        let per_channel: Vec<Vec<Trace>> = traces.iter().map(|t| records(t, per)).collect();
+        let n = per_channel[0].len();
+        let mut out = Vec::new();
+        for i in 0..n + lag {
+            for (c, ch) in per_channel.iter().enumerate() {
+                let j = if c == 2 { i.checked_sub(lag) } else { Some(i) };
+                if let Some(r) = j.and_then(|j| ch.get(j)) {
+                    out.push(r.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Pushes `records` into `station`, cutting as the data becomes complete, then to the end.
+    fn stream_through(
+        station: &mut StationWindower,
+        records: &[Trace],
+        cfg: &PipelineConfig,
+        end: bool,
+    ) -> Vec<Window> {
+        let plan = ChunkPlan::for_config(cfg);
+        let mut out = Windowed::default();
+        for r in records {
+            station.push(r.clone(), &plan);
+            out.absorb(station.advance(cfg, &plan, Flush::No));
+        }
+        if end {
+            out.absorb(station.advance(cfg, &plan, Flush::End));
+        }
+        out.windows
+    }
+
+    /// Ten minutes crossing two trigger epochs, with onsets on both sides of each boundary.
+    fn across_epochs() -> Vec<Trace> {
+        // Epochs start every 300 s: at grid 1_000_200 s and 1_000_500 s, i.e. samples 20,000
+        // and 50,000 of this data.
+        station_traces(
+            1_000_000,
+            60_000,
+            &[9_000, 19_700, 20_400, 31_000, 49_900, 53_000],
+        )
+    }
+
+    #[test]
+    fn record_sizes_and_interleavings_give_the_same_windows() {
+        let cfg = PipelineConfig::new(None);
+        let traces = across_epochs();
+        let key = station_of(&traces[0]).unwrap();
+        let all = window_traces(traces.clone(), &cfg).windows;
+        assert!(all.len() >= 5, "{}", all.len());
+        for (per, lag) in [(100, 0), (412, 3), (1_000, 0), (2_048, 1), (64, 40)] {
+            let mut station = StationWindower::new(key.clone(), false);
+            let streamed = stream_through(&mut station, &feed_order(&traces, per, lag), &cfg, true);
+            assert_eq!(streamed, all, "{per}-sample records, lag {lag}");
+        }
+    }
+
+    #[test]
+    fn a_restart_anywhere_gives_the_same_rows() {
+        let cfg = PipelineConfig::new(None);
+        let plan = ChunkPlan::for_config(&cfg);
+        let traces = across_epochs();
+        let key = station_of(&traces[0]).unwrap();
+        let sequence = feed_order(&traces, 412, 2);
+        let mut once = StationWindower::new(key.clone(), false);
+        let uninterrupted = stream_through(&mut once, &sequence, &cfg, true);
+        let by_id: BTreeMap<&str, &Window> =
+            uninterrupted.iter().map(|w| (w.id.as_str(), w)).collect();
+        for crash in [0.1, 0.33, 0.5, 0.62, 0.75, 0.95] {
+            let at = (crash * sequence.len() as f64) as usize;
+            let mut first = StationWindower::new(key.clone(), false);
+            let mut got = stream_through(&mut first, &sequence[..at], &cfg, false);
+            // The stage commits the oldest record ending after `retained_from`; a restart
+            // replays from there, as a station the progress topic knows.
+            let keep = first.retained_from(&plan).unwrap();
+            let from = sequence[..at]
+                .iter()
+                .position(|r| end_grid(r) > keep)
+                .unwrap_or(at);
+            let mut again = StationWindower::new(key.clone(), true);
+            got.extend(stream_through(&mut again, &sequence[from..], &cfg, true));
+            let ids: BTreeSet<&str> = got.iter().map(|w| w.id.as_str()).collect();
+            assert_eq!(
+                ids,
+                by_id.keys().copied().collect(),
+                "crash after {at} records"
+            );
+            for w in &got {
+                let same = by_id[w.id.as_str()];
+                assert_eq!(
+                    (w.onset_ns, w.trigger_ratio),
+                    (same.onset_ns, same.trigger_ratio),
+                    "crash after {at} records"
+                );
+                assert!(w == same, "crash after {at} records: the samples differ");
+            }
+        }
+    }
+
+    #[test]
+    fn each_sample_goes_through_the_trigger_about_once() {
+        let cfg = PipelineConfig::new(None);
+        let plan = ChunkPlan::for_config(&cfg);
+        let traces = across_epochs();
+        let mut station = StationWindower::new(station_of(&traces[0]).unwrap(), false);
+        stream_through(&mut station, &feed_order(&traces, 412, 0), &cfg, true);
+        let fed = station.front.as_ref().map_or(0, |f| f.fed_samples);
+        // Epoch overlap: (epoch + warm-up + tail) / epoch; cutting each chunk from its own
+        // context, as before, fed 51 times the data.
+        let bound = 60_000.0 * (plan.epoch + plan.warmup + plan.tail) as f64 / plan.epoch as f64;
+        assert!(
+            (fed as f64) <= bound * 1.05,
+            "{fed} samples fed for 60,000 (bound {bound})"
+        );
+    }
+
     #[test]
     fn an_idle_flush_keeps_onsets_whose_tail_has_not_arrived() {
         let cfg = PipelineConfig::new(None);
@@ -567,8 +946,10 @@ mod tests {
             "{idle:?}"
         );
         // And it went on to the end of the live components' data: no window there waits.
-        let next = station.retained_from(&plan).unwrap() + plan.context;
-        assert_eq!(next, 1_000_000 * 100 + 12_000);
+        assert_eq!(
+            station.next_chunk.map(|k| k * plan.chunk),
+            Some(1_000_000 * 100 + 12_000)
+        );
     }
 
     #[test]
@@ -600,7 +981,9 @@ mod tests {
     fn a_resumed_station_skips_chunks_without_context() {
         let cfg = PipelineConfig::new(None);
         let plan = ChunkPlan::for_config(&cfg);
-        let traces = station_traces(1_000_007, 20_000, &[]);
+        // Data from 1_000_170 s, where the warm-up of the epoch at 1_000_200 s begins, as
+        // a replay from a last run's retained position does.
+        let traces = station_traces(1_000_170, 40_000, &[]);
         let key = station_of(&traces[0]).unwrap();
         let mut fresh = StationWindower::new(key.clone(), false);
         let mut resumed = StationWindower::new(key, true);
@@ -610,7 +993,8 @@ mod tests {
         }
         assert_eq!(fresh.advance(&cfg, &plan, Flush::End).skipped_chunks, 0);
         let r = resumed.advance(&cfg, &plan, Flush::End);
-        // Data starts at 1_000_007 s: the chunks of the first 30 s (the context) are skipped.
+        // The epoch that began at 999_900 s was done: its last 30 chunks are skipped; the next
+        // epoch has its warm-up replayed.
         assert_eq!(r.skipped_chunks, 30);
     }
 

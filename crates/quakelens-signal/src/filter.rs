@@ -94,9 +94,13 @@ impl Bandpass {
 
     /// A filter at rest for a stream on the 100 Hz grid.
     pub fn filter(&self) -> SosFilter {
-        let sections = design_sections(self.freqmin, self.freqmax, self.corners, TARGET_RATE_HZ)
-            .unwrap_or_default(); // checked in `new`
-        SosFilter::new(sections)
+        SosFilter::new(self.sections())
+    }
+
+    /// The second-order sections for the 100 Hz grid.
+    pub fn sections(&self) -> Vec<Section> {
+        design_sections(self.freqmin, self.freqmax, self.corners, TARGET_RATE_HZ)
+            .unwrap_or_default() // checked in `new`
     }
 }
 
@@ -143,7 +147,7 @@ impl Section {
     /// One sample through this section in direct form II transposed (scipy's `sosfilt`), with
     /// its two delays in `z`.
     #[inline(always)]
-    fn step(&self, z: &mut [f64; 2], x: f64) -> f64 {
+    pub(crate) fn step(&self, z: &mut [f64; 2], x: f64) -> f64 {
         let out = self.b[0] * x + z[0];
         z[0] = self.b[1] * x - self.a[0] * out + z[1];
         z[1] = self.b[2] * x - self.a[1] * out;
@@ -172,25 +176,6 @@ impl SosFilter {
                 cur = s.step(z, cur);
             }
             *v = cur;
-        }
-    }
-
-    /// Filters three streams of equal length at once, each from rest, in place: the same
-    /// arithmetic as three [`Self::process`] calls (bit for bit), but the three recursions are
-    /// independent, so the processor overlaps them (the trigger filters every component of
-    /// every chunk; this is its hot loop).
-    pub fn process_three_from_rest(&self, x: [&mut [f64]; 3]) {
-        let n = x.iter().map(|c| c.len()).min().unwrap_or(0);
-        let [a, b, c] = x;
-        let mut state = vec![[[0.0f64; 2]; 3]; self.sections.len()];
-        for i in 0..n {
-            let mut cur = [a[i], b[i], c[i]];
-            for (s, z) in self.sections.iter().zip(state.iter_mut()) {
-                for ch in 0..3 {
-                    cur[ch] = s.step(&mut z[ch], cur[ch]);
-                }
-            }
-            (a[i], b[i], c[i]) = (cur[0], cur[1], cur[2]);
         }
     }
 
@@ -405,9 +390,10 @@ mod tests {
             (x.clone(), x.iter().map(|v| -2.0 * v).collect(), x);
         let mut q_alone: Vec<f64> = q.clone();
         band().filter().process(&mut q_alone);
-        band()
-            .filter()
-            .process_three_from_rest([&mut p, &mut q, &mut r]);
+        let mut three = crate::picker::ThreeChannelFilter::new(band().sections());
+        for i in 0..p.len() {
+            [p[i], q[i], r[i]] = three.step([p[i], q[i], r[i]]);
+        }
         assert_eq!((p, q, r), (whole.clone(), q_alone, whole));
     }
 

@@ -3,8 +3,9 @@
 //! Everything here is pure computation over samples: no broker, no files beyond miniSEED decoding.
 //! The pipeline order is the module order:
 //! [`miniseed`] decodes records → [`assembly`] builds 3-component station streams on a 100 Hz grid
-//! (resampling with [`resample`]) → [`window`] cuts P-aligned or sliding windows (triggers from
-//! [`trigger`], bandpassed by [`filter`]) → [`spectrogram`] and [`features`] turn each window into model inputs.
+//! (resampling with [`resample`]) → [`window`] cuts P-aligned or sliding windows (onsets from
+//! the streaming [`picker`]: [`trigger`]'s STA/LTA, bandpassed by [`filter`]) → [`spectrogram`]
+//! and [`features`] turn each window into model inputs.
 //!
 //! Numerics follow the reference tools exactly where they are math: `scipy.signal.spectrogram`,
 //! `scipy.signal.welch`, `scipy.signal.resample_poly`, ObsPy's `recursive_sta_lta` and
@@ -16,6 +17,7 @@ pub mod features;
 pub mod filter;
 pub mod miniseed;
 pub mod pairwise;
+pub mod picker;
 pub mod reference;
 pub mod resample;
 pub mod spectrogram;

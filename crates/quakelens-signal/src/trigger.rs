@@ -135,62 +135,6 @@ impl Default for TriggerConfig {
     }
 }
 
-/// A P onset found on a trace: sample index and the highest STA/LTA ratio while triggered.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Onset {
-    pub index: usize,
-    pub peak_ratio: f64,
-}
-
-/// Runs the recursive STA/LTA trigger on a gap-free trace sampled at `rate` Hz (in the pipeline,
-/// the [`trigger_trace`]); the characteristic function squares it.
-pub fn detect_onsets(trace: &[f64], rate: f64, cfg: &TriggerConfig) -> Vec<Onset> {
-    if trace.is_empty() {
-        return Vec::new();
-    }
-    let nsta = (cfg.sta_s * rate).round().max(1.0) as usize;
-    let nlta = (cfg.lta_s * rate).round().max(1.0) as usize;
-    let cf = recursive_sta_lta(trace, nsta, nlta);
-    trigger_onset(&cf, cfg.thres_on, cfg.thres_off, None, false)
-        .into_iter()
-        .map(|(on, off)| Onset {
-            index: on,
-            peak_ratio: cf[on..=off.min(cf.len() - 1)]
-                .iter()
-                .cloned()
-                .fold(f64::MIN, f64::max),
-        })
-        .collect()
-}
-
-/// The trace the trigger runs on: the 3-component ground-motion modulus
-/// `sqrt(n² + e² + z²)` of the demeaned channels, each bandpassed first when `filter` says so
-/// (causal, from rest at the first sample), so STA/LTA (which squares its input) sees the total
-/// energy in the band. Three components triple the noise degrees of freedom, which keeps noise
-/// from triggering at thresholds low enough for small P arrivals. Missing samples (NaN) count as
-/// silence, so a gap can neither trigger nor hide an onset next to it.
-pub fn trigger_trace(channels: [&[f64]; 3], filter: &TriggerFilter) -> Vec<f64> {
-    let n = channels.iter().map(|c| c.len()).min().unwrap_or(0);
-    let [mut a, mut b, mut c] = channels.map(|c| {
-        let (sum, count) = c
-            .iter()
-            .filter(|v| !v.is_nan())
-            .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
-        let mean = if count == 0 { 0.0 } else { sum / count as f64 };
-        c[..n]
-            .iter()
-            .map(|v| if v.is_nan() { 0.0 } else { v - mean })
-            .collect::<Vec<f64>>()
-    });
-    if let Some(band) = filter.bandpass() {
-        band.filter()
-            .process_three_from_rest([&mut a, &mut b, &mut c]);
-    }
-    (0..n)
-        .map(|i| (a[i] * a[i] + b[i] * b[i] + c[i] * c[i]).sqrt())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,12 +153,6 @@ mod tests {
         let picks = trigger_onset(&cf, 3.0, 1.0, None, false);
         assert_eq!(picks.len(), 1, "{picks:?}");
         assert!((2000..2020).contains(&picks[0].0), "{picks:?}");
-        let quiet = vec![0.0; x.len()];
-        let modulus = trigger_trace([&x, &quiet, &quiet], &TriggerFilter::None);
-        assert!((modulus[2000] - x[2000].abs()).abs() < 1.0);
-        let onsets = detect_onsets(&modulus, 100.0, &TriggerConfig::default());
-        assert_eq!(onsets.len(), 1);
-        assert!(onsets[0].peak_ratio > 3.0);
     }
 
     #[test]

@@ -9,8 +9,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::assembly::StationStream;
+use crate::picker::{pick_stream, Pick};
 use crate::stream::{ChannelOrder, StationKey};
-use crate::trigger::{detect_onsets, trigger_trace, TriggerConfig};
+use crate::trigger::TriggerConfig;
 use crate::{TARGET_PERIOD_NS, TARGET_RATE_HZ};
 
 /// Samples before the onset in an event window (5 s at 100 Hz).
@@ -165,87 +166,114 @@ pub struct CutResult {
     pub merged_onsets: usize,
 }
 
-/// A candidate window: where it starts in the stream and its trigger facts.
-struct Candidate {
-    start: i64,
-    onset: Option<(usize, f64)>,
+/// A candidate window: where it starts on the absolute 100 Hz grid and, for event windows, the
+/// onset (grid index) and its peak STA/LTA ratio.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Candidate {
+    pub start: i64,
+    pub onset: Option<(i64, f64)>,
 }
 
-/// Cuts every window `mode` defines from `stream`, applying the gap policy.
+impl WindowMode {
+    /// Samples before and after the onset of an event window.
+    pub fn event_extent(&self) -> Option<(i64, i64)> {
+        match self {
+            Self::Event { pre_s, post_s, .. } => Some((
+                (pre_s * TARGET_RATE_HZ).round() as i64,
+                (post_s * TARGET_RATE_HZ).round() as i64,
+            )),
+            Self::Sliding { .. } => None,
+        }
+    }
+
+    /// Grid step between sliding windows.
+    pub fn sliding_step(&self) -> Option<i64> {
+        match self {
+            Self::Sliding { step_s, .. } => Some(((step_s * TARGET_RATE_HZ).round() as i64).max(1)),
+            Self::Event { .. } => None,
+        }
+    }
+}
+
+/// The event windows of `picks` whose onset lies in `core`, and how many onsets there were
+/// merged into an earlier event.
+pub fn event_candidates(
+    picks: &[Pick],
+    pre: i64,
+    core: std::ops::Range<i64>,
+) -> (Vec<Candidate>, usize) {
+    let in_core = picks.iter().filter(|p| core.contains(&p.index));
+    let merged = in_core.clone().filter(|p| p.merged).count();
+    let candidates = in_core
+        .filter(|p| !p.merged)
+        .map(|p| Candidate {
+            start: p.index - pre,
+            onset: Some((p.index, p.peak_ratio)),
+        })
+        .collect();
+    (candidates, merged)
+}
+
+/// Sliding windows starting in `core` (multiples of `step` since the epoch) that end within
+/// `[.., data_end)`.
+pub fn sliding_candidates(
+    step: i64,
+    samples: usize,
+    core: std::ops::Range<i64>,
+    data_end: i64,
+) -> Vec<Candidate> {
+    let first = core.start.div_euclid(step) * step;
+    let first = if first < core.start {
+        first + step
+    } else {
+        first
+    };
+    let last = data_end - samples as i64;
+    (0..)
+        .map(|k| first + k * step)
+        .take_while(|&s| s <= last && s < core.end)
+        .map(|start| Candidate { start, onset: None })
+        .collect()
+}
+
+/// Cuts every window `mode` defines from a whole `stream`, applying the gap policy (the
+/// picker runs over the stream from its first sample).
 pub fn cut_windows(stream: &StationStream, mode: &WindowMode, policy: GapPolicy) -> CutResult {
     let all = stream.first_index..stream.first_index + stream.len() as i64;
-    cut_windows_in(stream, mode, policy, all)
+    let (candidates, merged_onsets) = match mode {
+        WindowMode::Event { trigger, .. } => {
+            let (pre, post) = mode.event_extent().unwrap_or_default();
+            let [a, b, c] = &stream.channels;
+            let picks = pick_stream([a, b, c], trigger, post as usize, stream.first_index);
+            event_candidates(&picks, pre, all)
+        }
+        WindowMode::Sliding { .. } => {
+            let step = mode.sliding_step().unwrap_or(1);
+            (
+                sliding_candidates(step, mode.window_samples(), all.clone(), all.end),
+                0,
+            )
+        }
+    };
+    let mut cut = cut_at(stream, mode, policy, &candidates);
+    cut.merged_onsets = merged_onsets;
+    cut
 }
 
-/// Like [`cut_windows`], but keeps only windows anchored in `core` (absolute 100 Hz grid
-/// indices; the anchor is the onset in event mode, the start in sliding mode). The rest of the
-/// stream is context: trigger history before `core`, window tails after it. A stream cut in
-/// consecutive cores with the same context lengths gives the same windows however it is split.
-///
-/// Event mode merges an onset into the event before it when any onset was detected within
-/// `post_s` before it (S phase, coda re-triggers): a rule that looks only `post_s` back, so it
-/// needs no state from earlier cores.
-pub fn cut_windows_in(
+/// Cuts the windows at `candidates` from `stream`: each one either becomes a window or is
+/// listed as dropped with its reason (outside the stream, or a gap over the fill limit).
+pub fn cut_at(
     stream: &StationStream,
     mode: &WindowMode,
     policy: GapPolicy,
-    core: std::ops::Range<i64>,
+    candidates: &[Candidate],
 ) -> CutResult {
     let n = mode.window_samples();
     let mut result = CutResult::default();
-    let in_core = |index: usize| core.contains(&(stream.first_index + index as i64));
-    let candidates = match mode {
-        WindowMode::Event {
-            trigger,
-            pre_s,
-            post_s,
-        } => {
-            let pre = (pre_s * TARGET_RATE_HZ).round() as i64;
-            let post = (post_s * TARGET_RATE_HZ).round() as usize;
-            let [a, b, c] = &stream.channels;
-            let modulus = trigger_trace([a, b, c], &trigger.filter);
-            let mut accepted: Vec<Candidate> = Vec::new();
-            let mut previous: Option<usize> = None;
-            for onset in detect_onsets(&modulus, TARGET_RATE_HZ, trigger) {
-                let merged = previous.is_some_and(|p| onset.index < p + post);
-                previous = Some(onset.index);
-                if !in_core(onset.index) {
-                    continue;
-                }
-                if merged {
-                    result.merged_onsets += 1;
-                    continue;
-                }
-                accepted.push(Candidate {
-                    start: onset.index as i64 - pre,
-                    onset: Some((onset.index, onset.peak_ratio)),
-                });
-            }
-            accepted
-        }
-        WindowMode::Sliding { step_s, .. } => {
-            let step = ((step_s * TARGET_RATE_HZ).round() as i64).max(1);
-            let from = stream.first_index.max(core.start);
-            let first_abs = from.div_euclid(step) * step;
-            let first_abs = if first_abs < from {
-                first_abs + step
-            } else {
-                first_abs
-            };
-            let last_abs = stream.first_index + stream.len() as i64 - n as i64;
-            (0..)
-                .map(|k| first_abs + k * step)
-                .take_while(|&s| s <= last_abs && s < core.end)
-                .map(|s| Candidate {
-                    start: s - stream.first_index,
-                    onset: None,
-                })
-                .collect()
-        }
-    };
     for cand in candidates {
-        let start_ns = stream.time_ns(0) + cand.start * TARGET_PERIOD_NS;
-        if cand.start < 0 || cand.start as usize + n > stream.len() {
+        let start_ns = cand.start * TARGET_PERIOD_NS;
+        let offset = cand.start - stream.first_index;
+        if offset < 0 || offset as usize + n > stream.len() {
             result.dropped.push(DroppedWindow {
                 station: stream.key.clone(),
                 start_ns,
@@ -253,7 +281,7 @@ pub fn cut_windows_in(
             });
             continue;
         }
-        let range = cand.start as usize..cand.start as usize + n;
+        let range = offset as usize..offset as usize + n;
         let mut data: [Vec<f64>; 3] = Default::default();
         let (mut gap_runs, mut filled) = (0u32, 0u32);
         let mut dropped = None;
@@ -286,7 +314,7 @@ pub fn cut_windows_in(
             data,
             order: stream.order,
             mode: mode.name(),
-            onset_ns: cand.onset.map(|(i, _)| stream.time_ns(i)),
+            onset_ns: cand.onset.map(|(i, _)| i * TARGET_PERIOD_NS),
             trigger_ratio: cand.onset.map(|(_, r)| r),
             gap_runs,
             filled_samples: filled,
@@ -443,16 +471,21 @@ mod tests {
             post_s: 20.0,
         };
         let [a, b, c] = &s.channels;
-        let peak = |filter: &TriggerFilter| {
-            let trace = trigger_trace([a, b, c], filter);
-            let cf = crate::trigger::recursive_sta_lta(&trace, 50, 500);
-            // After two LTA lengths, as the windowing context settles it.
-            cf[1000..].iter().cloned().fold(0.0, f64::max)
+        // Whether the STA/LTA reaches `ratio` after two LTA lengths (as the windowing warm-up
+        // settles it): a picker switched on at that ratio picks there.
+        let reaches = |filter: &TriggerFilter, ratio: f64| {
+            let cfg = TriggerConfig {
+                filter: *filter,
+                thres_on: ratio,
+                ..TriggerConfig::default()
+            };
+            crate::picker::pick_stream([a, b, c], &cfg, 2000, 0)
+                .iter()
+                .any(|p| p.index >= 1000)
         };
-        let (raw, filtered) = (peak(&TriggerFilter::None), peak(&TriggerFilter::default()));
         assert!(
-            raw < 2.5 && filtered > 5.0,
-            "peak STA/LTA {raw} raw, {filtered} filtered"
+            !reaches(&TriggerFilter::None, 2.5) && reaches(&TriggerFilter::default(), 5.0),
+            "peak STA/LTA: 2.5 or more unfiltered, or under 5 filtered"
         );
 
         let missed = cut_windows(&s, &mode(TriggerFilter::None), GapPolicy::default());

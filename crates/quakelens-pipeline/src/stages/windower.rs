@@ -4,8 +4,9 @@
 //!
 //! Offsets: a record's offset is stored only once no station buffer needs its samples any more
 //! and every window cut from it is acknowledged, so a crash replays exactly the data the buffers
-//! held. A station first seen after a restart is marked resumed (the `windower.progress` topic
-//! knows it) and skips the chunks whose context was not replayed: their windows are already out.
+//! held (from the start of its trigger epoch's warm-up). A station first seen after a restart is
+//! marked resumed (the `windower.progress` topic knows it) and skips the chunks of an epoch
+//! whose warm-up was not replayed: their windows are already out.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};

@@ -36,6 +36,8 @@ pub enum BenchCommand {
     Shap(super::bench_explain::ShapBenchArgs),
     /// Live feeds through the broker and the windower/lake services: latency, memory, capacity.
     Services(super::bench_services::ServicesBenchArgs),
+    /// The windower stage alone at full speed on the in-memory transport: its capacity.
+    Windower(super::bench_windower::WindowerBenchArgs),
     /// The lake over a simulated day: files and SQL before/after optimize, sink start-up
     /// against growing history (vs loading every key, as the plain-Parquet sink did).
     Lake(super::bench_lake::LakeBenchArgs),
@@ -65,6 +67,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Signal(args) => signal(args),
         BenchCommand::Models(args) => super::bench_models::run(args),
         BenchCommand::Services(args) => super::bench_services::run(args),
+        BenchCommand::Windower(args) => super::bench_windower::run(args),
         BenchCommand::Explain(args) => super::bench_explain::run(args),
         BenchCommand::Image(args) => super::bench_explain::run_image(args),
         BenchCommand::Shap(args) => super::bench_explain::run_shap(args),
