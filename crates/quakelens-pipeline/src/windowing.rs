@@ -144,6 +144,12 @@ impl ChunkPlan {
         h > self.epoch_start(e) - self.margin && late_in_epoch
     }
 
+    /// How far the picker must be fed before chunk `k` is cut: past the chunk's window tail,
+    /// rounded up to a whole piece.
+    fn trigger_needed(&self, k: i64) -> i64 {
+        self.piece_end((k + 1) * self.chunk + self.tail - 1)
+    }
+
     /// The end of the piece of `chunk` samples that holds grid index `at`, rounded up.
     fn piece_end(&self, at: i64) -> i64 {
         (at.div_euclid(self.chunk) + 1) * self.chunk
@@ -319,8 +325,8 @@ fn waits_for_data(
             .any(|d| d.reason == DropReason::OutsideData),
         // Grid starts whose window does not fit are not candidates at all: the chunk's last
         // start tells.
-        WindowMode::Sliding { step_s, .. } => {
-            let step = ((step_s * TARGET_RATE_HZ).round() as i64).max(1);
+        WindowMode::Sliding { .. } => {
+            let step = mode.sliding_step().unwrap_or(1);
             let last = ((k + 1) * plan.chunk - 1).div_euclid(step) * step;
             last >= k * plan.chunk && last + plan.tail > data_end
         }
@@ -447,7 +453,7 @@ impl StationWindower {
             }
             self.next_chunk = Some(k);
             let started = k * plan.chunk < data_end;
-            let need = plan.piece_end((k + 1) * plan.chunk + plan.tail - 1);
+            let need = plan.trigger_needed(k);
             if need <= covered || (flush == Flush::End && started) {
                 self.cut_chunk(k, cfg, plan, flush == Flush::End, &mut out);
             } else if flush == Flush::Idle && started {
@@ -559,7 +565,7 @@ impl StationWindower {
             return Vec::new();
         };
         front.pickers.retain(|(pe, _)| *pe >= e);
-        let need = plan.piece_end((k + 1) * plan.chunk + plan.tail - 1);
+        let need = plan.trigger_needed(k);
         let source = FeedSource {
             traces: &self.traces,
             trigger,
