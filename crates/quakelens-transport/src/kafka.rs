@@ -465,35 +465,38 @@ impl Transport for KafkaTransport {
 }
 
 fn read_partitions(
-    c: ClientConfig,
+    mut c: ClientConfig,
     topic: &str,
     parts: i32,
     timeout: Duration,
 ) -> Result<Vec<Incoming>, TransportError> {
+    // The end of each partition is where a fetch reports it (partition EOF), not what
+    // ListOffsets says: tansu 0.6.0's object-store engines answer ListOffsets(latest) with the
+    // newest batch's first offset + 1, which hides every record of a multi-record batch but
+    // its first.
+    c.set("enable.partition.eof", "true");
     let consumer: BaseConsumer = c.create().map_err(TransportError::kafka("reader"))?;
     let mut tpl = TopicPartitionList::new();
-    let mut remaining = 0;
-    let mut ends = Vec::new();
+    let mut unread = std::collections::BTreeSet::new();
     for p in 0..parts {
         let (low, high) = consumer
             .fetch_watermarks(topic, p, timeout)
             .map_err(TransportError::kafka(format!("watermarks of {topic}[{p}]")))?;
-        ends.push(high);
         if high > low {
-            remaining += 1;
+            unread.insert(p);
             tpl.add_partition_offset(topic, p, Offset::Offset(low))
                 .map_err(TransportError::kafka("assign"))?;
         }
     }
     let mut out = Vec::new();
-    if remaining == 0 {
+    if unread.is_empty() {
         return Ok(out);
     }
     consumer
         .assign(&tpl)
         .map_err(TransportError::kafka(format!("assign {topic}")))?;
     let deadline = std::time::Instant::now() + timeout * 3;
-    while remaining > 0 {
+    while !unread.is_empty() {
         if std::time::Instant::now() > deadline {
             return Err(TransportError::Kafka {
                 what: format!("reading {topic} to its end"),
@@ -501,11 +504,9 @@ fn read_partitions(
             });
         }
         match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                if m.offset() + 1 == ends[m.partition() as usize] {
-                    remaining -= 1;
-                }
-                out.push(owned(&m));
+            Some(Ok(m)) => out.push(owned(&m)),
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                unread.remove(&p);
             }
             Some(Err(e)) => tracing::warn!("reading {topic}: {e}"),
             None => {}
