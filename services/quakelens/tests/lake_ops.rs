@@ -99,10 +99,6 @@ fn case(dir: &Path, stations: usize, hours: usize) -> Option<Case> {
     })
 }
 
-/// For a service that is never killed in its test: a step that outlasts the tests' short
-/// poll interval under CI load would otherwise cost it its partitions.
-const PATIENT: [&str; 2] = ["--kafka-property", "max.poll.interval.ms=120000"];
-
 struct Fleet<'a> {
     dir: &'a Path,
     brokers: String,
@@ -158,9 +154,9 @@ fn sink_killed_between_the_delta_and_the_kafka_commit_duplicates_nothing() {
         env: s3.env(),
         lake: lake.to_string(),
     };
-    // The windower is never killed here: a long poll interval keeps a slow step under CI load
-    // from costing it its partitions (it would cut those windows again, at new offsets).
-    let _windower = fleet.spawn("windower", &[&["windower"][..], &PATIENT[..]].concat());
+    // The windower is never killed here and keeps its partitions (a windower that lost them
+    // would cut those windows again, at new offsets).
+    let _windower = fleet.spawn("windower", &["windower"]);
     let mut first = {
         let env: Vec<(&str, &str)> = fleet
             .env
@@ -202,7 +198,7 @@ fn sink_killed_between_the_delta_and_the_kafka_commit_duplicates_nothing() {
         ingest.log_text()
     );
     let second = fleet.sink("lake-2", &["--dedup-hours", "0"]);
-    wait_for(Duration::from_secs(300), "every window", || {
+    wait_for(Duration::from_secs(300), "every window", &[&second], || {
         count(&lake, "windows") >= expected
     });
     // What the sink must do is write every message of the topic once; a sink that was never
@@ -301,7 +297,7 @@ fn s3_server_restart_mid_stream_loses_and_duplicates_nothing() {
         lake: lake.to_string(),
     };
     let sink = fleet.sink("lake", &[]);
-    let windower = fleet.spawn("windower", &[&["windower"][..], &PATIENT[..]].concat());
+    let windower = fleet.spawn("windower", &["windower"]);
     let mut ingest = fleet.spawn(
         "ingest",
         &[
@@ -312,9 +308,12 @@ fn s3_server_restart_mid_stream_loses_and_duplicates_nothing() {
             "1000",
         ],
     );
-    wait_for(Duration::from_secs(240), "first windows", || {
-        count(&lake, "windows") > expected / 5
-    });
+    wait_for(
+        Duration::from_secs(240),
+        "first windows",
+        &[&sink, &windower],
+        || count(&lake, "windows") > expected / 5,
+    );
     s3.restart(Duration::from_secs(4));
     let landed = count(&lake, "windows");
     assert!(
@@ -326,9 +325,12 @@ fn s3_server_restart_mid_stream_loses_and_duplicates_nothing() {
         "{}",
         ingest.log_text()
     );
-    wait_for(Duration::from_secs(400), "every window", || {
-        count(&lake, "windows") >= expected
-    });
+    wait_for(
+        Duration::from_secs(400),
+        "every window",
+        &[&sink, &windower],
+        || count(&lake, "windows") >= expected,
+    );
     std::thread::sleep(Duration::from_secs(3));
     assert_exactly(&lake, &expected_lake);
     // Short outages are retried inside each request (object_store backs off), longer ones
@@ -363,25 +365,27 @@ fn two_sinks_commit_concurrently_to_the_same_tables() {
         env: Vec::new(),
         lake: lake.display().to_string(),
     };
-    // No kill here, so no need for a short poll interval: a debug-built sink whose concurrent
-    // commit outlasts 10 s under load would leave the group and hand its partitions over.
-    let a = fleet.sink("lake-a", &PATIENT);
-    let b = fleet.sink("lake-b", &PATIENT);
+    let a = fleet.sink("lake-a", &[]);
+    let b = fleet.sink("lake-b", &[]);
     wait_for(
         Duration::from_secs(90),
         "both sinks holding partitions",
+        &[&a, &b],
         || held_partitions(&a, "windows") > 0 && held_partitions(&b, "windows") > 0,
     );
-    let windower = fleet.spawn("windower", &[&["windower"][..], &PATIENT[..]].concat());
+    let windower = fleet.spawn("windower", &["windower"]);
     let mut ingest = fleet.spawn("ingest", &["ingest", "--input", syn.to_str().unwrap()]);
     assert!(
         ingest.wait(Duration::from_secs(300)).success(),
         "{}",
         ingest.log_text()
     );
-    wait_for(Duration::from_secs(400), "every window", || {
-        count(&lake, "windows") >= expected
-    });
+    wait_for(
+        Duration::from_secs(400),
+        "every window",
+        &[&a, &b, &windower],
+        || count(&lake, "windows") >= expected,
+    );
     std::thread::sleep(Duration::from_secs(3));
     assert_exactly(&lake, &expected_lake);
     let (ra, rb) = (records_out(&a), records_out(&b));

@@ -7,7 +7,6 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,16 +17,7 @@ use common::{http, logged_addr, python_c, spawn, wait_for, Proc};
 const HEAVY: &str = "SELECT count(*) FROM range(100000000000) WHERE value % 7 = 3";
 
 fn quakelens(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_quakelens"))
-        .args(args)
-        .output()
-        .expect("quakelens starts");
-    assert!(
-        out.status.success(),
-        "quakelens {args:?}:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::quakelens("", args)
 }
 
 fn lake(dir: &Path, events: usize) -> PathBuf {
@@ -56,7 +46,7 @@ fn service(dir: &Path, name: &str, lake: &Path, extra: &[&str]) -> (Proc, String
     ];
     args.extend(extra);
     let p = spawn(dir, name, "", &args);
-    wait_for(Duration::from_secs(60), "query listening", || {
+    wait_for(Duration::from_secs(60), "query listening", &[&p], || {
         p.log_text().contains("SQL on http://")
     });
     let addr = logged_addr(&p, "SQL on http://");

@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::sql_rows;
+use common::{sql_rows, stdout_if_ok};
 
 fn python_dir() -> PathBuf {
     common::root().join("crates/quakelens-models/python")
@@ -22,16 +22,6 @@ fn python(py: &Path, script: &str, args: &[&str]) -> Output {
         .output()
         .expect("python starts");
     out
-}
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn quakelens(args: &[&str]) -> Output {
@@ -82,11 +72,11 @@ fn the_study_pipeline_and_its_models_carry_over_exactly() {
     let d = |p: &str| dir.path().join(p);
     let s = |p: &str| d(p).display().to_string();
     let dset = d("dataset");
-    ok(
+    stdout_if_ok(
         python(&py, "study_reference.py", &["dset", &s("dataset")]),
         "writing the D-set",
     );
-    ok(
+    stdout_if_ok(
         python(
             &py,
             "study_reference.py",
@@ -94,7 +84,7 @@ fn the_study_pipeline_and_its_models_carry_over_exactly() {
         ),
         "the study's pipeline",
     );
-    ok(
+    stdout_if_ok(
         python(
             &py,
             "import_study_cnn.py",
@@ -107,7 +97,7 @@ fn the_study_pipeline_and_its_models_carry_over_exactly() {
         ),
         "importing the CNN",
     );
-    ok(
+    stdout_if_ok(
         python(
             &py,
             "export_sklearn_forest.py",
@@ -135,7 +125,7 @@ fn the_study_pipeline_and_its_models_carry_over_exactly() {
         "--report",
         &s("report.json"),
     ]);
-    let text = ok(out, "quakelens run --dset");
+    let text = stdout_if_ok(out, "quakelens run --dset");
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d("report.json")).unwrap()).unwrap();
     assert_eq!(report["windows"], 24, "{text}");
@@ -305,7 +295,7 @@ fn the_study_pipeline_and_its_models_carry_over_exactly() {
         "--max-evals",
         "120",
     ]);
-    let said = ok(out, "explain --masker inpaint");
+    let said = stdout_if_ok(out, "explain --masker inpaint");
     assert!(
         said.contains("24 windows explained (partition-inpaint"),
         "{said}"
@@ -339,7 +329,7 @@ fn the_study_pipeline_and_its_models_carry_over_exactly() {
         serde_json::to_string(&batches.values().collect::<Vec<_>>()).unwrap(),
     )
     .unwrap();
-    ok(
+    stdout_if_ok(
         python(
             &py,
             "study_reference.py",
@@ -385,7 +375,7 @@ fn the_study_pipeline_and_its_models_carry_over_exactly() {
             &png,
         ];
         args.extend(extra);
-        let said = ok(quakelens(&args), figure);
+        let said = stdout_if_ok(quakelens(&args), figure);
         assert!(said.contains("pixels)"), "{said}");
     }
 
@@ -409,7 +399,7 @@ fn the_study_pipeline_and_its_models_carry_over_exactly() {
         "20",
         "--quiet",
     ]);
-    ok(out, "train forest --inputs study");
+    stdout_if_ok(out, "train forest --inputs study");
     let own = quakelens_models::forest::Forest::load(&d("own.arrow")).unwrap();
     let mut ours_inputs = own.spec.features.clone();
     let mut theirs = inputs.clone();
@@ -474,7 +464,7 @@ fn bad_study_models_are_refused_with_what_is_wrong() {
     };
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().display().to_string();
-    ok(
+    stdout_if_ok(
         python(&py, "study_reference.py", &["bad-pth", &work]),
         "bad state_dicts",
     );
@@ -501,7 +491,7 @@ fn bad_study_models_are_refused_with_what_is_wrong() {
         assert!(!out.status.success() && err.contains(says), "{file}: {err}");
     }
     assert!(!dir.path().join("out.safetensors").exists());
-    ok(
+    stdout_if_ok(
         python(&py, "study_reference.py", &["bad-joblib", &work]),
         "a linear model",
     );

@@ -6,7 +6,7 @@ use std::net::TcpListener;
 
 use arrow::array::Array;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The workspace root.
@@ -269,15 +269,35 @@ impl Broker {
     }
 }
 
-/// Polls `f` until true, panicking with `what` after `timeout`.
-pub fn wait_for(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
+/// Polls `f` until true, panicking with `what` and the log tails of `procs` (the services
+/// that should have made it true) after `timeout`.
+pub fn wait_for(timeout: Duration, what: &str, procs: &[&Proc], mut f: impl FnMut() -> bool) {
+    let started = Instant::now();
     while !f() {
-        if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
+        if started.elapsed() > timeout {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}\n{}",
+                log_tails(procs, 40)
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    // How close to its limit each wait came, for a test that times out elsewhere.
+    eprintln!("{what}: after {:.1?} of {timeout:?}", started.elapsed());
+}
+
+/// The last `lines` lines of each process's log, under its name.
+pub fn log_tails(procs: &[&Proc], lines: usize) -> String {
+    let tails: Vec<String> = procs
+        .iter()
+        .map(|p| format!("--- {} ---\n{}", p.name, tail(&p.log_text(), lines)))
+        .collect();
+    tails.join("\n")
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// How many partitions of `topic` a service's consumer holds now, from its last logged
@@ -312,14 +332,18 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
-/// Settings that make tansu's group joins take seconds instead of minutes.
+/// Group settings of the tests: a killed member is dropped after a 6 s session (tansu expires
+/// members by their last heartbeat), so rebalances take seconds instead of minutes. The poll
+/// interval stays long: a live member whose step outlasts it under CI load (a debug-built sink's
+/// commit to S3, say) would leave its group, hand its partitions over and replay them, and a
+/// short one detects nothing a kill does not already show.
 pub const FAST_GROUPS: [&str; 6] = [
     "--kafka-property",
     "session.timeout.ms=6000",
     "--kafka-property",
     "heartbeat.interval.ms=1000",
     "--kafka-property",
-    "max.poll.interval.ms=10000",
+    "max.poll.interval.ms=120000",
 ];
 
 /// Runs `quakelens` in the background with its stderr in `dir/<name>.log`.
@@ -342,7 +366,7 @@ pub fn spawn_with_env(
         .env("KAFKA_BROKERS", brokers)
         .env("QUAKELENS_HEALTH", "127.0.0.1:0")
         .env("QUAKELENS_THREADS", "1")
-        .env("QUAKELENS_LOG", "info")
+        .env("QUAKELENS_LOG", "info,buoyant_kernel=warn")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
@@ -354,20 +378,35 @@ pub fn spawn_with_env(
     }
 }
 
-/// Runs `quakelens` to completion; panics with its output on failure.
-pub fn quakelens(brokers: &str, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_quakelens"))
-        .args(args)
-        .env("KAFKA_BROKERS", brokers)
+/// Runs `cmd` to completion and returns its stdout; panics with both outputs, under `what`,
+/// unless it succeeds.
+pub fn stdout_of(cmd: &mut Command, what: &str) -> String {
+    let out = cmd
         .output()
-        .expect("quakelens runs");
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    stdout_if_ok(out, what)
+}
+
+/// The stdout of a finished command; panics with both outputs, under `what`, unless it succeeded.
+pub fn stdout_if_ok(out: Output, what: &str) -> String {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "quakelens {args:?} failed:\n{text}\n{}",
+        "{what} failed ({}):\n{text}\n{}",
+        out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     text
+}
+
+/// Runs `quakelens` to completion; panics with its output on failure.
+pub fn quakelens(brokers: &str, args: &[&str]) -> String {
+    stdout_of(
+        Command::new(env!("CARGO_BIN_EXE_quakelens"))
+            .args(args)
+            .env("KAFKA_BROKERS", brokers),
+        &format!("quakelens {args:?}"),
+    )
 }
 
 /// A lake given as a directory, an `s3://` URL, or a location (with its store options).
@@ -460,9 +499,12 @@ impl S3Server {
             child: Some(child),
             log,
         };
-        wait_for(Duration::from_secs(30), "the S3 server listening", || {
-            proc.log_text().contains("server is running at http://")
-        });
+        wait_for(
+            Duration::from_secs(30),
+            "the S3 server listening",
+            &[&proc],
+            || proc.log_text().contains("server is running at http://"),
+        );
         let port = proc
             .log_text()
             .split("server is running at http://127.0.0.1:")
@@ -684,15 +726,8 @@ pub fn python_c<A: AsRef<std::ffi::OsStr>>(
     script: &str,
     args: impl IntoIterator<Item = A>,
 ) -> String {
-    let out = Command::new(py)
-        .args(["-c", script])
-        .args(args)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    stdout_of(
+        Command::new(py).args(["-c", script]).args(args),
+        "python -c",
+    )
 }
