@@ -9,7 +9,16 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::*;
+use quakelens_explain::image::Part;
+use quakelens_lake::{CnnShapRecord, LakeFormat, WindowKey};
+use quakelens_pipeline::messages::{decode_windows, encode_cnn_shap, encode_windows};
+use quakelens_signal::features::FeatureSet;
 use quakelens_signal::miniseed::{decode_record, split_records, Frame};
+use quakelens_transport::kafka::{KafkaConfig, KafkaTransport};
+use quakelens_transport::topics::{
+    header, DEAD_LETTER, MAGNITUDES, SCORES, SHAP_RESULTS, SHAP_TASKS, WINDOWS,
+};
+use quakelens_transport::{Incoming, Outgoing, Transport};
 
 /// The tests share two cores: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -174,13 +183,9 @@ impl Services {
                 "more windows than expected: {n} > {expected}"
             );
             if std::time::Instant::now() > deadline {
-                let logs: Vec<String> = procs
-                    .iter()
-                    .map(|p| format!("--- {} ---\n{}", p.name, tail(&p.log_text(), 40)))
-                    .collect();
                 panic!(
                     "lake has {n} of {expected} windows after {timeout:?}\n{}",
-                    logs.join("\n")
+                    log_tails(procs, 40)
                 );
             }
             std::thread::sleep(Duration::from_millis(500));
@@ -199,11 +204,6 @@ fn services_on(dir: &Path, broker: &Broker, on: On) -> Option<(Services, Option<
             Some((s.on_s3(&s3), Some(s3)))
         }
     }
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Row-for-row equality of the two lakes (windows and features), with a readable difference.
@@ -322,9 +322,12 @@ fn kills_lose_and_duplicate_nothing(on: On) {
     // Paced so the kills land mid-replay: 12 hours in about 90 s (the restarted windower must
     // catch up to half the windows while ingest still sends).
     let mut ingest = s.ingest(&[&syn], &["--realtime", "500"]);
-    wait_for(Duration::from_secs(240), "first windows", || {
-        count(&s.lake, "windows") > expected / 8
-    });
+    wait_for(
+        Duration::from_secs(240),
+        "first windows",
+        &[&windower, &lake],
+        || count(&s.lake, "windows") > expected / 8,
+    );
     // Each kill lands mid-replay: ingest still sending, the lake still short.
     let mid_replay = |ingest: &mut Proc, what: &str| {
         let landed = count(&s.lake, "windows");
@@ -337,9 +340,12 @@ fn kills_lose_and_duplicate_nothing(on: On) {
     mid_replay(&mut ingest, "windower kill");
     windower.kill9();
     let windower = s.windower("windower-2", &[]);
-    wait_for(Duration::from_secs(240), "half the windows", || {
-        count(&s.lake, "windows") > expected / 2
-    });
+    wait_for(
+        Duration::from_secs(240),
+        "half the windows",
+        &[&windower, &lake, &ingest],
+        || count(&s.lake, "windows") > expected / 2,
+    );
     mid_replay(&mut ingest, "sink kill");
     lake.kill9();
     let lake = s.lake_sink("lake-2");
@@ -380,9 +386,12 @@ fn broker_restart_loses_nothing(on: On) {
     let lake = s.lake_sink("lake");
     let windower = s.windower("windower", &[]);
     let mut ingest = s.ingest(&[&syn], &["--realtime", "1000"]);
-    wait_for(Duration::from_secs(240), "first windows", || {
-        count(&s.lake, "windows") > expected / 6
-    });
+    wait_for(
+        Duration::from_secs(240),
+        "first windows",
+        &[&windower, &lake],
+        || count(&s.lake, "windows") > expected / 6,
+    );
     // The broker stops mid-replay: ingest still sending, the lake still short.
     let landed = count(&s.lake, "windows");
     assert!(
@@ -429,13 +438,18 @@ fn two_windowers_give_the_same_rows(on: On) {
     let a = s.windower("windower-a", &[]);
     let b = s.windower("windower-b", &[]);
     // Both in the group before data flows.
-    wait_for(Duration::from_secs(60), "both windowers assigned", || {
-        let (ha, hb) = (
-            held_partitions(&a, "waveforms.raw"),
-            held_partitions(&b, "waveforms.raw"),
-        );
-        ha > 0 && hb > 0 && ha + hb == 6
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "both windowers assigned",
+        &[&a, &b],
+        || {
+            let (ha, hb) = (
+                held_partitions(&a, "waveforms.raw"),
+                held_partitions(&b, "waveforms.raw"),
+            );
+            ha > 0 && hb > 0 && ha + hb == 6
+        },
+    );
     let mut ingest = s.ingest(&[&syn], &[]);
     assert!(
         ingest.wait(Duration::from_secs(300)).success(),
@@ -484,9 +498,12 @@ fn query_service_is_hardened(dir: &Path, s: &Services, windows: usize) {
         ],
         &[("QUAKELENS_QUERY_TOKEN", token)],
     );
-    wait_for(Duration::from_secs(30), "query listening", || {
-        query.log_text().contains("SQL on http://")
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "query listening",
+        &[&query],
+        || query.log_text().contains("SQL on http://"),
+    );
     let addr = logged_addr(&query, "SQL on http://");
     let bearer = format!("Bearer {token}");
     let auth = [("Authorization", bearer.as_str())];
@@ -759,8 +776,8 @@ fn scorer_and_forest_services_score_like_the_embedded_run() {
     let windows = count(&lake, "windows");
 
     let s = Services::new(dir.path(), &broker);
-    let sink = s.lake_sink("lake");
-    let windower = s.windower("windower", &["--catalog", catalog.to_str().unwrap()]);
+    let mut sink = s.lake_sink("lake");
+    let mut windower = s.windower("windower", &["--catalog", catalog.to_str().unwrap()]);
     let mut scorer_args = vec!["scorer", "--model", cnn.to_str().unwrap(), "--explain"];
     scorer_args.extend(FAST_GROUPS);
     let mut explainer_args = vec![
@@ -771,11 +788,20 @@ fn scorer_and_forest_services_score_like_the_embedded_run() {
         "40",
     ];
     explainer_args.extend(FAST_GROUPS);
-    let explainer = spawn(dir.path(), "explainer", &s.brokers, &explainer_args);
-    let scorer = spawn(dir.path(), "scorer", &s.brokers, &scorer_args);
+    let mut explainer = spawn(dir.path(), "explainer", &s.brokers, &explainer_args);
+    let mut scorer = spawn(dir.path(), "scorer", &s.brokers, &scorer_args);
     let mut forest_args = vec!["forest", "--model", forest.to_str().unwrap()];
     forest_args.extend(FAST_GROUPS);
-    let forest_svc = spawn(dir.path(), "forest", &s.brokers, &forest_args);
+    let mut forest_svc = spawn(dir.path(), "forest", &s.brokers, &forest_args);
+    // Poison on every topic a stage reads, ahead of the good messages.
+    let client = Client::new(&s.brokers);
+    client.send(junk_on(&[
+        WINDOWS,
+        SCORES,
+        MAGNITUDES,
+        SHAP_TASKS,
+        SHAP_RESULTS,
+    ]));
     let mut ingest = s.ingest(&[&syn], &[]);
     assert!(
         ingest.wait(Duration::from_secs(300)).success(),
@@ -783,16 +809,31 @@ fn scorer_and_forest_services_score_like_the_embedded_run() {
         ingest.log_text()
     );
     s.settle(windows, Duration::from_secs(300), &[&sink, &windower]);
+    // Well-formed messages no stage can use: windows of another shape and feature set (as a
+    // rolling deploy produces), and a CNN explanation with too few values.
+    let good = client
+        .read_all(WINDOWS)
+        .into_iter()
+        .find(|m| {
+            m.payload
+                .as_deref()
+                .is_some_and(|p| decode_windows(p).is_ok())
+        })
+        .expect("a windows message");
+    client.send(vec![
+        Poison::OtherFormat.made_from(&good),
+        Poison::ShortExplanation.made_from(&good),
+    ]);
     wait_for(
         Duration::from_secs(300),
         "every window scored and sized",
+        &[&scorer, &forest_svc, &sink],
         || count(&s.lake, "scores") == windows && count(&s.lake, "magnitudes") == windows,
     );
     let q = "SELECT s.window_id, s.model_hash, round(s.p_aftershock, 5), s.predicted_class, \
              m.model_hash, m.magnitude_pred FROM scores s JOIN magnitudes m USING (window_id) \
              ORDER BY s.window_id";
     assert_eq!(sql_rows(&s.lake, q), sql_rows(&lake, q));
-    services_export_their_metrics(&[&windower, &scorer, &forest_svc, &sink], windows);
 
     // The scorer's explanation tasks: every window explained once by the explainer worker,
     // adding up to the CNN's logit margin (as scored) minus the blurred window's.
@@ -800,10 +841,49 @@ fn scorer_and_forest_services_score_like_the_embedded_run() {
     wait_for(
         Duration::from_secs(300),
         "every window's CNN explained",
+        &[&scorer, &explainer, &sink],
         || count(&s.lake, "cnn_shap") >= windows * cells,
     );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(count(&s.lake, "cnn_shap"), windows * cells);
+    // Each poison message once per stage that reads it.
+    let dead_by_stage = || {
+        let mut by = std::collections::BTreeMap::new();
+        for m in client.read_all(DEAD_LETTER) {
+            let stage = String::from_utf8_lossy(m.header(header::STAGE).unwrap_or(b"?"));
+            *by.entry(stage.into_owned()).or_insert(0) += 1;
+        }
+        by
+    };
+    let poisoned: std::collections::BTreeMap<String, usize> =
+        [("explainer", 1), ("forest", 2), ("lake", 6), ("scorer", 2)]
+            .map(|(s, n)| (s.to_string(), n))
+            .into();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut dead = dead_by_stage();
+    while dead != poisoned && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(1));
+        dead = dead_by_stage();
+    }
+    let letters: Vec<String> = client
+        .read_all(DEAD_LETTER)
+        .iter()
+        .map(|m| {
+            let h = |k| String::from_utf8_lossy(m.header(k).unwrap_or(b"?")).into_owned();
+            format!(
+                "{} {} {}",
+                h(header::STAGE),
+                h(header::ORIGIN),
+                h(header::ERROR)
+            )
+        })
+        .collect();
+    assert_eq!(dead, poisoned, "{letters:#?}\n{}", log_tails(&[&sink], 400));
+    services_export_their_metrics(
+        &[&windower, &scorer, &forest_svc, &sink],
+        windows,
+        [0, 2, 2, 6],
+    );
     let consistent = "SELECT count(*) FROM (SELECT c.window_id, sum(c.value) AS total, \
          max(c.output) AS output, max(c.base_value) AS base, \
          max(s.logit_aftershock - s.logit_foreshock) AS margin \
@@ -825,6 +905,107 @@ fn scorer_and_forest_services_score_like_the_embedded_run() {
         "shares per station add up to 1: {mass}"
     );
     assert_promtool_accepts(&text, "explainer (CNN)");
+    // Poison stopped nothing.
+    for p in [
+        &mut windower,
+        &mut scorer,
+        &mut forest_svc,
+        &mut sink,
+        &mut explainer,
+    ] {
+        assert!(p.running(), "{} exited:\n{}", p.name, p.log_text());
+    }
+}
+
+/// The test's own client of the broker: reads whole topics, publishes crafted messages.
+struct Client {
+    rt: tokio::runtime::Runtime,
+    kafka: std::sync::Arc<KafkaTransport>,
+}
+
+impl Client {
+    fn new(brokers: &str) -> Self {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let cfg = KafkaConfig {
+            brokers: brokers.to_string(),
+            group: "test-client".into(),
+            properties: Vec::new(),
+        };
+        let kafka = rt
+            .block_on(async { KafkaTransport::connect(&cfg, &[]) })
+            .unwrap();
+        Self { rt, kafka }
+    }
+
+    fn send(&self, messages: Vec<Outgoing>) {
+        self.rt
+            .block_on(Transport::send(self.kafka.as_ref(), messages))
+            .unwrap();
+    }
+
+    fn read_all(&self, topic: &str) -> Vec<Incoming> {
+        self.rt
+            .block_on(Transport::read_all(self.kafka.as_ref(), topic))
+            .unwrap()
+    }
+}
+
+/// Bytes that are no message at all, once on each of `topics`.
+fn junk_on(topics: &[&str]) -> Vec<Outgoing> {
+    let junk: Vec<u8> = (0..3000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    topics
+        .iter()
+        .map(|t| Outgoing::new(t, "XX.JUNK..HH", junk.clone()))
+        .collect()
+}
+
+/// Well-formed messages the stages must dead-letter.
+enum Poison {
+    /// A windows message whose spectrograms and features are not the lake's or the models'.
+    OtherFormat,
+    /// A CNN explanation of a real window with fewer values than its spectrogram has cells.
+    ShortExplanation,
+}
+
+impl Poison {
+    /// The poison built from a good windows message.
+    fn made_from(&self, good: &Incoming) -> Outgoing {
+        let (format, mut rows) = decode_windows(good.payload.as_deref().unwrap()).unwrap();
+        let key = good.key_str().unwrap();
+        match self {
+            Poison::OtherFormat => {
+                let other = LakeFormat {
+                    shape: [format.shape[0], format.shape[1], format.shape[2] - 1],
+                    features: match format.features {
+                        FeatureSet::Study => FeatureSet::Physical,
+                        FeatureSet::Physical => FeatureSet::Study,
+                    },
+                    ..format
+                };
+                for r in &mut rows {
+                    r.window_id.push_str("-other-format");
+                    r.spectrogram.truncate(other.spectrogram_len());
+                }
+                Outgoing::new(WINDOWS, key, encode_windows(&rows, &other))
+            }
+            Poison::ShortExplanation => {
+                let r = &rows[0];
+                let record = CnnShapRecord {
+                    key: WindowKey::of(r),
+                    model_hash: "0".repeat(16),
+                    method: "partition".into(),
+                    target: "margin".into(),
+                    budget: 40,
+                    seed: 0,
+                    output: 1.0,
+                    base_value: 0.0,
+                    values: vec![0.5; 10],
+                    batch: None,
+                };
+                Outgoing::new(SHAP_RESULTS, key, encode_cnn_shap(&[(record, Part::WHOLE)]))
+            }
+        }
+    }
 }
 
 /// The Prometheus scrape of a running service.
@@ -845,15 +1026,17 @@ fn total(scrape: &str, prefix: &str) -> f64 {
         .sum()
 }
 
-/// Windower, scorer, forest and lake after scoring `windows` windows: the families an operator
-/// alerts on are there with consistent values, and promtool accepts every scrape.
-fn services_export_their_metrics(procs: &[&Proc; 4], windows: usize) {
+/// Windower, scorer, forest and lake after scoring `windows` windows and dead-lettering `dead`
+/// messages: the families an operator alerts on are there with consistent values, and promtool
+/// accepts every scrape.
+fn services_export_their_metrics(procs: &[&Proc; 4], windows: usize, dead: [usize; 4]) {
     let [windower, scorer, forest, lake] = procs;
     let n = windows as f64;
     // Consumer lag comes from librdkafka statistics, every 5 s.
     wait_for(
         Duration::from_secs(30),
         "consumer lag in the scrape",
+        procs,
         || {
             procs
                 .iter()
@@ -897,11 +1080,14 @@ fn services_export_their_metrics(procs: &[&Proc; 4], windows: usize) {
     // The lake times each windows message by its newest window.
     assert!(total(&l, "quakelens_window_latency_seconds_count{stage=\"lake\"}") > 0.0);
     assert!(total(&l, "quakelens_records_out_total{stage=\"lake\"}") >= 3.0 * n);
-    for (p, text) in [(windower, &w), (scorer, &s), (forest, &f), (lake, &l)] {
+    for ((p, text), dead) in [(windower, &w), (scorer, &s), (forest, &f), (lake, &l)]
+        .into_iter()
+        .zip(dead)
+    {
         assert!(text.contains("process_resident_memory_bytes"), "{}", p.name);
         assert_eq!(
             total(text, "quakelens_dead_letters_total"),
-            0.0,
+            dead as f64,
             "{}",
             p.name
         );
@@ -986,6 +1172,7 @@ fn seedlink_feed_reaches_the_lake() {
     wait_for(
         Duration::from_secs(120),
         "the first ring at the windower",
+        &[&windower],
         || {
             windower.log_text().contains("health on http://")
                 && records_in(&windower) == first_ring as u64
@@ -1073,6 +1260,7 @@ fn explainers_share_the_tasks(on: On) {
     wait_for(
         Duration::from_secs(300),
         "the first explainer at work",
+        &[&forest_svc, &first],
         || records_in(&first) > 0,
     );
     first.kill9();
@@ -1082,6 +1270,7 @@ fn explainers_share_the_tasks(on: On) {
     wait_for(
         Duration::from_secs(600),
         "every magnitude explained",
+        &[&forest_svc, &first, &second, &sink],
         || count(&s.lake, "forest_shap") >= rows,
     );
     std::thread::sleep(Duration::from_secs(3));
@@ -1181,6 +1370,7 @@ fn split_cnn_windows_are_shared_by_two_workers() {
     wait_for(
         Duration::from_secs(300),
         "every split window merged",
+        &[&scorer, &one, &two, &sink],
         || count(&s.lake, "cnn_shap") >= windows * cells,
     );
     std::thread::sleep(Duration::from_secs(2));
@@ -1226,4 +1416,32 @@ fn split_cnn_windows_are_shared_by_two_workers() {
     );
     assert_promtool_accepts(&text, "lake sink");
     let _ = scorer;
+}
+
+/// A state topic read whole (`windower.progress` at start-up, `dead-letter` here) holds every
+/// record of a batch sent at once: tansu's ListOffsets(latest) counts only a batch's first one.
+#[test]
+fn reading_a_topic_whole_sees_every_record_of_a_batch() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Broker::start(dir.path(), "memory") else {
+        return;
+    };
+    let _s = Services::new(dir.path(), &broker);
+    let client = Client::new(&broker.brokers());
+    let mut sent = 0;
+    for n in [1usize, 3, 2, 1] {
+        client.send(
+            (0..n)
+                .map(|i| Outgoing::new(DEAD_LETTER, format!("k{i}"), vec![i as u8; 10]))
+                .collect(),
+        );
+        sent += n;
+        let offsets: Vec<i64> = client
+            .read_all(DEAD_LETTER)
+            .iter()
+            .map(|m| m.offset)
+            .collect();
+        assert_eq!(offsets, (0..sent as i64).collect::<Vec<_>>());
+    }
 }
