@@ -15,4 +15,6 @@ mod writer;
 pub use catalog::{read_catalog, write_catalog, CatalogError, CatalogEvent, EventClass};
 pub use generator::{generate, StationRecording, SynthConfig, Synthetic};
 pub use rng::Rng;
-pub use writer::{write_dataset, write_dataset_records, Encoding, WriteError, WrittenDataset};
+pub use writer::{
+    pack_channel, write_dataset, write_dataset_records, Encoding, WriteError, WrittenDataset,
+};

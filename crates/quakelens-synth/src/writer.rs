@@ -68,12 +68,10 @@ pub fn write_dataset_records(
                 k.location,
                 cha.chars().map(String::from).collect::<Vec<_>>().join("_")
             );
-            let bytes =
-                pack(&sid, rec.start_ns, samples, record_length, encoding).map_err(|reason| {
-                    WriteError::Pack {
-                        path: path.display().to_string(),
-                        reason,
-                    }
+            let bytes = pack_channel(&sid, rec.start_ns, samples, record_length, encoding)
+                .map_err(|reason| WriteError::Pack {
+                    path: path.display().to_string(),
+                    reason,
                 })?;
             std::fs::write(&path, bytes).map_err(|error| WriteError::Io {
                 path: path.display().to_string(),
@@ -87,7 +85,9 @@ pub fn write_dataset_records(
     Ok(WrittenDataset { files, catalog })
 }
 
-fn pack(
+/// One channel's 100 Hz `samples` from `start_ns` as miniSEED 2 records of `rec_len` bytes
+/// (`sid` is an FDSN source id, e.g. `FDSN:XX_STA__H_H_Z`): a feed made in memory.
+pub fn pack_channel(
     sid: &str,
     start_ns: i64,
     samples: &[i32],

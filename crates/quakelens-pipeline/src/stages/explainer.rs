@@ -342,3 +342,127 @@ impl Stage for ExplainerStage {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use quakelens_lake::WindowKey;
+    use quakelens_models::forest::{train_forest, Columns, ForestParams, ForestSpec};
+    use quakelens_models::ModelHash;
+    use quakelens_transport::memory::MemoryBroker;
+    use quakelens_transport::topics::{self, DEAD_LETTER};
+
+    use super::*;
+    use crate::messages::fixtures::window;
+    use crate::messages::{decode_forest_shap, encode_forest_shap_tasks};
+
+    /// A small forest of y = a + 2b over three inputs.
+    fn forest() -> Forest {
+        let rows: Vec<[f32; 3]> = (0..60)
+            .map(|i| [(i % 7) as f32, (i % 5) as f32, (i % 3) as f32])
+            .collect();
+        let y: Vec<f64> = rows.iter().map(|r| (r[0] + 2.0 * r[1]) as f64).collect();
+        let x = Columns::from_rows(&rows.concat(), 3).unwrap();
+        let params = ForestParams {
+            n_trees: 5,
+            ..ForestParams::default()
+        };
+        Forest {
+            spec: ForestSpec {
+                features: vec!["a".into(), "b".into(), "c".into()],
+                target: "magnitude".into(),
+                origin: "test".into(),
+                feature_set: None,
+                fill: None,
+            },
+            trees: train_forest(&x, &y, &params, || {}).unwrap(),
+            hash: Some(ModelHash("f0".into())),
+        }
+    }
+
+    fn task(i: usize, model: &str) -> ForestShapTask {
+        ForestShapTask {
+            key: WindowKey::of(&window(i)),
+            model_hash: model.into(),
+            end_ns: 2_000,
+            inputs: vec![i as f64 % 7.0, 1.0, 2.0],
+        }
+    }
+
+    fn message(offset: i64, payload: Option<Vec<u8>>) -> Incoming {
+        Incoming {
+            topic: SHAP_TASKS.into(),
+            partition: 2,
+            offset,
+            key: Some(b"w".to_vec()),
+            payload,
+            headers: Vec::new(),
+            timestamp_ms: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tasks_it_cannot_explain_are_dead_letters_and_the_rest_are_explained() {
+        let broker = MemoryBroker::new();
+        for (t, p) in topics::ALL {
+            broker.create_topic(t, p);
+        }
+        let t = broker.transport(&[SHAP_TASKS]);
+        let metrics = StageMetrics::detached(STAGE);
+        let model = forest();
+        let mut stage = ExplainerStage::new(Some(forest()), None).unwrap();
+        let cnn_task = CnnShapTask {
+            key: WindowKey::of(&window(9)),
+            model_hash: "c0".into(),
+            target: "margin".into(),
+            end_ns: 2_000,
+            spectrogram: vec![0.0; 12],
+            part: Part::WHOLE,
+        };
+        let batch = vec![
+            message(
+                0,
+                Some(encode_forest_shap_tasks(&[task(1, "f0"), task(2, "f0")])),
+            ),
+            message(1, Some(b"not a task message".to_vec())),
+            message(2, Some(encode_forest_shap_tasks(&[task(3, "another")]))),
+            message(3, Some(encode_cnn_shap_tasks(&[cnn_task]))),
+            message(4, None),
+            message(5, Some(encode_forest_shap_tasks(&[task(4, "f0")]))),
+        ];
+        stage.step(&t, batch, &metrics).await.unwrap();
+
+        let dead = broker.messages(DEAD_LETTER);
+        let why: Vec<String> = dead
+            .iter()
+            .map(|m| String::from_utf8_lossy(m.header(header::ERROR).unwrap()).into_owned())
+            .collect();
+        assert_eq!(dead.len(), 4, "{why:#?}");
+        assert!(why[0].contains("shap task message"), "{}", why[0]);
+        assert!(why[1].contains("names forest another"), "{}", why[1]);
+        assert!(why[2].contains("no CNN"), "{}", why[2]);
+        assert!(why[3].contains("no payload"), "{}", why[3]);
+        // Every good task explained exactly: the values add up to the prediction minus the base.
+        let shap = ForestShap::owned(model).unwrap();
+        let mut explained = Vec::new();
+        for m in broker.messages(SHAP_RESULTS) {
+            let (rows, names) = decode_forest_shap(m.payload.as_deref().unwrap()).unwrap();
+            assert_eq!(names, ["a", "b", "c"]);
+            explained.extend(rows);
+        }
+        let ids: Vec<&str> = explained.iter().map(|r| r.key.window_id.as_str()).collect();
+        let want: Vec<String> = [1, 2, 4].iter().map(|&i| window(i).window_id).collect();
+        assert_eq!(ids, want);
+        for (r, i) in explained.iter().zip([1, 2, 4]) {
+            let x: Vec<f32> = task(i, "f0").inputs.iter().map(|&v| v as f32).collect();
+            let total: f64 = r.values.iter().sum();
+            let predicted = shap.forest().predict_row(&x);
+            assert!((total + r.base_value - predicted).abs() < 1e-9);
+        }
+        assert_eq!(
+            t.stored().get(&(SHAP_TASKS.to_string(), 2)),
+            Some(&6),
+            "{:?}",
+            t.stored()
+        );
+    }
+}

@@ -185,3 +185,99 @@ pub async fn replay<T: Transport>(
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use quakelens_synth::{pack_channel, Encoding};
+    use quakelens_transport::memory::MemoryBroker;
+    use quakelens_transport::topics;
+
+    use super::*;
+
+    /// `seconds` of a ramp on `NET_STA__H_H_cha` from `t0_s`, as 512-byte records.
+    fn records(station: &str, cha: char, t0_s: i64, seconds: usize) -> Vec<u8> {
+        let samples: Vec<i32> = (0..seconds * 100).map(|i| i as i32 % 1000).collect();
+        let sid = format!("FDSN:XX_{station}__H_H_{cha}");
+        pack_channel(&sid, t0_s * 1_000_000_000, &samples, 512, Encoding::Int32).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_go_out_in_time_order_by_station_with_junk_dead_lettered_and_end_markers() {
+        let dir = tempfile::tempdir().unwrap();
+        // Station A's vertical in two files, junk between its records; B starts 3 s later.
+        let mut a = records("A", 'Z', 1_700_000_000, 20);
+        let junk = vec![0x5a_u8; 700];
+        a.splice(1024..1024, junk.iter().copied());
+        std::fs::write(dir.path().join("a_z.mseed"), &a).unwrap();
+        std::fs::write(
+            dir.path().join("a_n.mseed"),
+            records("A", 'N', 1_700_000_000, 20),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("b_z.mseed"),
+            records("B", 'Z', 1_700_000_003, 20),
+        )
+        .unwrap();
+        let broker = MemoryBroker::new();
+        for (t, p) in topics::ALL {
+            broker.create_topic(t, p);
+        }
+        let t = broker.transport(&[]);
+        let (_keep, stop) = tokio::sync::watch::channel(false);
+        let cfg = IngestConfig {
+            inputs: vec![dir.path().to_path_buf()],
+            pace: Pace::Max,
+            end_markers: true,
+            batch: 7,
+        };
+        let report = replay(&t, &cfg, stop).await.unwrap();
+        // Junk between records loses none of them.
+        let per_file = (20 * 100_usize).div_ceil(112);
+        assert_eq!(report.files, 3);
+        assert_eq!(report.stations, 2);
+        assert_eq!(report.dead_letters, 1);
+        assert_eq!(report.records, 3 * per_file, "{report:?}");
+
+        let dead = broker.messages(DEAD_LETTER);
+        assert_eq!(dead.len(), 1);
+        let origin = String::from_utf8_lossy(dead[0].header(header::ORIGIN).unwrap()).into_owned();
+        assert!(origin.ends_with("a_z.mseed@1024"), "{origin}");
+        assert_eq!(dead[0].payload.as_deref(), Some(&junk[..]));
+
+        // Every record once, each station in one partition, in time order there, then its end
+        // marker.
+        let sent = broker.messages(WAVEFORMS_RAW);
+        let mut ended = BTreeSet::new();
+        let mut starts: std::collections::BTreeMap<i32, Vec<i64>> = Default::default();
+        let mut partitions = BTreeSet::new();
+        for m in &sent {
+            let key = m.key_str().unwrap();
+            let station = key[..key.len() - 1].to_string();
+            assert!(
+                !ended.contains(&station),
+                "{key} after its station's end marker"
+            );
+            partitions.insert((station.clone(), m.partition));
+            if m.header(header::END_OF_STREAM).is_some() {
+                ended.insert(station);
+            } else {
+                let start = decode_record(m.payload.as_deref().unwrap())
+                    .unwrap()
+                    .start_ns;
+                starts.entry(m.partition).or_default().push(start);
+            }
+        }
+        assert_eq!(starts.values().map(Vec::len).sum::<usize>(), report.records);
+        assert!(
+            starts.values().all(|s| s.is_sorted()),
+            "records out of time order"
+        );
+        assert_eq!(ended.len(), 2, "{ended:?}");
+        assert_eq!(
+            partitions.len(),
+            2,
+            "one partition per station: {partitions:?}"
+        );
+    }
+}

@@ -720,4 +720,97 @@ mod tests {
             .unwrap();
         assert!(counts.contains("| 14 | 14"), "{counts}");
     }
+
+    fn raw(topic: &str, offset: i64, payload: Option<Vec<u8>>) -> Incoming {
+        Incoming {
+            topic: topic.into(),
+            partition: 0,
+            offset,
+            key: Some(b"XX.STA..HH".to_vec()),
+            payload,
+            headers: Vec::new(),
+            timestamp_ms: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn poison_is_dead_lettered_and_the_rest_of_its_batch_lands_and_is_committed() {
+        use quakelens_lake::WindowKey;
+
+        let dir = tempfile::tempdir().unwrap();
+        let lake = LakeLocation::local(dir.path()).unwrap();
+        let broker = MemoryBroker::new();
+        for (t, p) in topics::ALL {
+            broker.create_topic(t, p);
+        }
+        let t = broker.transport(&[WINDOWS, SCORES, SHAP_RESULTS]);
+        let metrics = StageMetrics::detached(STAGE);
+        let mut sink = sink(&lake).await;
+        let junk: Vec<u8> = (0..500u32).map(|i| (i * 7919 % 251) as u8).collect();
+        // A rolling deploy's windows: one frame fewer.
+        let other = LakeFormat {
+            shape: [3, 33, 152],
+            ..format()
+        };
+        let mut narrow = window(7);
+        narrow.spectrogram.truncate(other.spectrogram_len());
+        let short = CnnShapRecord {
+            key: WindowKey::of(&window(0)),
+            model_hash: "0".repeat(16),
+            method: "partition".into(),
+            target: "margin".into(),
+            budget: 40,
+            seed: 0,
+            output: 1.0,
+            base_value: 0.0,
+            values: vec![0.5; 10],
+            batch: None,
+        };
+        let batch = vec![
+            message(0, 0, 0),
+            raw(WINDOWS, 1, Some(junk.clone())),
+            raw(WINDOWS, 2, Some(encode_windows(&[narrow], &other))),
+            raw(WINDOWS, 3, None),
+            raw(SCORES, 0, Some(junk)),
+            raw(
+                SHAP_RESULTS,
+                0,
+                Some(encode_cnn_shap(&[(short, Part::WHOLE)])),
+            ),
+            message(0, 4, 1),
+        ];
+        sink.step(&t, batch, &metrics).await.unwrap();
+
+        let dead = broker.messages(topics::DEAD_LETTER);
+        let why: Vec<String> = dead
+            .iter()
+            .map(|m| String::from_utf8_lossy(m.header(header::ERROR).unwrap()).into_owned())
+            .collect();
+        assert_eq!(dead.len(), 5, "{why:#?}");
+        assert!(dead
+            .iter()
+            .all(|m| m.header(header::STAGE) == Some(STAGE.as_bytes())));
+        assert!(why[1].contains("this lake stores"), "{}", why[1]);
+        assert!(why[2].contains("no payload"), "{}", why[2]);
+        assert!(why[4].contains("10 SHAP values"), "{}", why[4]);
+        // The good windows landed, and every position moved past the poison.
+        let counts = Lake::open(&lake)
+            .await
+            .unwrap()
+            .sql_table("SELECT count(*) AS n, count(DISTINCT window_id) AS ids FROM windows")
+            .await
+            .unwrap();
+        assert!(counts.contains("| 2 | 2"), "{counts}");
+        let stored = t.stored();
+        for (topic, next) in [(WINDOWS, 5), (SCORES, 1), (SHAP_RESULTS, 1)] {
+            assert_eq!(
+                stored.get(&(topic.to_string(), 0)),
+                Some(&next),
+                "{stored:?}"
+            );
+        }
+        let mut writer = LakeWriter::open(&lake, format()).await.unwrap();
+        let version = writer.txn_version(Table::Windows, "g/windows/0").await;
+        assert_eq!(version.unwrap(), Some(5));
+    }
 }

@@ -1,0 +1,264 @@
+//! A windower that runs for days holds the same heap on the last day as on the first: what it
+//! keeps is bounded by stations × trigger context, never by uptime. The stage runs as the
+//! `windower` service runs it (records in, windows out, positions stored) on a feed made in
+//! memory, with a transport that drops what it is sent, and every allocation is counted.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use quakelens_pipeline::metrics::Metrics;
+use quakelens_pipeline::stages::windower::{WindowerConfig, WindowerStage};
+use quakelens_pipeline::stages::Stage;
+use quakelens_pipeline::PipelineConfig;
+use quakelens_signal::miniseed::{split_records, Frame};
+use quakelens_synth::{pack_channel, Encoding, Rng};
+use quakelens_transport::topics::{DEAD_LETTER, WAVEFORMS_RAW, WINDOWS};
+use quakelens_transport::{
+    partition_for, Incoming, Outgoing, Position, Revoked, Transport, TransportError,
+};
+
+/// Bytes allocated and not yet freed, by anything in this process.
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+struct Counting;
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(p, layout) };
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let q = unsafe { System.realloc(p, layout, new_size) };
+        if !q.is_null() {
+            LIVE.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
+        }
+        q
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// A broker that keeps nothing: it counts what it is sent and remembers the latest positions.
+#[derive(Default)]
+struct Discard {
+    windows: AtomicU64,
+    dead: AtomicU64,
+    stored: Mutex<BTreeMap<i32, i64>>,
+}
+
+impl Transport for Discard {
+    async fn send(&self, batch: Vec<Outgoing>) -> Result<(), TransportError> {
+        for m in batch {
+            match m.topic.as_str() {
+                WINDOWS => self.windows.fetch_add(1, Ordering::Relaxed),
+                DEAD_LETTER => self.dead.fetch_add(1, Ordering::Relaxed),
+                _ => 0,
+            };
+        }
+        Ok(())
+    }
+
+    async fn recv(&self, _max: usize, _wait: Duration) -> Result<Vec<Incoming>, TransportError> {
+        Ok(Vec::new())
+    }
+
+    fn store(&self, positions: &[Position]) -> Result<(), TransportError> {
+        let mut stored = self.stored.lock().unwrap();
+        for p in positions {
+            stored.insert(p.partition, p.offset);
+        }
+        Ok(())
+    }
+
+    async fn commit(&self) -> Result<(), TransportError> {
+        Ok(())
+    }
+
+    fn take_revoked(&self) -> Revoked {
+        Vec::new()
+    }
+
+    fn partitions(&self, _topic: &str) -> Result<i32, TransportError> {
+        Ok(PARTITIONS)
+    }
+
+    async fn read_all(&self, _topic: &str) -> Result<Vec<Incoming>, TransportError> {
+        Ok(Vec::new())
+    }
+}
+
+const PARTITIONS: i32 = 6;
+const STATIONS: usize = 6;
+const RATE: usize = 100;
+/// Data per feeding round (s).
+const SLICE_S: usize = 600;
+/// Samples in a 512-byte integer record (64 bytes of header and blockette 1000).
+const RECORD_SAMPLES: usize = 112;
+/// An event every this many seconds at each station.
+const EVENT_EVERY_S: usize = 120;
+
+/// A station's feed: noise plus a local event every two minutes, packed in 512-byte records.
+struct Feed {
+    rng: Rng,
+    next_offset: BTreeMap<i32, i64>,
+}
+
+impl Feed {
+    /// The records of every station for the slice starting at `t0_s`, interleaved in time as a
+    /// network feed delivers them.
+    fn slice(&mut self, t0_s: usize) -> Vec<Incoming> {
+        let n = SLICE_S * RATE;
+        let mut per_channel: Vec<(String, i32, Vec<Vec<u8>>)> = Vec::new();
+        for s in 0..STATIONS {
+            let station = format!("XX.S{s:02}..HH");
+            let partition = partition_for(station.as_bytes(), PARTITIONS);
+            for comp in ['Z', 'N', 'E'] {
+                let samples: Vec<i32> = (0..n)
+                    .map(|i| {
+                        let t = t0_s as f64 + i as f64 / RATE as f64;
+                        // Each station's events come 7 s after the previous station's.
+                        let since = (t - 7.0 * s as f64).rem_euclid(EVENT_EVERY_S as f64) - 60.0;
+                        let event = if (0.0..20.0).contains(&since) {
+                            3000.0
+                                * (-since / 3.0).exp()
+                                * (2.0 * std::f64::consts::PI * 6.0 * since).sin()
+                        } else {
+                            0.0
+                        };
+                        (20.0 * self.rng.normal() + event) as i32
+                    })
+                    .collect();
+                let sid = format!("FDSN:XX_S{s:02}__H_H_{comp}");
+                let start_ns = (1_709_251_200 + t0_s as i64) * 1_000_000_000;
+                let bytes = pack_channel(&sid, start_ns, &samples, 512, Encoding::Int32).unwrap();
+                let records = split_records(&bytes)
+                    .into_iter()
+                    .map(|f| match f {
+                        Frame::Record { offset, len } => bytes[offset..offset + len].to_vec(),
+                        Frame::Bad { reason, .. } => panic!("packed a bad record: {reason}"),
+                    })
+                    .collect();
+                per_channel.push((format!("{station}{comp}"), partition, records));
+            }
+        }
+        let longest = per_channel.iter().map(|c| c.2.len()).max().unwrap_or(0);
+        let mut out = Vec::new();
+        for j in 0..longest {
+            for (key, partition, records) in &per_channel {
+                let Some(record) = records.get(j) else {
+                    continue;
+                };
+                let offset = self.next_offset.entry(*partition).or_insert(0);
+                out.push(Incoming {
+                    topic: WAVEFORMS_RAW.into(),
+                    partition: *partition,
+                    offset: *offset,
+                    key: Some(key.as_bytes().to_vec()),
+                    payload: Some(record.clone()),
+                    headers: Vec::new(),
+                    timestamp_ms: None,
+                });
+                *offset += 1;
+            }
+        }
+        out
+    }
+}
+
+fn live_mib() -> f64 {
+    LIVE.load(Ordering::Relaxed) as f64 / (1 << 20) as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_windower_fed_for_a_day_holds_the_heap_it_held_after_an_hour() {
+    let hours = 24;
+    let slices = hours * 3600 / SLICE_S;
+    let t = Discard::default();
+    let metrics = Metrics::new();
+    let counters = metrics.stage("windower");
+    let mut stage = WindowerStage::new(WindowerConfig::new(PipelineConfig::new(None))).unwrap();
+    let mut feed = Feed {
+        rng: Rng::new(7),
+        next_offset: BTreeMap::new(),
+    };
+    let mut heap = Vec::with_capacity(slices);
+    let mut buffered = Vec::with_capacity(slices);
+    for k in 0..slices {
+        let records = feed.slice(k * SLICE_S);
+        let mut records = records.into_iter().peekable();
+        while records.peek().is_some() {
+            let batch: Vec<Incoming> = records.by_ref().take(2000).collect();
+            stage.step(&t, batch, &counters).await.unwrap();
+        }
+        heap.push(live_mib());
+        buffered.push(stage.buffered_samples());
+    }
+    let windows = stage.totals.windows;
+    // Every event but those whose window is still open at the end: the stage is really working.
+    let events = (STATIONS * hours * 3600 / EVENT_EVERY_S) as u64;
+    assert!(
+        windows + STATIONS as u64 >= events && windows <= events,
+        "{windows} windows of {events} events"
+    );
+    assert_eq!(t.dead.load(Ordering::Relaxed), 0);
+    assert!(t.windows.load(Ordering::Relaxed) > 0);
+    // Positions move with the data: what a restart would replay is one trigger epoch and its
+    // warm-up (330 s) of each station, with room for the records they begin and end in.
+    let stored = t.stored.lock().unwrap().clone();
+    for (p, next) in &feed.next_offset {
+        let stations = (0..STATIONS)
+            .filter(|s| partition_for(format!("XX.S{s:02}..HH").as_bytes(), PARTITIONS) == *p)
+            .count();
+        let kept = (next - stored.get(p).copied().unwrap_or(0)) as usize;
+        let bound = stations * 3 * (360 * RATE / RECORD_SAMPLES + 2);
+        assert!(
+            kept <= bound,
+            "partition {p}: {kept} records to replay, bound {bound}"
+        );
+    }
+    // The heap after the first hour is the heap from then on.
+    let settled = 3600 / SLICE_S;
+    let early = heap[settled..2 * settled]
+        .iter()
+        .copied()
+        .fold(f64::MIN, f64::max);
+    let late = heap[slices - settled..]
+        .iter()
+        .copied()
+        .fold(f64::MIN, f64::max);
+    assert!(
+        late <= early * 1.1 + 1.0,
+        "heap grew with uptime: {early:.1} MiB in the second hour, {late:.1} MiB in the last; \
+         per slice: {heap:.1?}"
+    );
+    eprintln!(
+        "{windows} windows; heap {early:.1} MiB in the second hour, {late:.1} MiB in the last"
+    );
+    let most = buffered.iter().max().copied().unwrap_or(0);
+    let bound = STATIONS * 3 * (300 + 30 + 20 + 10 + SLICE_S) * RATE * 2;
+    assert!(most <= bound, "{most} samples buffered, bound {bound}");
+}
