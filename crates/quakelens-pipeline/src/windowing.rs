@@ -282,11 +282,16 @@ impl TriggerFront {
             let mut piece: [Vec<f64>; 3] = std::array::from_fn(|_| vec![f64::NAN; n]);
             if let Some(stream) = asm.streams.first() {
                 out.streams = 1;
+                // The stream may begin or end anywhere in the margins, on either side of the
+                // piece: only the grid span both cover is copied.
                 for (dst, src) in piece.iter_mut().zip(&stream.channels) {
-                    let from = (at - stream.first_index).clamp(0, src.len() as i64) as usize;
-                    let to = (end - stream.first_index).clamp(0, src.len() as i64) as usize;
-                    let offset = (stream.first_index + from as i64 - at) as usize;
-                    dst[offset..offset + (to - from)].copy_from_slice(&src[from..to]);
+                    let lo = at.max(stream.first_index);
+                    let hi = end.min(stream.first_index + src.len() as i64);
+                    if lo < hi {
+                        let (d, s) = ((lo - at) as usize, (lo - stream.first_index) as usize);
+                        let len = (hi - lo) as usize;
+                        dst[d..d + len].copy_from_slice(&src[s..s + len]);
+                    }
                 }
             }
             let [a, b, c] = &piece;
@@ -800,6 +805,26 @@ mod tests {
             let mut station = StationWindower::new(key.clone(), false);
             let streamed = stream_through(&mut station, &feed_order(&traces, per, lag), &cfg, true);
             assert_eq!(streamed, all, "{per}-sample records, lag {lag}");
+        }
+    }
+
+    /// Data that begins between the grid's chunks, within a piece's assembly margin after one
+    /// (the stream then starts past that piece's end), for chunks shorter and longer than it.
+    #[test]
+    fn data_starting_off_the_chunk_grid_is_cut_whatever_the_chunk() {
+        for (chunk_s, offset_ns) in [(0.5, 730_000_000), (1.0, 1_370_000_000), (2.0, 40_000_000)] {
+            let mut cfg = PipelineConfig::new(None);
+            cfg.chunk_s = chunk_s;
+            let mut traces = station_traces(1_000_012, 30_000, &[9_000, 21_000]);
+            for t in &mut traces {
+                t.start_ns += offset_ns;
+            }
+            let key = station_of(&traces[0]).unwrap();
+            let all = window_traces(traces.clone(), &cfg).windows;
+            assert_eq!(all.len(), 2, "chunk {chunk_s} s");
+            let mut station = StationWindower::new(key, false);
+            let streamed = stream_through(&mut station, &feed_order(&traces, 50, 1), &cfg, true);
+            assert_eq!(streamed, all, "chunk {chunk_s} s");
         }
     }
 
