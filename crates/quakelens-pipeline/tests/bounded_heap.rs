@@ -121,6 +121,11 @@ const RECORD_SAMPLES: usize = 112;
 /// An event every this many seconds at each station.
 const EVENT_EVERY_S: usize = 120;
 
+/// Station `s`'s key, `NET.STA.LOC.BAND`.
+fn station(s: usize) -> String {
+    format!("XX.S{s:02}..HH")
+}
+
 /// A station's feed: noise plus a local event every two minutes, packed in 512-byte records.
 struct Feed {
     rng: Rng,
@@ -134,7 +139,7 @@ impl Feed {
         let n = SLICE_S * RATE;
         let mut per_channel: Vec<(String, i32, Vec<Vec<u8>>)> = Vec::new();
         for s in 0..STATIONS {
-            let station = format!("XX.S{s:02}..HH");
+            let station = station(s);
             let partition = partition_for(station.as_bytes(), PARTITIONS);
             for comp in ['Z', 'N', 'E'] {
                 let samples: Vec<i32> = (0..n)
@@ -231,7 +236,7 @@ async fn a_windower_fed_for_a_day_holds_the_heap_it_held_after_an_hour() {
     let stored = t.stored.lock().unwrap().clone();
     for (p, next) in &feed.next_offset {
         let stations = (0..STATIONS)
-            .filter(|s| partition_for(format!("XX.S{s:02}..HH").as_bytes(), PARTITIONS) == *p)
+            .filter(|&s| partition_for(station(s).as_bytes(), PARTITIONS) == *p)
             .count();
         let kept = (next - stored.get(p).copied().unwrap_or(0)) as usize;
         let bound = stations * 3 * (360 * RATE / RECORD_SAMPLES + 2);

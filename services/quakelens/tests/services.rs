@@ -664,13 +664,7 @@ fn kcat_feeds_the_windower_and_poison_goes_to_dead_letter() {
     // Poison first: random bytes and a truncated record; then the real file, whole (one
     // message holding every record, as `kcat -P file` sends it).
     let junk = dir.path().join("junk.bin");
-    std::fs::write(
-        &junk,
-        (0..3000u32)
-            .map(|i| (i * 7919 % 251) as u8)
-            .collect::<Vec<_>>(),
-    )
-    .unwrap();
+    std::fs::write(&junk, junk_bytes()).unwrap();
     produce(&["-k", "XX.JUNK..HHZ"], &junk);
     produce(&["-k", "BW.RJOB..EHZ"], &real("bad/truncated-record.mseed"));
     produce(&["-k", "BW.RJOB..EHZ"], &rjob);
@@ -846,12 +840,24 @@ fn scorer_and_forest_services_score_like_the_embedded_run() {
     );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(count(&s.lake, "cnn_shap"), windows * cells);
-    // Each poison message once per stage that reads it.
-    let dead_by_stage = || {
+    // Each poison message once per stage that reads it: (stage, "origin reason") of each letter.
+    let letters = || -> Vec<(String, String)> {
+        client
+            .read_all(DEAD_LETTER)
+            .iter()
+            .map(|m| {
+                let h = |k| String::from_utf8_lossy(m.header(k).unwrap_or(b"?")).into_owned();
+                (
+                    h(header::STAGE),
+                    format!("{} {}", h(header::ORIGIN), h(header::ERROR)),
+                )
+            })
+            .collect()
+    };
+    let by_stage = |letters: &[(String, String)]| {
         let mut by = std::collections::BTreeMap::new();
-        for m in client.read_all(DEAD_LETTER) {
-            let stage = String::from_utf8_lossy(m.header(header::STAGE).unwrap_or(b"?"));
-            *by.entry(stage.into_owned()).or_insert(0) += 1;
+        for (stage, _) in letters {
+            *by.entry(stage.as_str().to_owned()).or_insert(0) += 1;
         }
         by
     };
@@ -860,29 +866,16 @@ fn scorer_and_forest_services_score_like_the_embedded_run() {
             .map(|(s, n)| (s.to_string(), n))
             .into();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let mut dead = dead_by_stage();
-    while dead != poisoned && std::time::Instant::now() < deadline {
+    let mut dead = letters();
+    while by_stage(&dead) != poisoned && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_secs(1));
-        dead = dead_by_stage();
+        dead = letters();
     }
-    let letters: Vec<String> = client
-        .read_all(DEAD_LETTER)
-        .iter()
-        .map(|m| {
-            let h = |k| String::from_utf8_lossy(m.header(k).unwrap_or(b"?")).into_owned();
-            format!(
-                "{} {} {}",
-                h(header::STAGE),
-                h(header::ORIGIN),
-                h(header::ERROR)
-            )
-        })
-        .collect();
-    assert_eq!(dead, poisoned, "{letters:#?}\n{}", log_tails(&[&sink], 400));
+    assert_eq!(by_stage(&dead), poisoned, "{dead:#?}");
     services_export_their_metrics(
         &[&windower, &scorer, &forest_svc, &sink],
         windows,
-        [0, 2, 2, 6],
+        [0, poisoned["scorer"], poisoned["forest"], poisoned["lake"]],
     );
     let consistent = "SELECT count(*) FROM (SELECT c.window_id, sum(c.value) AS total, \
          max(c.output) AS output, max(c.base_value) AS base, \
@@ -950,12 +943,16 @@ impl Client {
     }
 }
 
-/// Bytes that are no message at all, once on each of `topics`.
+/// 3,000 bytes that are no record and no message.
+fn junk_bytes() -> Vec<u8> {
+    (0..3000u32).map(|i| (i * 7919 % 251) as u8).collect()
+}
+
+/// [`junk_bytes`] once on each of `topics`.
 fn junk_on(topics: &[&str]) -> Vec<Outgoing> {
-    let junk: Vec<u8> = (0..3000u32).map(|i| (i * 7919 % 251) as u8).collect();
     topics
         .iter()
-        .map(|t| Outgoing::new(t, "XX.JUNK..HH", junk.clone()))
+        .map(|t| Outgoing::new(t, "XX.JUNK..HH", junk_bytes()))
         .collect()
 }
 
