@@ -7,6 +7,12 @@ Arrays cross as raw little-endian float64 files. Commands:
   bench-cnn MODEL.safetensors N BATCH THREADS   PyTorch eager windows/s (JSON on stdout)
   bench-forest X Y ROWS FEATURES TREES JOBS     sklearn fit seconds (JSON on stdout)
   dset DIR STATION N                           a small Laurenti D-set written with h5py
+  conv1d DIR N CLASSES SEED                    the paper's 1-D CNN with random weights: state_dict
+                                               (torch.save and safetensors), TorchScript, inputs, logits
+  conv1d-logits MODEL.safetensors INPUTS N OUT our CONV1D file evaluated by PyTorch
+  bench-conv1d MODEL.safetensors N BATCH THREADS  PyTorch eager windows/s (JSON on stdout)
+  ttf-labels IN.json OUT.json                  the paper's time-to-failure classes and split
+  multiclass TRUTH PRED K OUT.json             sklearn's balanced accuracy and normalised confusion
 """
 import json
 import sys
@@ -236,6 +242,232 @@ def cmd_dset(out_dir, station, n):
                             1.0 + (i % 30) / 10.0, 2.0 + i % 5, 3.5 + i % 5, 8.0, 42.8, 13.1, 42.9, 13.2])
 
 
+def conv1d_net(classes):
+    """The paper's network, written from its definition: seven Conv1d-BatchNorm1d-MaxPool1d(3, 1)-ReLU
+    blocks, AvgPool1d(1215), Dropout 0.3, Linear 256 -> classes."""
+    import torch
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            spec = [(3, 32, 7, 1), (32, 64, 7, 2), (64, 64, 5, 1), (64, 64, 5, 1),
+                    (64, 128, 5, 1), (128, 256, 3, 1), (256, 256, 3, 1)]
+            for i, (cin, cout, k, stride) in enumerate(spec, 1):
+                setattr(self, f"conv{i}", nn.Conv1d(cin, cout, k, stride=stride))
+                setattr(self, f"BatchNorm{i}", nn.BatchNorm1d(cout))
+            self.pool = nn.MaxPool1d(3, stride=1)
+            self.avg = nn.AvgPool1d(1215)
+            self.dropout = nn.Dropout(0.3)
+            self.layer_out = nn.Linear(256, classes)
+
+        def forward(self, x):
+            # Spelled out block by block so that torch.jit.script accepts it.
+            x = torch.relu(self.pool(self.BatchNorm1(self.conv1(x))))
+            x = torch.relu(self.pool(self.BatchNorm2(self.conv2(x))))
+            x = torch.relu(self.pool(self.BatchNorm3(self.conv3(x))))
+            x = torch.relu(self.pool(self.BatchNorm4(self.conv4(x))))
+            x = torch.relu(self.pool(self.BatchNorm5(self.conv5(x))))
+            x = torch.relu(self.pool(self.BatchNorm6(self.conv6(x))))
+            x = torch.relu(self.pool(self.BatchNorm7(self.conv7(x))))
+            return self.layer_out(self.dropout(torch.flatten(self.avg(x), 1)))
+
+    return Net()
+
+
+def randomize_bn(model, seed):
+    import torch
+
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+                m.num_batches_tracked.fill_(17)
+    return model.eval()
+
+
+def write_safetensors(path, state, meta=None):
+    """A plain safetensors file (the format is a JSON header and raw little-endian bytes)."""
+    header, blobs, offset = {}, [], 0
+    for name, t in state.items():
+        a = t.detach().cpu().numpy()
+        dtype = {"float32": "F32", "int64": "I64"}[str(a.dtype)]
+        raw = a.astype(a.dtype.newbyteorder("<")).tobytes()
+        header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    if meta:
+        header["__metadata__"] = meta
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text + b"".join(blobs))
+
+
+def waveforms(n, seed):
+    """Raw windows as stored: counts of very different scale per channel, one channel silent."""
+    rng = np.random.default_rng(int(seed))
+    x = rng.normal(size=(n, 3, 2500)) * rng.uniform(1, 5000, size=(n, 3, 1))
+    x[0, 2] = 0.0
+    return x.astype(np.float32)
+
+
+def cmd_conv1d(out_dir, n, classes, seed):
+    import os
+
+    import torch
+    import torch.nn.functional as F
+
+    model = randomize_bn(conv1d_net(int(classes)), int(seed))
+    state = model.state_dict()
+    torch.save(state, os.path.join(out_dir, "state.pt"))
+    write_safetensors(os.path.join(out_dir, "state.safetensors"), state)
+    # The same weights as float64, and with tensors that are views: an offset into a larger
+    # storage, a transposed stride, two tensors sharing one storage.
+    torch.save({k: v.double() if v.is_floating_point() else v for k, v in state.items()},
+               os.path.join(out_dir, "state_double.pt"))
+    views = dict(state)
+    w = state["conv1.weight"]
+    big = torch.zeros(2 * w.numel())
+    big[w.numel():] = w.flatten()
+    views["conv1.weight"] = big[w.numel():].view(w.shape)
+    views["conv2.weight"] = state["conv2.weight"].transpose(0, 1).contiguous().transpose(0, 1)
+    shared = torch.cat([state["BatchNorm1.running_mean"], state["BatchNorm1.running_var"]])
+    views["BatchNorm1.running_mean"], views["BatchNorm1.running_var"] = shared[:32], shared[32:]
+    torch.save(views, os.path.join(out_dir, "state_views.pt"))
+    # What users save by mistake: the module itself, and a training checkpoint.
+    torch.save(torch.nn.Sequential(torch.nn.Conv1d(3, 32, 7)), os.path.join(out_dir, "module.pt"))
+    torch.save({"epoch": 3, "model_state_dict": state}, os.path.join(out_dir, "checkpoint.pt"))
+    x = torch.from_numpy(waveforms(int(n), int(seed) + 1))
+    with torch.no_grad():
+        logits = model(F.normalize(x, dim=-1))
+        torch.jit.script(model).save(os.path.join(out_dir, "scripted.pt"))
+    write(os.path.join(out_dir, "x.f64"), x.numpy().ravel())
+    write(os.path.join(out_dir, "logits.f64"), logits.numpy().ravel())
+
+
+def load_conv1d(path):
+    import torch
+
+    state, meta = load_safetensors(path)
+    classes = meta["quakelens.classes"].split(",")
+    model = conv1d_net(len(classes))
+    missing, unexpected = model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()}, strict=False)
+    assert not unexpected, unexpected
+    assert all(m.endswith("num_batches_tracked") for m in missing), missing
+    return model.eval(), meta
+
+
+def cmd_conv1d_logits(model_path, inputs_path, n, out):
+    import torch
+    import torch.nn.functional as F
+
+    model, _ = load_conv1d(model_path)
+    x = torch.from_numpy(read(inputs_path, np.float32).reshape(int(n), 3, 2500))
+    with torch.no_grad():
+        write(out, model(F.normalize(x, dim=-1)).numpy().ravel())
+
+
+def cmd_bench_conv1d(model_path, n, batch, threads):
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(int(threads))
+    model, _ = load_conv1d(model_path)
+    n, batch = int(n), int(batch)
+    x = torch.from_numpy(waveforms(n, 0))
+    best = float("inf")
+    with torch.inference_mode():
+        model(F.normalize(x[:batch], dim=-1))
+        for _ in range(3):
+            t = time.perf_counter()
+            for i in range(0, n, batch):
+                model(F.normalize(x[i : i + batch], dim=-1))
+            best = min(best, time.perf_counter() - t)
+    print(json.dumps({"windows_per_s": n / best, "torch": torch.__version__}))
+
+
+def keyed_hash(seed, key):
+    """FNV-1a over the seed's 8 little-endian bytes and the key's UTF-8, then SplitMix64's finaliser."""
+    mask = (1 << 64) - 1
+    h = 0xCBF29CE484222325
+    for b in int(seed).to_bytes(8, "little") + key.encode():
+        h = ((h ^ b) * 0x100000001B3) & mask
+    h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & mask
+    return h ^ (h >> 31)
+
+
+def cmd_ttf_labels(in_path, out_path):
+    """The paper's rules on {events: [[id, origin_ns]], classes, mainshock_ns, middle, seed, valid,
+    test}: pre/post balanced by a shuffle (order of keyed_hash), equal-count time-ordered parts
+    (numpy.array_split), a middle class for 9; then the time-ordered and the random splits."""
+    spec = json.load(open(in_path))
+    events = sorted({(e[1], e[0]) for e in spec["events"]})
+    main, seed, k = spec["mainshock_ns"], spec["seed"], spec["classes"]
+    middle = spec.get("middle")
+    mid = [e for e in events if middle and middle[0] <= e[0] < middle[1]]
+    rest = [e for e in events if e not in mid]
+    pre = [e for e in rest if e[0] < main]
+    post = [e for e in rest if e[0] > main]
+    n = min(len(pre), len(post))
+
+    def balanced(side):
+        if len(side) == n:
+            return side
+        chosen = sorted(side, key=lambda e: (keyed_hash(seed, e[1]), e[1]))[:n]
+        return sorted(chosen)
+
+    parts = {2: 1, 4: 2, 9: 4}[k]
+    groups = list(np.array_split(np.arange(n), parts))
+    classes = {}
+    c = 0
+    for side in ([balanced(pre)], [mid] if k == 9 else [], [balanced(post)]):
+        for s in side:
+            if s is mid:
+                for e in s:
+                    classes[e[1]] = c
+                c += 1
+                continue
+            for g in groups:
+                for i in g:
+                    classes[s[i][1]] = c
+                c += 1
+    head = (1.0 - spec["valid"] - spec["test"]) / 2.0
+    time_split = {}
+    for cls in range(k):
+        ids = [e[1] for e in events if classes.get(e[1]) == cls]
+        m = len(ids)
+        def cut(fraction):  # the same tolerance as ours: 0.35 + 0.1 + 0.2 < 0.65 in binary
+            return int(np.floor(m * fraction + 1e-9))
+
+        a, b = cut(head), cut(head + spec["valid"])
+        t = cut(head + spec["valid"] + spec["test"])
+        for i, ev in enumerate(ids):
+            time_split[ev] = "valid" if a <= i < b else "test" if b <= i < t else "train"
+    random_split = {}
+    for ev in classes:
+        u = (keyed_hash(seed, ev) >> 11) / float(1 << 53)
+        random_split[ev] = "test" if u < spec["test"] else "valid" if u < spec["test"] + spec["valid"] else "train"
+    json.dump({"classes": classes, "time": time_split, "random": random_split}, open(out_path, "w"))
+
+
+def cmd_multiclass(truth_path, pred_path, k, out_path):
+    from sklearn.metrics import balanced_accuracy_score, confusion_matrix
+
+    t = read(truth_path).astype(int)
+    p = read(pred_path).astype(int)
+    labels = list(range(int(k)))
+    json.dump({
+        "balanced_accuracy": balanced_accuracy_score(t, p),
+        "normalized": confusion_matrix(t, p, labels=labels, normalize="true").tolist(),
+    }, open(out_path, "w"))
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {
@@ -245,4 +477,9 @@ if __name__ == "__main__":
         "bench-cnn": cmd_bench_cnn,
         "bench-forest": cmd_bench_forest,
         "dset": cmd_dset,
+        "conv1d": cmd_conv1d,
+        "conv1d-logits": cmd_conv1d_logits,
+        "bench-conv1d": cmd_bench_conv1d,
+        "ttf-labels": cmd_ttf_labels,
+        "multiclass": cmd_multiclass,
     }[cmd](*args)

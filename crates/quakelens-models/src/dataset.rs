@@ -350,13 +350,7 @@ impl Default for SplitPlan {
 
 impl SplitPlan {
     pub fn assign(&self, group: &str) -> Split {
-        let h = fnv1a(self.seed.to_le_bytes().into_iter().chain(group.bytes()));
-        // SplitMix64's finaliser spreads FNV's low-entropy high bits.
-        let mut z = h;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        let u = (z >> 11) as f64 / (1u64 << 53) as f64;
+        let u = (keyed_hash(self.seed, group) >> 11) as f64 / (1u64 << 53) as f64;
         if u < self.test {
             Split::Test
         } else if u < self.test + self.valid {
@@ -365,6 +359,17 @@ impl SplitPlan {
             Split::Train
         }
     }
+}
+
+/// A well-spread 64-bit hash of `key` under `seed`: FNV-1a of the seed's little-endian bytes and
+/// the key, then SplitMix64's finaliser (FNV alone leaves the high bits low in entropy). Orders
+/// and splits built on it depend only on each key and the seed, so they are stable when data
+/// is added and easy to reproduce outside quakelens.
+pub fn keyed_hash(seed: u64, key: &str) -> u64 {
+    let mut z = fnv1a(seed.to_le_bytes().into_iter().chain(key.bytes()));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]

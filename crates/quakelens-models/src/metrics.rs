@@ -42,6 +42,71 @@ impl ClassificationMetrics {
     }
 }
 
+/// Several classes, as the paper reports them: per-class recall, their mean ("average
+/// accuracy", scikit-learn's `balanced_accuracy_score`) and the confusion matrix normalised per
+/// true class (`confusion_matrix(normalize="true")`). A class absent from the truth has recall 0
+/// and a zero row, and is left out of the mean.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MulticlassMetrics {
+    pub n: usize,
+    pub classes: Vec<String>,
+    pub accuracy: f64,
+    pub recall: Vec<f64>,
+    pub mean_recall: f64,
+    /// `confusion[true][predicted]` counts.
+    pub confusion: Vec<Vec<usize>>,
+    /// Each row divided by its sum.
+    pub normalized: Vec<Vec<f64>>,
+}
+
+impl MulticlassMetrics {
+    /// From class indices in `0..classes.len()`; pairs outside that range are not counted.
+    pub fn from_labels(classes: &[String], truth: &[usize], predicted: &[usize]) -> Self {
+        let k = classes.len();
+        let mut confusion = vec![vec![0usize; k]; k];
+        let mut n = 0;
+        for (&t, &p) in truth.iter().zip(predicted) {
+            if t < k && p < k {
+                confusion[t][p] += 1;
+                n += 1;
+            }
+        }
+        let row_sums: Vec<usize> = confusion.iter().map(|r| r.iter().sum()).collect();
+        let normalized: Vec<Vec<f64>> = confusion
+            .iter()
+            .zip(&row_sums)
+            .map(|(row, &s)| {
+                row.iter()
+                    .map(|&c| if s == 0 { 0.0 } else { c as f64 / s as f64 })
+                    .collect()
+            })
+            .collect();
+        let recall: Vec<f64> = (0..k).map(|i| normalized[i][i]).collect();
+        let present: Vec<f64> = (0..k)
+            .filter(|&i| row_sums[i] > 0)
+            .map(|i| recall[i])
+            .collect();
+        let correct: usize = (0..k).map(|i| confusion[i][i]).sum();
+        Self {
+            n,
+            classes: classes.to_vec(),
+            accuracy: if n == 0 {
+                0.0
+            } else {
+                correct as f64 / n as f64
+            },
+            mean_recall: if present.is_empty() {
+                0.0
+            } else {
+                present.iter().sum::<f64>() / present.len() as f64
+            },
+            recall,
+            confusion,
+            normalized,
+        }
+    }
+}
+
 /// Regression quality (R² as scikit-learn's `r2_score`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RegressionMetrics {
@@ -94,6 +159,20 @@ mod tests {
         assert!((m.precision - 2.0 / 3.0).abs() < 1e-12);
         assert!((m.recall - 2.0 / 3.0).abs() < 1e-12);
         assert!((m.f1 - 2.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn mean_recall_weighs_classes_equally() {
+        let names: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let m =
+            MulticlassMetrics::from_labels(&names, &[0, 0, 0, 0, 1, 1, 2], &[0, 0, 0, 1, 1, 0, 1]);
+        assert_eq!(
+            m.confusion,
+            vec![vec![3, 1, 0], vec![1, 1, 0], vec![0, 1, 0]]
+        );
+        assert_eq!(m.recall, vec![0.75, 0.5, 0.0]);
+        assert!((m.mean_recall - 1.25 / 3.0).abs() < 1e-12);
+        assert!((m.accuracy - 4.0 / 7.0).abs() < 1e-12);
     }
 
     #[test]

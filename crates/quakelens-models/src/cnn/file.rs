@@ -117,6 +117,12 @@ pub fn load_cnn(path: &Path, bytes: &[u8], device: Device) -> Result<NativeCnn, 
             ),
         ));
     }
+    if get("quakelens.arch") == crate::conv1d::CONV1D_ARCH {
+        return Err(format_err(
+            path,
+            "the paper's 1-D CNN on waveforms (arch CONV1D), not a spectrogram CNN: use --arch conv1d",
+        ));
+    }
     let version = get("quakelens.format_version");
     if !matches!(version, "1" | CNN_FORMAT_VERSION) || get("quakelens.arch") != CNN_ARCH {
         return Err(format_err(

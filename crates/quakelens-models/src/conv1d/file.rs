@@ -1,0 +1,279 @@
+//! The 1-D CNN's file and the import of the paper's PyTorch state_dicts.
+//!
+//! The file is the CNN file format (safetensors, PyTorch's names, little-endian f32) with
+//! `quakelens.arch` = `CONV1D`, `quakelens.input` = `waveform` (raw samples as stored; the network
+//! scales each channel itself), `quakelens.input_shape` = `3,2500` and `quakelens.classes` (2, 4
+//! or 9 names, in logit order). A state_dict saved by PyTorch (`torch.save(net.state_dict())`,
+//! or `safetensors.torch.save_file`) with the paper's names imports unchanged: every parameter
+//! and batch-norm statistic is checked by name and shape, `num_batches_tracked` is ignored (it
+//! only matters for momentum-free batch norm in training), and the class count is read from
+//! `layer_out`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+use super::arch::{Conv1dNet, WAVEFORM_SHAPE};
+use crate::cnn::{CnnError, CNN_FORMAT, CNN_FORMAT_VERSION};
+use crate::hash::ModelHash;
+use crate::ttf::ClassCount;
+
+pub const CONV1D_ARCH: &str = "CONV1D";
+/// What a CONV1D model takes: the window's raw samples.
+pub const WAVEFORM_INPUT: &str = "waveform";
+
+/// A loaded native model: its variables, class names and what the file says about it.
+pub struct NativeConv1d {
+    pub vs: VarStore,
+    pub net: Conv1dNet,
+    pub classes: Vec<String>,
+    pub metadata: HashMap<String, String>,
+    pub hash: ModelHash,
+}
+
+fn format_err(path: &Path, reason: impl Into<String>) -> CnnError {
+    CnnError::Format {
+        path: path.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Writes a [`Conv1dNet`]'s variables with their class names; returns the file's hash.
+pub fn save_conv1d(
+    vs: &VarStore,
+    classes: &[String],
+    training: Option<&serde_json::Value>,
+    path: &Path,
+) -> Result<ModelHash, CnnError> {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut blobs = Vec::with_capacity(named.len());
+    for (name, t) in &named {
+        let t = t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+        let values = crate::cnn::read_f32(t.detach().as_ref(), &format!("reading {name}"))?;
+        let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        blobs.push((name.clone(), shape, bytes));
+    }
+    let mut views = Vec::with_capacity(blobs.len());
+    for (name, shape, bytes) in &blobs {
+        let view = TensorView::new(Dtype::F32, shape.clone(), bytes)
+            .map_err(|e| format_err(path, format!("{name}: {e:?}")))?;
+        views.push((name.clone(), view));
+    }
+    let mut meta = HashMap::from([
+        ("quakelens.format".to_string(), CNN_FORMAT.to_string()),
+        (
+            "quakelens.format_version".to_string(),
+            CNN_FORMAT_VERSION.to_string(),
+        ),
+        ("quakelens.arch".to_string(), CONV1D_ARCH.to_string()),
+        (
+            "quakelens.input_shape".to_string(),
+            format!("{},{}", WAVEFORM_SHAPE[0], WAVEFORM_SHAPE[1]),
+        ),
+        ("quakelens.input".to_string(), WAVEFORM_INPUT.to_string()),
+        ("quakelens.classes".to_string(), classes.join(",")),
+    ]);
+    if let Some(t) = training {
+        meta.insert("quakelens.training".to_string(), t.to_string());
+    }
+    let bytes = safetensors::tensor::serialize(views, &Some(meta))
+        .map_err(|e| format_err(path, format!("serialising: {e:?}")))?;
+    quakelens_lake::write_atomically(path, &bytes).map_err(|error| CnnError::Io {
+        path: path.display().to_string(),
+        error,
+    })?;
+    Ok(ModelHash::of(&bytes))
+}
+
+/// Whether `bytes` are a quakelens CONV1D file (as opposed to a 2-D CNN or another file).
+pub fn is_conv1d_file(bytes: &[u8]) -> bool {
+    SafeTensors::read_metadata(bytes)
+        .ok()
+        .and_then(|(_, h)| h.metadata().clone())
+        .is_some_and(|m| m.get("quakelens.arch").map(String::as_str) == Some(CONV1D_ARCH))
+}
+
+/// Reads a file written by [`save_conv1d`].
+pub fn load_conv1d(path: &Path, bytes: &[u8], device: Device) -> Result<NativeConv1d, CnnError> {
+    let (_, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| format_err(path, format!("{e:?}")))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    let get = |key: &str| metadata.get(key).map(String::as_str).unwrap_or("");
+    if get("quakelens.format") != CNN_FORMAT || get("quakelens.arch") != CONV1D_ARCH {
+        return Err(format_err(
+            path,
+            format!(
+                "not a quakelens {CONV1D_ARCH} file (format {:?}, arch {:?})",
+                get("quakelens.format"),
+                get("quakelens.arch")
+            ),
+        ));
+    }
+    if get("quakelens.format_version") != CNN_FORMAT_VERSION {
+        return Err(format_err(
+            path,
+            format!(
+                "format version {:?}; this build reads v{CNN_FORMAT_VERSION}",
+                get("quakelens.format_version")
+            ),
+        ));
+    }
+    let shape = format!("{},{}", WAVEFORM_SHAPE[0], WAVEFORM_SHAPE[1]);
+    if get("quakelens.input") != WAVEFORM_INPUT || get("quakelens.input_shape") != shape {
+        return Err(format_err(
+            path,
+            format!(
+                "input {:?} of shape {:?}; a {CONV1D_ARCH} model takes {WAVEFORM_INPUT} {shape}",
+                get("quakelens.input"),
+                get("quakelens.input_shape")
+            ),
+        ));
+    }
+    let classes: Vec<String> = get("quakelens.classes")
+        .split(',')
+        .filter(|c| !c.is_empty())
+        .map(String::from)
+        .collect();
+    let tensors = safetensors_tensors(path, bytes)?;
+    let (vs, net) = from_state(path, &tensors, device)?;
+    if classes.len() as i64 != net.classes {
+        return Err(format_err(
+            path,
+            format!(
+                "quakelens.classes names {} classes, layer_out has {}",
+                classes.len(),
+                net.classes
+            ),
+        ));
+    }
+    Ok(NativeConv1d {
+        vs,
+        net,
+        classes,
+        metadata,
+        hash: ModelHash::of(bytes),
+    })
+}
+
+/// A PyTorch state_dict of the paper's network: `torch.save` output (zip) or a safetensors file.
+/// Returns the network and its class names (from the class count: 2, 4 or 9).
+pub fn import_state_dict(
+    path: &Path,
+    device: Device,
+) -> Result<(VarStore, Conv1dNet, Vec<String>), CnnError> {
+    let bytes = std::fs::read(path).map_err(|error| CnnError::Io {
+        path: path.display().to_string(),
+        error,
+    })?;
+    let tensors: HashMap<String, Tensor> = if bytes.starts_with(b"PK\x03\x04") {
+        crate::torch_save::read_state_dict(path)
+            .map_err(|e| format_err(path, format!("reading the PyTorch state_dict: {e}")))?
+    } else {
+        safetensors_tensors(path, &bytes)?
+    };
+    let (vs, net) = from_state(path, &tensors, device)?;
+    let classes = match net.classes {
+        2 => ClassCount::Two,
+        4 => ClassCount::Four,
+        9 => ClassCount::Nine,
+        k => {
+            return Err(format_err(
+                path,
+                format!("layer_out has {k} outputs; the paper's class schemes are 2, 4 or 9"),
+            ))
+        }
+    };
+    Ok((vs, net, classes.names()))
+}
+
+fn safetensors_tensors(path: &Path, bytes: &[u8]) -> Result<HashMap<String, Tensor>, CnnError> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| format_err(path, format!("{e:?}")))?;
+    let mut out = HashMap::new();
+    for (name, view) in st.tensors() {
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        let t = match view.dtype() {
+            Dtype::F32 => {
+                let values: Vec<f32> = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                Tensor::from_slice(&values).view(shape.as_slice())
+            }
+            // `num_batches_tracked` is int64 in PyTorch; it is not used.
+            Dtype::I64 if name.ends_with("num_batches_tracked") => continue,
+            other => {
+                return Err(format_err(
+                    path,
+                    format!("{name}: {other:?}; parameters must be F32"),
+                ))
+            }
+        };
+        out.insert(name, t);
+    }
+    Ok(out)
+}
+
+/// The network with every variable copied from `tensors`, each checked by name and shape.
+fn from_state(
+    path: &Path,
+    tensors: &HashMap<String, Tensor>,
+    device: Device,
+) -> Result<(VarStore, Conv1dNet), CnnError> {
+    let classes = match tensors.get("layer_out.weight").map(Tensor::size) {
+        Some(s) if s.len() == 2 && s[0] >= 2 => s[0],
+        Some(s) => {
+            return Err(format_err(
+                path,
+                format!("layer_out.weight has shape {s:?}"),
+            ))
+        }
+        None => {
+            let mut names: Vec<&String> = tensors.keys().collect();
+            names.sort();
+            names.truncate(6);
+            return Err(format_err(
+                path,
+                format!("no layer_out.weight: not the paper's 1-D CNN (tensors {names:?}…)"),
+            ));
+        }
+    };
+    let vs = VarStore::new(device);
+    let net = Conv1dNet::new(&vs.root(), classes);
+    let mut expected = vs.variables();
+    for name in tensors.keys() {
+        if !expected.contains_key(name) && !name.ends_with("num_batches_tracked") {
+            return Err(format_err(
+                path,
+                format!("{name} is not a parameter of the paper's 1-D CNN"),
+            ));
+        }
+    }
+    let _guard = tch::no_grad_guard();
+    for (name, var) in expected.iter_mut() {
+        let src = tensors
+            .get(name)
+            .ok_or_else(|| format_err(path, format!("tensor {name} is missing")))?;
+        if src.size() != var.size() {
+            return Err(format_err(
+                path,
+                format!("{name}: shape {:?}, expected {:?}", src.size(), var.size()),
+            ));
+        }
+        let src = src.to_kind(Kind::Float);
+        let finite = bool::try_from(src.isfinite().all()).unwrap_or(false);
+        if !finite {
+            return Err(format_err(
+                path,
+                format!("{name} holds a value that is not finite"),
+            ));
+        }
+        var.copy_(&src.to_device(device));
+    }
+    Ok((vs, net))
+}

@@ -1,0 +1,201 @@
+//! Batched inference of a waveform model: the paper's 1-D CNN from a quakelens file (batch norm
+//! folded) or a user's TorchScript module.
+
+use std::path::Path;
+
+use tch::{CModule, Device, Tensor};
+
+use super::arch::{unit_norm, FoldedConv1d, WAVEFORM_SHAPE};
+use super::file::{is_conv1d_file, load_conv1d};
+use crate::cnn::{read_f32, CnnError, ModelKind};
+use crate::hash::ModelHash;
+use crate::ttf::ClassCount;
+
+enum Backend {
+    Native(FoldedConv1d),
+    /// Gets each window scaled to unit L2 norm per channel, as the paper's data loader fed its
+    /// network, and returns `[N, classes]` logits.
+    TorchScript(CModule),
+}
+
+/// A model that scores raw `(3, 2500)` windows into 2, 4 or 9 classes.
+pub struct WaveformModel {
+    backend: Backend,
+    pub kind: ModelKind,
+    pub hash: ModelHash,
+    pub device: Device,
+    /// Class names in logit order.
+    pub classes: Vec<String>,
+}
+
+/// Values per window.
+pub const WAVEFORM_LEN: usize = (WAVEFORM_SHAPE[0] * WAVEFORM_SHAPE[1]) as usize;
+
+impl WaveformModel {
+    /// Loads a quakelens CONV1D file or a TorchScript archive (recognised by its zip signature).
+    pub fn load(path: &Path, device: Device) -> Result<Self, CnnError> {
+        let bytes = std::fs::read(path).map_err(|error| CnnError::Io {
+            path: path.display().to_string(),
+            error,
+        })?;
+        let hash = ModelHash::of(&bytes);
+        if bytes.starts_with(b"PK\x03\x04") {
+            let fail = |reason: String| CnnError::Format {
+                path: path.display().to_string(),
+                reason,
+            };
+            let module = CModule::load_on_device(path, device)
+                .map_err(|e| fail(format!("TorchScript: {e} (a PyTorch state_dict is imported with `quakelens import conv1d`)")))?;
+            // The class count is what the module returns for one window.
+            let probe = Tensor::zeros(
+                [1, WAVEFORM_SHAPE[0], WAVEFORM_SHAPE[1]],
+                (tch::Kind::Float, device),
+            );
+            let out = tch::no_grad(|| module.forward_ts(&[probe])).map_err(|e| {
+                fail(format!(
+                    "TorchScript module does not take [1,3,2500] waveforms: {e}"
+                ))
+            })?;
+            let classes = match out.size().as_slice() {
+                [1, 2] => ClassCount::Two,
+                [1, 4] => ClassCount::Four,
+                [1, 9] => ClassCount::Nine,
+                other => {
+                    return Err(fail(format!(
+                    "TorchScript module maps [1,3,2500] to {other:?}; expected [1, 2|4|9] logits"
+                )))
+                }
+            };
+            return Ok(Self {
+                backend: Backend::TorchScript(module),
+                kind: ModelKind::TorchScript,
+                hash,
+                device,
+                classes: classes.names(),
+            });
+        }
+        if !is_conv1d_file(&bytes) {
+            return Err(CnnError::Format {
+                path: path.display().to_string(),
+                reason: "not a CONV1D model file (a spectrogram CNN is scored with --arch cnn2d)"
+                    .into(),
+            });
+        }
+        let native = load_conv1d(path, &bytes, device)?;
+        Ok(Self {
+            backend: Backend::Native(FoldedConv1d::new(&native.net).to_device(device)),
+            kind: ModelKind::Native,
+            hash,
+            device,
+            classes: native.classes,
+        })
+    }
+
+    /// Wraps a just-trained network (already saved as the file `hash` names).
+    pub fn from_native(
+        net: &super::Conv1dNet,
+        classes: Vec<String>,
+        hash: ModelHash,
+        device: Device,
+    ) -> Self {
+        Self {
+            backend: Backend::Native(FoldedConv1d::new(net).to_device(device)),
+            kind: ModelKind::Native,
+            hash,
+            device,
+            classes,
+        }
+    }
+
+    /// `inputs` must hold `n` whole windows of finite values.
+    fn check_batch(&self, inputs: &[f32], n: usize) -> Result<(), CnnError> {
+        if inputs.len() != n * WAVEFORM_LEN {
+            return Err(CnnError::Input(format!(
+                "{} values for {n} waveform windows of {WAVEFORM_SHAPE:?}",
+                inputs.len()
+            )));
+        }
+        if let Some(i) = inputs.iter().position(|v| !v.is_finite()) {
+            return Err(CnnError::Input(format!(
+                "waveform window {} holds a non-finite value at channel {}, sample {}",
+                i / WAVEFORM_LEN,
+                i % WAVEFORM_LEN / WAVEFORM_SHAPE[1] as usize,
+                i % WAVEFORM_SHAPE[1] as usize
+            )));
+        }
+        Ok(())
+    }
+
+    /// Logits of `n` windows stored back to back in `inputs`, `classes.len()` per window.
+    pub fn logits(&self, inputs: &[f32], n: usize) -> Result<Vec<f32>, CnnError> {
+        self.check_batch(inputs, n)?;
+        let _guard = tch::no_grad_guard();
+        let xs = Tensor::from_slice(inputs)
+            .view([n as i64, WAVEFORM_SHAPE[0], WAVEFORM_SHAPE[1]])
+            .to_device(self.device);
+        let out = match &self.backend {
+            Backend::Native(net) => net.forward(&xs),
+            Backend::TorchScript(m) => {
+                m.forward_ts(&[unit_norm(&xs)])
+                    .map_err(|e| CnnError::Torch {
+                        context: "TorchScript forward".into(),
+                        error: e.to_string(),
+                    })?
+            }
+        };
+        let k = self.classes.len() as i64;
+        if out.size() != [n as i64, k] {
+            return Err(CnnError::Torch {
+                context: "model output".into(),
+                error: format!("shape {:?}, expected [{n}, {k}]", out.size()),
+            });
+        }
+        read_f32(&out, "reading logits")
+    }
+
+    /// The most likely class of each window and the softmax probabilities, in batches.
+    pub fn classify(
+        &self,
+        windows: &[&[f32]],
+        batch: usize,
+    ) -> Result<Vec<(usize, Vec<f32>)>, CnnError> {
+        let k = self.classes.len();
+        let mut out = Vec::with_capacity(windows.len());
+        let mut buf = Vec::with_capacity(batch.max(1) * WAVEFORM_LEN);
+        for chunk in windows.chunks(batch.max(1)) {
+            buf.clear();
+            for w in chunk {
+                buf.extend_from_slice(w);
+            }
+            for logits in self.logits(&buf, chunk.len())?.chunks_exact(k) {
+                let p = softmax(logits);
+                let best = p
+                    .iter()
+                    .enumerate()
+                    .fold(0, |best, (i, &v)| if v > p[best] { i } else { best });
+                out.push((best, p));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Softmax, shifted by the maximum so large logits do not overflow.
+fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
+    let sum: f32 = e.iter().sum();
+    e.into_iter().map(|v| v / sum).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_is_stable() {
+        assert_eq!(softmax(&[0.0, 0.0]), vec![0.5, 0.5]);
+        let p = softmax(&[1000.0, -1000.0, 1000.0]);
+        assert_eq!(p, vec![0.5, 0.0, 0.5]);
+    }
+}
