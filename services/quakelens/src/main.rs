@@ -38,6 +38,9 @@ enum Command {
     Plot(commands::plot::PlotCommand),
     /// Write a labelled synthetic dataset as miniSEED plus catalog.csv.
     Synth(commands::synth::SynthArgs),
+    /// Convert a model trained elsewhere (the paper's PyTorch 1-D CNN) into a model file.
+    #[command(subcommand)]
+    Import(commands::import::ImportCommand),
     /// Decode miniSEED files and list their traces and problems.
     Inspect(commands::inspect::InspectArgs),
     /// Create the Kafka topics the services use (existing ones are left alone).
@@ -81,6 +84,7 @@ fn main() -> std::process::ExitCode {
         Command::Interactions(args) => commands::interactions::run(args),
         Command::Synth(args) => commands::synth::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
+        Command::Import(cmd) => commands::import::run(cmd),
         Command::Bench(cmd) => commands::bench::run(cmd),
         Command::Topics(cmd) => commands::serve::topics(cmd),
         Command::Ingest(args) => commands::serve::ingest(args),

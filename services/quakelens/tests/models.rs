@@ -413,3 +413,41 @@ fn laurenti_dset_files_are_read_labelled_and_short_traces_counted() {
     );
     assert_eq!(sql_count(&lake, "SELECT count(*) FROM features"), 14);
 }
+
+#[test]
+fn import_conv1d_turns_a_state_dict_into_a_model_file_and_refuses_others() {
+    use quakelens_models::conv1d::{Conv1dNet, WaveformModel};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _net = Conv1dNet::new(&vs.root(), 9);
+    let state = d.join("state.safetensors");
+    let named: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
+    tch::Tensor::write_safetensors(&named, &state).unwrap();
+    let model = d.join("models/paper.safetensors");
+    let out = stdout(&quakelens(&[
+        "import",
+        "conv1d",
+        &state.display().to_string(),
+        "--out",
+        &model.display().to_string(),
+    ]));
+    let loaded = WaveformModel::load(&model, tch::Device::Cpu).unwrap();
+    assert_eq!(loaded.classes.len(), 9);
+    assert!(out.contains("9 classes") && out.contains("middle"), "{out}");
+    assert!(out.contains(&loaded.hash.to_string()), "{out}");
+
+    let bogus = d.join("weights.pt");
+    std::fs::write(&bogus, b"PK\x03\x04 not really a zip").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_quakelens"))
+        .args(["import", "conv1d"])
+        .arg(&bogus)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "clean failure, no panic");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("weights.pt") && err.contains("torch.save"),
+        "{err}"
+    );
+}

@@ -1,5 +1,6 @@
-//! `quakelens bench models`: CNN inference vs PyTorch eager on the same weights, batch and
-//! threads; forest training vs scikit-learn on the same rows. One run, one table.
+//! `quakelens bench models`: CNN2D and the paper's 1-D CNN inference vs PyTorch eager on the
+//! same weights, batch and threads; forest training vs scikit-learn on the same rows. One run,
+//! one table.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -8,8 +9,10 @@ use anyhow::Context;
 use clap::Args;
 
 use quakelens_models::cnn::{CnnModel, INPUT_SHAPE};
+use quakelens_models::conv1d::{save_conv1d, Conv1dNet, WaveformModel, WAVEFORM_LEN};
 use quakelens_models::forest::{train_forest, Columns, ForestParams};
 use quakelens_models::reference;
+use quakelens_models::ttf::ClassCount;
 use quakelens_signal::reference::write_f64;
 use quakelens_synth::Rng;
 
@@ -27,6 +30,12 @@ pub struct ModelsBenchArgs {
     /// CNN to time (default: a randomly initialised CNN2D).
     #[arg(long)]
     cnn: Option<PathBuf>,
+    /// Waveform windows per 1-D CNN timing round (each is ~1 GFLOP).
+    #[arg(long, default_value_t = 128)]
+    conv1d_windows: usize,
+    /// 1-D CNN to time (default: a randomly initialised 4-class CONV1D).
+    #[arg(long)]
+    conv1d: Option<PathBuf>,
     /// Forest training rows, features and trees.
     #[arg(long, default_value_t = 20000)]
     rows: usize,
@@ -77,6 +86,7 @@ pub fn run(args: ModelsBenchArgs) -> anyhow::Result<()> {
     .map_err(anyhow::Error::msg)?;
     let torch: serde_json::Value = serde_json::from_str(out.trim())?;
     let ref_cnn = torch["windows_per_s"].as_f64().context("PyTorch timing")?;
+    let (ours_conv1d, ref_conv1d) = time_conv1d(&args, &python, dir.path())?;
 
     // Forest: the same rows (a noisy non-linear target with ties) on both sides.
     let (rows, nf) = (args.rows, args.features);
@@ -137,6 +147,12 @@ pub fn run(args: ModelsBenchArgs) -> anyhow::Result<()> {
         ours_cnn / ref_cnn
     );
     println!(
+        "| CONV1D (the paper's) inference, batch {}, {} windows of 3×2500 (windows/s; PyTorch eager, inference_mode) | {ours_conv1d:.1} | {ref_conv1d:.1} | {:.2}× |",
+        args.batch,
+        args.conv1d_windows,
+        ours_conv1d / ref_conv1d
+    );
+    println!(
         "| forest fit, {} trees on {rows}×{nf}, unlimited depth (s; sklearn n_jobs={}) | {ours_forest:.2} (depth {depth}) | {ref_forest:.2} (depth {}) | {:.2}× the time |",
         args.trees,
         args.threads,
@@ -144,4 +160,52 @@ pub fn run(args: ModelsBenchArgs) -> anyhow::Result<()> {
         ours_forest / ref_forest
     );
     Ok(())
+}
+
+/// Windows/s of the 1-D CNN here and in PyTorch eager, best of three rounds each.
+fn time_conv1d(
+    args: &ModelsBenchArgs,
+    python: &std::path::Path,
+    dir: &std::path::Path,
+) -> anyhow::Result<(f64, f64)> {
+    let path = match &args.conv1d {
+        Some(p) => p.clone(),
+        None => {
+            tch::manual_seed(2);
+            let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+            let _net = Conv1dNet::new(&vs.root(), 4);
+            let path = dir.join("conv1d.safetensors");
+            save_conv1d(&vs, &ClassCount::Four.names(), None, &path)?;
+            path
+        }
+    };
+    let model = WaveformModel::load(&path, tch::Device::Cpu)?;
+    let mut rng = Rng::new(4);
+    let x: Vec<f32> = (0..args.conv1d_windows * WAVEFORM_LEN)
+        .map(|_| (rng.normal() * 1000.0) as f32)
+        .collect();
+    let windows: Vec<&[f32]> = x.chunks(WAVEFORM_LEN).collect();
+    model.classify(&windows[..args.batch.min(windows.len())], args.batch)?; // warm-up
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let t = Instant::now();
+        std::hint::black_box(model.classify(&windows, args.batch)?);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    let s = |v: usize| v.to_string();
+    let out = reference::run(
+        python,
+        dir,
+        "bench-conv1d",
+        &[
+            path.display().to_string(),
+            s(args.conv1d_windows),
+            s(args.batch),
+            s(args.threads),
+        ],
+    )
+    .map_err(anyhow::Error::msg)?;
+    let torch: serde_json::Value = serde_json::from_str(out.trim())?;
+    let reference = torch["windows_per_s"].as_f64().context("PyTorch timing")?;
+    Ok((args.conv1d_windows as f64 / best, reference))
 }

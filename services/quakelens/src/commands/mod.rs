@@ -8,6 +8,7 @@ pub mod bench_models;
 pub mod bench_services;
 pub mod bench_windower;
 pub mod explain;
+pub mod import;
 pub mod inspect;
 pub mod interactions;
 pub mod lake;
