@@ -108,22 +108,35 @@ fn materialise(name: &str, t: &TensorRef, data: &[u8]) -> Result<Tensor, String>
         ));
     }
     let numel = (data.len() / width) as i64;
-    // The furthest element the view reaches must lie inside the storage.
-    let reach = t.offset
-        + t.size
-            .iter()
-            .zip(&t.stride)
-            .map(|(&n, &s)| (n - 1).max(0) * s)
-            .sum::<i64>();
-    let empty = t.size.contains(&0);
-    if t.size.len() != t.stride.len() || t.offset < 0 || (!empty && reach >= numel) {
-        return Err(format!(
+    let bad = || {
+        format!(
             "{name}: view (offset {}, size {:?}, stride {:?}) outside its storage of {numel}",
             t.offset, t.size, t.stride
-        ));
+        )
+    };
+    if t.size.len() != t.stride.len()
+        || t.offset < 0
+        || t.size.iter().chain(&t.stride).any(|&v| v < 0)
+    {
+        return Err(bad());
     }
-    let flat = Tensor::from_data_size(data, &[numel], t.kind);
-    Ok(flat.as_strided(&t.size, &t.stride, t.offset).contiguous())
+    // The furthest element the view reaches must lie inside the storage.
+    let reach = t
+        .size
+        .iter()
+        .zip(&t.stride)
+        .try_fold(t.offset, |acc, (&n, &s)| {
+            acc.checked_add((n - 1).max(0).checked_mul(s)?)
+        });
+    let empty = t.size.contains(&0);
+    if !empty && reach.is_none_or(|r| r >= numel) {
+        return Err(bad());
+    }
+    let torch_err = |e: tch::TchError| format!("{name}: {e}");
+    let flat = Tensor::f_from_data_size(data, &[numel], t.kind).map_err(torch_err)?;
+    flat.f_as_strided(&t.size, &t.stride, t.offset)
+        .and_then(|v| v.f_contiguous())
+        .map_err(torch_err)
 }
 
 fn describe(v: &Value) -> String {
@@ -154,10 +167,23 @@ fn storage_kind(name: &str) -> Option<Kind> {
     })
 }
 
+/// Values a pickle may copy out of its memo in all: a state_dict's are a few per tensor.
+const COPY_BUDGET: usize = 10_000_000;
+
+/// How many values `v` holds, itself included.
+fn nodes(v: &Value) -> usize {
+    1 + match v {
+        Value::Tuple(items) | Value::List(items) => items.iter().map(nodes).sum(),
+        Value::Dict(items) => items.iter().map(|(k, v)| nodes(k) + nodes(v)).sum(),
+        _ => 0,
+    }
+}
+
 /// A little pickle machine: the opcodes of protocols 2–4 that data containers use.
 fn unpickle(b: &[u8]) -> Result<Value, String> {
     let mut stack: Vec<Value> = Vec::new();
     let mut memo: HashMap<u32, Value> = HashMap::new();
+    let mut copied = 0usize;
     let mut i = 0usize;
     let take = |i: &mut usize, n: usize| -> Result<&[u8], String> {
         let s = b
@@ -310,11 +336,16 @@ fn unpickle(b: &[u8]) -> Result<Value, String> {
                 } else {
                     u32_at(take(&mut i, 4)?)
                 };
-                stack.push(
-                    memo.get(&k)
-                        .cloned()
-                        .ok_or(format!("pickle memo {k} unset"))?,
-                );
+                let v = memo.get(&k).ok_or(format!("pickle memo {k} unset"))?;
+                // Each fetch copies; a pickle that fetches a list into itself would double it
+                // per fetch (a "billion laughs"), so the copies have a budget.
+                copied += nodes(v);
+                if copied > COPY_BUDGET {
+                    return Err(format!(
+                        "pickle copies more than {COPY_BUDGET} values from its memo (byte {at})"
+                    ));
+                }
+                stack.push(v.clone());
             }
             b'a' => {
                 let v = pop(&mut stack)?;
@@ -440,19 +471,70 @@ fn reduce(func: Value, args: Value) -> Result<Value, String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn hand_written_pickle_of_a_dict_with_ints_strings_and_memo() {
-        // {'a': (1, -2, 300), 'b': 'a'} in protocol 2, 'a' fetched back from the memo.
+    /// {'a': (1, -2, 300), 'b': 'a'} in protocol 2, 'a' fetched back from the memo.
+    fn small_pickle() -> Vec<u8> {
         let mut p = vec![0x80, 2, b'}', b'q', 0, b'('];
         p.extend([b'X', 1, 0, 0, 0, b'a', b'q', 1]);
         p.extend([b'K', 1, 0x8a, 1, 0xfe, b'M', 0x2c, 0x01, 0x87]);
         p.extend([b'X', 1, 0, 0, 0, b'b', b'h', 1, b'u', b'.']);
+        p
+    }
+
+    #[test]
+    fn every_truncation_and_byte_change_of_a_pickle_returns_instead_of_panicking() {
+        let p = small_pickle();
+        let mut errors = 0;
+        for n in 0..p.len() {
+            errors += unpickle(&p[..n]).is_err() as usize;
+        }
+        assert_eq!(errors, p.len(), "a truncated pickle has no STOP");
+        for at in 0..p.len() {
+            for byte in 0..=255u8 {
+                let mut q = p.clone();
+                q[at] = byte;
+                let _ = unpickle(&q);
+            }
+        }
+    }
+
+    #[test]
+    fn hand_written_pickle_of_a_dict_with_ints_strings_and_memo() {
+        let p = small_pickle();
         let Value::Dict(d) = unpickle(&p).unwrap() else {
             panic!("not a dict")
         };
         assert_eq!(d.len(), 2);
         assert!(matches!(&d[1].1, Value::Str(s) if s == "a"));
         assert_eq!(ints(&d[0].1, "t").unwrap(), vec![1, -2, 300]);
+    }
+
+    #[test]
+    fn views_outside_their_storage_are_errors_not_panics() {
+        let data: Vec<u8> = (0..6u32).flat_map(|v| (v as f32).to_le_bytes()).collect();
+        let view = |offset, size: Vec<i64>, stride: Vec<i64>| TensorRef {
+            kind: Kind::Float,
+            key: "0".into(),
+            offset,
+            size,
+            stride,
+        };
+        let t = materialise("w", &view(1, vec![2, 2], vec![1, 2]), &data).unwrap();
+        assert_eq!(
+            Vec::<f32>::try_from(t.flatten(0, -1)).unwrap(),
+            [1., 3., 2., 4.]
+        );
+        for bad in [
+            view(0, vec![7], vec![1]),
+            view(3, vec![2, 2], vec![2, 1]),
+            view(0, vec![2], vec![-1]),
+            view(-1, vec![1], vec![1]),
+            view(0, vec![2, 2], vec![1]),
+            view(0, vec![2, i64::MAX], vec![i64::MAX, 2]),
+        ] {
+            let err = materialise("w", &bad, &data).unwrap_err();
+            assert!(err.contains("outside its storage"), "{err}");
+        }
+        assert!(materialise("w", &view(0, vec![1], vec![1]), &data[..5]).is_err());
     }
 
     #[test]
@@ -463,5 +545,13 @@ mod tests {
         assert!(unpickle(&[0x80, 2, 0xff]).unwrap_err().contains("0xff"));
         assert!(unpickle(b"u").unwrap_err().contains("MARK"));
         assert!(unpickle(&[]).is_err());
+        // A list extended by two copies of itself, again and again (each `( h0 h0 e q0` triples
+        // it): refused once the copies pass the budget, not expanded to 3^40 values.
+        let mut bomb = vec![0x80, 2, b']', b'q', 0];
+        for _ in 0..40 {
+            bomb.extend([b'(', b'h', 0, b'h', 0, b'e', b'q', 0]);
+        }
+        bomb.push(b'.');
+        assert!(unpickle(&bomb).unwrap_err().contains("copies more than"));
     }
 }
