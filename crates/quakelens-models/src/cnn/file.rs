@@ -49,20 +49,41 @@ pub fn save_cnn(
     training: Option<&serde_json::Value>,
     path: &Path,
 ) -> Result<ModelHash, CnnError> {
-    let mut names: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    names.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut blobs: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(names.len());
-    for (name, t) in &names {
+    write_model_file(
+        vs,
+        &[
+            ("quakelens.arch", CNN_ARCH.to_string()),
+            (
+                "quakelens.input_shape",
+                format!("{},{},{}", shape[0], shape[1], shape[2]),
+            ),
+            ("quakelens.input", input.to_string()),
+            ("quakelens.classes", CLASSES.join(",")),
+        ],
+        training,
+        path,
+    )
+}
+
+/// Writes every variable of `vs` as little-endian f32 under its name, sorted, with the format,
+/// its version, `described` and the training report as metadata; atomically. Returns the hash.
+/// Shared by every network kept in this format (CNN2D, CONV1D).
+pub(crate) fn write_model_file(
+    vs: &VarStore,
+    described: &[(&str, String)],
+    training: Option<&serde_json::Value>,
+    path: &Path,
+) -> Result<ModelHash, CnnError> {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut blobs: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(named.len());
+    for (name, t) in &named {
         let t = t
             .to_device(Device::Cpu)
             .to_kind(Kind::Float)
             .contiguous()
             .detach();
-        let values: Vec<f32> =
-            Vec::try_from(t.flatten(0, -1)).map_err(|e: tch::TchError| CnnError::Torch {
-                context: format!("reading parameter {name}"),
-                error: e.to_string(),
-            })?;
+        let values = super::read_f32(&t, &format!("reading parameter {name}"))?;
         let shape = t.size().iter().map(|&d| d as usize).collect();
         blobs.push((
             name.clone(),
@@ -82,14 +103,8 @@ pub fn save_cnn(
             "quakelens.format_version".to_string(),
             CNN_FORMAT_VERSION.to_string(),
         ),
-        ("quakelens.arch".to_string(), CNN_ARCH.to_string()),
-        (
-            "quakelens.input_shape".to_string(),
-            format!("{},{},{}", shape[0], shape[1], shape[2]),
-        ),
-        ("quakelens.input".to_string(), input.to_string()),
-        ("quakelens.classes".to_string(), CLASSES.join(",")),
     ]);
+    meta.extend(described.iter().map(|(k, v)| (k.to_string(), v.clone())));
     if let Some(t) = training {
         meta.insert("quakelens.training".to_string(), t.to_string());
     }

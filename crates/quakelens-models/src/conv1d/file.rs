@@ -12,12 +12,12 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use super::arch::{Conv1dNet, WAVEFORM_SHAPE};
-use crate::cnn::{CnnError, CNN_FORMAT, CNN_FORMAT_VERSION};
+use crate::cnn::{write_model_file, CnnError, CNN_FORMAT, CNN_FORMAT_VERSION};
 use crate::hash::ModelHash;
 use crate::ttf::ClassCount;
 
@@ -48,46 +48,20 @@ pub fn save_conv1d(
     training: Option<&serde_json::Value>,
     path: &Path,
 ) -> Result<ModelHash, CnnError> {
-    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut blobs = Vec::with_capacity(named.len());
-    for (name, t) in &named {
-        let t = t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
-        let values = crate::cnn::read_f32(t.detach().as_ref(), &format!("reading {name}"))?;
-        let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        blobs.push((name.clone(), shape, bytes));
-    }
-    let mut views = Vec::with_capacity(blobs.len());
-    for (name, shape, bytes) in &blobs {
-        let view = TensorView::new(Dtype::F32, shape.clone(), bytes)
-            .map_err(|e| format_err(path, format!("{name}: {e:?}")))?;
-        views.push((name.clone(), view));
-    }
-    let mut meta = HashMap::from([
-        ("quakelens.format".to_string(), CNN_FORMAT.to_string()),
-        (
-            "quakelens.format_version".to_string(),
-            CNN_FORMAT_VERSION.to_string(),
-        ),
-        ("quakelens.arch".to_string(), CONV1D_ARCH.to_string()),
-        (
-            "quakelens.input_shape".to_string(),
-            format!("{},{}", WAVEFORM_SHAPE[0], WAVEFORM_SHAPE[1]),
-        ),
-        ("quakelens.input".to_string(), WAVEFORM_INPUT.to_string()),
-        ("quakelens.classes".to_string(), classes.join(",")),
-    ]);
-    if let Some(t) = training {
-        meta.insert("quakelens.training".to_string(), t.to_string());
-    }
-    let bytes = safetensors::tensor::serialize(views, &Some(meta))
-        .map_err(|e| format_err(path, format!("serialising: {e:?}")))?;
-    quakelens_lake::write_atomically(path, &bytes).map_err(|error| CnnError::Io {
-        path: path.display().to_string(),
-        error,
-    })?;
-    Ok(ModelHash::of(&bytes))
+    write_model_file(
+        vs,
+        &[
+            ("quakelens.arch", CONV1D_ARCH.to_string()),
+            (
+                "quakelens.input_shape",
+                format!("{},{}", WAVEFORM_SHAPE[0], WAVEFORM_SHAPE[1]),
+            ),
+            ("quakelens.input", WAVEFORM_INPUT.to_string()),
+            ("quakelens.classes", classes.join(",")),
+        ],
+        training,
+        path,
+    )
 }
 
 /// Whether `bytes` are a quakelens CONV1D file (as opposed to a 2-D CNN or another file).
