@@ -198,4 +198,25 @@ mod tests {
         let p = softmax(&[1000.0, -1000.0, 1000.0]);
         assert_eq!(p, vec![0.5, 0.0, 0.5]);
     }
+
+    #[test]
+    fn short_batches_and_non_finite_samples_are_refused_with_where() {
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let net = super::super::Conv1dNet::new(&vs.root(), 2);
+        let names = vec!["foreshock".to_string(), "aftershock".to_string()];
+        let model = WaveformModel::from_native(&net, names, ModelHash::of(b"test"), Device::Cpu);
+        let mut x = vec![1.0f32; 2 * WAVEFORM_LEN];
+        assert_eq!(model.logits(&x, 2).unwrap().len(), 4);
+        let err = model
+            .logits(&x[..WAVEFORM_LEN + 5], 2)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("for 2 waveform windows"), "{err}");
+        x[WAVEFORM_LEN + 2500 + 7] = f32::NAN;
+        let err = model.logits(&x, 2).unwrap_err().to_string();
+        assert!(
+            err.contains("window 1") && err.contains("channel 1, sample 7"),
+            "{err}"
+        );
+    }
 }
