@@ -34,7 +34,8 @@ pub struct NativeCnn {
     pub hash: ModelHash,
 }
 
-fn format_err(path: &Path, reason: impl Into<String>) -> CnnError {
+/// A model file that is not what it should be, with its path.
+pub(crate) fn format_err(path: &Path, reason: impl Into<String>) -> CnnError {
     CnnError::Format {
         path: path.display().to_string(),
         reason: reason.into(),

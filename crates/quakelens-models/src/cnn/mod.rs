@@ -8,7 +8,7 @@ mod model;
 mod train;
 
 pub use arch::{feature_map, flat_dim, Cnn2d, FoldedCnn2d, CLASSES, INPUT_SHAPE};
-pub(crate) use file::write_model_file;
+pub(crate) use file::{format_err, write_model_file};
 pub use file::{load_cnn, save_cnn, NativeCnn, CNN_ARCH, CNN_FORMAT, CNN_FORMAT_VERSION};
 pub use masked::{MaskedCnn, Step};
 pub use model::{CnnModel, CnnScore, ModelKind, MARGIN};

@@ -17,7 +17,7 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use super::arch::{Conv1dNet, WAVEFORM_SHAPE};
-use crate::cnn::{write_model_file, CnnError, CNN_FORMAT, CNN_FORMAT_VERSION};
+use crate::cnn::{format_err, write_model_file, CnnError, CNN_FORMAT, CNN_FORMAT_VERSION};
 use crate::hash::ModelHash;
 use crate::ttf::ClassCount;
 
@@ -32,13 +32,6 @@ pub struct NativeConv1d {
     pub classes: Vec<String>,
     pub metadata: HashMap<String, String>,
     pub hash: ModelHash,
-}
-
-fn format_err(path: &Path, reason: impl Into<String>) -> CnnError {
-    CnnError::Format {
-        path: path.display().to_string(),
-        reason: reason.into(),
-    }
 }
 
 /// Writes a [`Conv1dNet`]'s variables with their class names; returns the file's hash.
