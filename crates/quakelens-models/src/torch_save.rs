@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::Path;
 
 use tch::{Kind, Tensor};
 
@@ -46,10 +45,10 @@ struct TensorRef {
     stride: Vec<i64>,
 }
 
-/// The named tensors of the state_dict in `path`; `Err` says what is wrong with the file.
-pub fn read_state_dict(path: &Path) -> Result<HashMap<String, Tensor>, String> {
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut zip = zip::ZipArchive::new(file).map_err(|e| format!("not a torch.save zip: {e}"))?;
+/// The named tensors of the state_dict whose file holds `bytes`; `Err` says what is wrong.
+pub fn read_state_dict(bytes: &[u8]) -> Result<HashMap<String, Tensor>, String> {
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| format!("not a torch.save zip: {e}"))?;
     let pkl = (0..zip.len())
         .filter_map(|i| zip.by_index(i).ok().map(|f| f.name().to_string()))
         .find(|n| n.ends_with("/data.pkl") || n == "data.pkl")
@@ -64,8 +63,8 @@ pub fn read_state_dict(path: &Path) -> Result<HashMap<String, Tensor>, String> {
             ));
         }
     }
-    let bytes = read_entry(&mut zip, &pkl)?;
-    let root = unpickle(&bytes)?;
+    let pickle = read_entry(&mut zip, &pkl)?;
+    let root = unpickle(&pickle)?;
     let Value::Dict(items) = root else {
         return Err(format!(
             "holds {}, not a state_dict: save `model.state_dict()` instead of the model",
@@ -87,7 +86,10 @@ pub fn read_state_dict(path: &Path) -> Result<HashMap<String, Tensor>, String> {
     Ok(out)
 }
 
-fn read_entry(zip: &mut zip::ZipArchive<std::fs::File>, name: &str) -> Result<Vec<u8>, String> {
+fn read_entry(
+    zip: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>,
+    name: &str,
+) -> Result<Vec<u8>, String> {
     let mut f = zip
         .by_name(name)
         .map_err(|e| format!("archive entry {name}: {e}"))?;

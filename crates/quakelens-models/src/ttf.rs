@@ -35,6 +35,16 @@ pub enum ClassCount {
 }
 
 impl ClassCount {
+    /// The scheme with `n` classes, if the paper has one.
+    pub fn from_count(n: i64) -> Option<Self> {
+        match n {
+            2 => Some(ClassCount::Two),
+            4 => Some(ClassCount::Four),
+            9 => Some(ClassCount::Nine),
+            _ => None,
+        }
+    }
+
     pub fn count(self) -> usize {
         match self {
             ClassCount::Two => 2,

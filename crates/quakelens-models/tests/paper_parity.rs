@@ -222,6 +222,27 @@ fn state_dicts_of_another_shape_are_refused_naming_the_tensor() {
         err.contains("CONV1D") && err.contains("--arch conv1d"),
         "{err}"
     );
+    let cnn2d = d.join("cnn2d.safetensors");
+    let vs2 = VarStore::new(Device::Cpu);
+    let _ = quakelens_models::cnn::Cnn2d::new(&vs2.root(), quakelens_models::cnn::INPUT_SHAPE);
+    quakelens_models::cnn::save_cnn(
+        &vs2,
+        quakelens_models::cnn::INPUT_SHAPE,
+        &Default::default(),
+        None,
+        &cnn2d,
+    )
+    .unwrap();
+    let Err(err) = WaveformModel::load(&cnn2d, Device::Cpu) else {
+        panic!("a CNN2D file loaded as a waveform model")
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("cnn2d.safetensors")
+            && err.contains("\"CNN2D\"")
+            && err.contains("--arch cnn2d"),
+        "{err}"
+    );
 }
 
 /// A catalogue with known times: pre, a middle sequence, the mainshock itself, post; ties in

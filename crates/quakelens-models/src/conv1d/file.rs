@@ -57,14 +57,6 @@ pub fn save_conv1d(
     )
 }
 
-/// Whether `bytes` are a quakelens CONV1D file (as opposed to a 2-D CNN or another file).
-pub fn is_conv1d_file(bytes: &[u8]) -> bool {
-    SafeTensors::read_metadata(bytes)
-        .ok()
-        .and_then(|(_, h)| h.metadata().clone())
-        .is_some_and(|m| m.get("quakelens.arch").map(String::as_str) == Some(CONV1D_ARCH))
-}
-
 /// Reads a file written by [`save_conv1d`].
 pub fn load_conv1d(path: &Path, bytes: &[u8], device: Device) -> Result<NativeConv1d, CnnError> {
     let (_, header) =
@@ -75,7 +67,7 @@ pub fn load_conv1d(path: &Path, bytes: &[u8], device: Device) -> Result<NativeCo
         return Err(format_err(
             path,
             format!(
-                "not a quakelens {CONV1D_ARCH} file (format {:?}, arch {:?})",
+                "not a quakelens {CONV1D_ARCH} file (format {:?}, arch {:?}; a spectrogram CNN is scored with --arch cnn2d)",
                 get("quakelens.format"),
                 get("quakelens.arch")
             ),
@@ -138,23 +130,21 @@ pub fn import_state_dict(
         error,
     })?;
     let tensors: HashMap<String, Tensor> = if bytes.starts_with(b"PK\x03\x04") {
-        crate::torch_save::read_state_dict(path)
+        crate::torch_save::read_state_dict(&bytes)
             .map_err(|e| format_err(path, format!("reading the PyTorch state_dict: {e}")))?
     } else {
         safetensors_tensors(path, &bytes)?
     };
     let (vs, net) = from_state(path, &tensors, device)?;
-    let classes = match net.classes {
-        2 => ClassCount::Two,
-        4 => ClassCount::Four,
-        9 => ClassCount::Nine,
-        k => {
-            return Err(format_err(
-                path,
-                format!("layer_out has {k} outputs; the paper's class schemes are 2, 4 or 9"),
-            ))
-        }
-    };
+    let classes = ClassCount::from_count(net.classes).ok_or_else(|| {
+        format_err(
+            path,
+            format!(
+                "layer_out has {} outputs; the paper's class schemes are 2, 4 or 9",
+                net.classes
+            ),
+        )
+    })?;
     Ok((vs, net, classes.names()))
 }
 

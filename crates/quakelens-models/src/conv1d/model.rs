@@ -6,8 +6,8 @@ use std::path::Path;
 use tch::{CModule, Device, Tensor};
 
 use super::arch::{unit_norm, FoldedConv1d, WAVEFORM_SHAPE};
-use super::file::{is_conv1d_file, load_conv1d};
-use crate::cnn::{read_f32, CnnError, ModelKind};
+use super::file::load_conv1d;
+use crate::cnn::{format_err, read_f32, CnnError, ModelKind};
 use crate::hash::ModelHash;
 use crate::ttf::ClassCount;
 
@@ -40,10 +40,7 @@ impl WaveformModel {
         })?;
         let hash = ModelHash::of(&bytes);
         if bytes.starts_with(b"PK\x03\x04") {
-            let fail = |reason: String| CnnError::Format {
-                path: path.display().to_string(),
-                reason,
-            };
+            let fail = |reason: String| format_err(path, reason);
             let module = CModule::load_on_device(path, device)
                 .map_err(|e| fail(format!("TorchScript: {e} (a PyTorch state_dict is imported with `quakelens import conv1d`)")))?;
             // The class count is what the module returns for one window.
@@ -57,28 +54,21 @@ impl WaveformModel {
                 ))
             })?;
             let classes = match out.size().as_slice() {
-                [1, 2] => ClassCount::Two,
-                [1, 4] => ClassCount::Four,
-                [1, 9] => ClassCount::Nine,
-                other => {
-                    return Err(fail(format!(
-                    "TorchScript module maps [1,3,2500] to {other:?}; expected [1, 2|4|9] logits"
-                )))
-                }
-            };
+                &[1, k] => ClassCount::from_count(k),
+                _ => None,
+            }
+            .ok_or_else(|| {
+                fail(format!(
+                    "TorchScript module maps [1,3,2500] to {:?}; expected [1, 2|4|9] logits",
+                    out.size()
+                ))
+            })?;
             return Ok(Self {
                 backend: Backend::TorchScript(module),
                 kind: ModelKind::TorchScript,
                 hash,
                 device,
                 classes: classes.names(),
-            });
-        }
-        if !is_conv1d_file(&bytes) {
-            return Err(CnnError::Format {
-                path: path.display().to_string(),
-                reason: "not a CONV1D model file (a spectrogram CNN is scored with --arch cnn2d)"
-                    .into(),
             });
         }
         let native = load_conv1d(path, &bytes, device)?;
@@ -168,11 +158,9 @@ impl WaveformModel {
                 buf.extend_from_slice(w);
             }
             for logits in self.logits(&buf, chunk.len())?.chunks_exact(k) {
-                let p = softmax(logits);
-                let best = p
-                    .iter()
-                    .enumerate()
-                    .fold(0, |best, (i, &v)| if v > p[best] { i } else { best });
+                // The largest logit, first on a tie: the rule every score follows.
+                let best = quakelens_lake::predicted_index(logits);
+                let p = quakelens_lake::softmax(logits);
                 out.push((best, p));
             }
         }
@@ -180,24 +168,9 @@ impl WaveformModel {
     }
 }
 
-/// Softmax, shifted by the maximum so large logits do not overflow.
-fn softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
-    let sum: f32 = e.iter().sum();
-    e.into_iter().map(|v| v / sum).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn softmax_is_stable() {
-        assert_eq!(softmax(&[0.0, 0.0]), vec![0.5, 0.5]);
-        let p = softmax(&[1000.0, -1000.0, 1000.0]);
-        assert_eq!(p, vec![0.5, 0.0, 0.5]);
-    }
 
     #[test]
     fn short_batches_and_non_finite_samples_are_refused_with_where() {
