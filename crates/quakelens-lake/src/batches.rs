@@ -178,7 +178,27 @@ pub fn windows_batch(
     }
     body.push(catalog_column(rows)?);
     body.push(f32_lists(rows.iter().map(|r| r.spectrogram.as_slice())));
-    assemble(Table::Windows, windows_schema(), rows, body)
+    if let Some(shape) = format.waveform {
+        let expected = format.waveform_len();
+        if let Some(bad) = rows.iter().find(|r| r.waveform.len() != expected) {
+            return Err(invalid(
+                Table::Windows,
+                format!(
+                    "window {} has {} waveform samples, the lake stores {shape:?} = {expected} \
+                     (a lake made for waveform models needs the windower's --waveforms)",
+                    bad.window_id,
+                    bad.waveform.len(),
+                ),
+            ));
+        }
+        body.push(f32_lists(rows.iter().map(|r| r.waveform.as_slice())));
+    }
+    assemble(
+        Table::Windows,
+        windows_schema(format.waveform.is_some()),
+        rows,
+        body,
+    )
 }
 
 /// `features` rows of the lake's feature set; NaN (e.g. kurtosis of a flat channel) is stored

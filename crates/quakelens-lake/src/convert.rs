@@ -124,6 +124,7 @@ pub async fn convert_old_lake(
         shape,
         input,
         features: FeatureSet::Physical,
+        waveform: None,
     };
     let staging = root.join(".convert");
     if staging.exists() {

@@ -33,8 +33,9 @@ pub use record::{
     WindowRecord,
 };
 pub use schema::{
-    cnn_shap_schema, features_schema, forest_shap_schema, magnitudes_schema, parse_shape, property,
-    scores_schema, windows_schema, LakeFormat, Table, PARTITIONS, SCHEMA_VERSION,
+    cnn_shap_schema, features_schema, forest_shap_schema, magnitudes_schema, parse_shape,
+    parse_waveform_shape, property, scores_schema, windows_schema, LakeFormat, Table, PARTITIONS,
+    SCHEMA_VERSION,
 };
 pub use tables::{Committed, Txn};
 pub use writer::LakeWriter;

@@ -38,6 +38,9 @@ pub struct WindowRecord {
     pub spectrogram: Vec<f32>,
     /// The 69 waveform features of the lake's feature set, in its column order.
     pub features: Vec<f64>,
+    /// The window's 100 Hz samples, `[channel][sample]` flattened (channels as
+    /// `channel_order`); empty unless the lake stores waveforms.
+    pub waveform: Vec<f32>,
 }
 
 /// A catalogue row as `(column, value)` text pairs, sorted by column.

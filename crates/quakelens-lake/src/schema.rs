@@ -22,6 +22,8 @@ pub mod property {
     pub const SPECTROGRAM_SHAPE: &str = "quakelens.spectrogram_shape";
     pub const SPECTROGRAM: &str = "quakelens.spectrogram";
     pub const FEATURE_SET: &str = "quakelens.feature_set";
+    /// `C,N`: the windows table stores each window's raw samples (for waveform models).
+    pub const WAVEFORM_SHAPE: &str = "quakelens.waveform_shape";
 }
 
 /// Partition columns of every table: UTC day of the window start and `NET.STA.LOC.BAND`.
@@ -71,7 +73,7 @@ impl Table {
     /// The table's Arrow schema for windows of `format`.
     pub fn schema(self, format: &LakeFormat) -> SchemaRef {
         match self {
-            Table::Windows => windows_schema(),
+            Table::Windows => windows_schema(format.waveform.is_some()),
             Table::Features => features_schema(format.features),
             Table::Scores => scores_schema(),
             Table::Magnitudes => magnitudes_schema(),
@@ -91,6 +93,9 @@ impl Table {
                 let [c, h, w] = format.shape;
                 p.insert(property::SPECTROGRAM_SHAPE.into(), format!("{c},{h},{w}"));
                 p.insert(property::SPECTROGRAM.into(), format.input.to_string());
+                if let Some([c, n]) = format.waveform {
+                    p.insert(property::WAVEFORM_SHAPE.into(), format!("{c},{n}"));
+                }
             }
             Table::Features => {
                 p.insert(property::FEATURE_SET.into(), format.features.to_string());
@@ -114,11 +119,21 @@ pub struct LakeFormat {
     pub shape: [usize; 3],
     pub input: SpectrogramInput,
     pub features: FeatureSet,
+    /// `[channels, samples]` of the raw 100 Hz samples stored with every window, for models
+    /// that read waveforms (the paper's 1-D CNN); `None`: the lake stores spectrograms only.
+    /// Chosen when the lake is created: a column of the windows table rather than a table of
+    /// its own, so a window and its samples land in one commit and one set of positions.
+    pub waveform: Option<[usize; 2]>,
 }
 
 impl LakeFormat {
     pub fn spectrogram_len(&self) -> usize {
         self.shape.iter().product()
+    }
+
+    /// Samples per stored waveform (0 when the lake stores none).
+    pub fn waveform_len(&self) -> usize {
+        self.waveform.map_or(0, |[c, n]| c * n)
     }
 
     /// Reads a format back from the windows and features tables' properties.
@@ -138,10 +153,18 @@ impl LakeFormat {
             Some(set) => set.parse()?,
             None => FeatureSet::default(),
         };
+        let waveform = match windows.get(property::WAVEFORM_SHAPE) {
+            Some(text) => Some(
+                parse_waveform_shape(text)
+                    .ok_or_else(|| format!("bad {} {text:?}", property::WAVEFORM_SHAPE))?,
+            ),
+            None => None,
+        };
         Ok(LakeFormat {
             shape,
             input,
             features,
+            waveform,
         })
     }
 }
@@ -153,6 +176,13 @@ pub fn parse_shape(text: &str) -> Option<[usize; 3]> {
         .map(|d| d.trim().parse().ok())
         .collect::<Option<_>>()?;
     let dims: [usize; 3] = dims.try_into().ok()?;
+    dims.iter().all(|&d| d > 0).then_some(dims)
+}
+
+/// `C,N` → `[C, N]` (both positive).
+pub fn parse_waveform_shape(text: &str) -> Option<[usize; 2]> {
+    let (c, n) = text.split_once(',')?;
+    let dims = [c.trim().parse().ok()?, n.trim().parse().ok()?];
     dims.iter().all(|&d| d > 0).then_some(dims)
 }
 
@@ -199,9 +229,11 @@ fn with_partitions(mut fields: Vec<Field>) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// `windows`: identity, timing, trigger and gap facts, labels, catalogue, and the spectrogram
-/// (`[channel][freq][frame]` flattened; the shape is the table's `quakelens.spectrogram_shape`).
-pub fn windows_schema() -> SchemaRef {
+/// `windows`: identity, timing, trigger and gap facts, labels, catalogue, the spectrogram
+/// (`[channel][freq][frame]` flattened; the shape is the table's `quakelens.spectrogram_shape`)
+/// and, in lakes made for waveform models, the raw samples (`waveform`, `[channel][sample]`,
+/// shape `quakelens.waveform_shape`).
+pub fn windows_schema(waveforms: bool) -> SchemaRef {
     let mut fields = id_fields();
     fields.extend([
         ts("end_time", false),
@@ -229,6 +261,9 @@ pub fn windows_schema() -> SchemaRef {
         Field::new("catalog", catalog_type(), true),
         Field::new("spectrogram", list_of(DataType::Float32), false),
     ]);
+    if waveforms {
+        fields.push(Field::new("waveform", list_of(DataType::Float32), false));
+    }
     with_partitions(fields)
 }
 
@@ -317,6 +352,7 @@ mod tests {
             shape: [3, 33, 153],
             input: SpectrogramInput::default(),
             features: FeatureSet::Study,
+            waveform: Some([3, 2500]),
         };
         for t in Table::ALL {
             let s = t.schema(&format);
@@ -338,14 +374,36 @@ mod tests {
             shape: [3, 33, 153],
             input: SpectrogramInput::study_image(quakelens_signal::spectrogram::Power::Linear),
             features: FeatureSet::Physical,
+            waveform: None,
         };
-        let back = LakeFormat::from_properties(
-            &Table::Windows.properties(&format),
-            Some(&Table::Features.properties(&format)),
-        );
-        assert_eq!(back, Ok(format));
+        for format in [
+            format,
+            LakeFormat {
+                waveform: Some([3, 2500]),
+                ..format
+            },
+        ] {
+            let back = LakeFormat::from_properties(
+                &Table::Windows.properties(&format),
+                Some(&Table::Features.properties(&format)),
+            );
+            assert_eq!(back, Ok(format));
+        }
+        let mut bad = Table::Windows.properties(&format);
+        bad.insert(property::WAVEFORM_SHAPE.into(), "3".into());
+        assert!(LakeFormat::from_properties(&bad, None)
+            .unwrap_err()
+            .contains(property::WAVEFORM_SHAPE));
         assert!(LakeFormat::from_properties(&HashMap::new(), None).is_err());
         assert_eq!(parse_shape("3, 33,153"), Some([3, 33, 153]));
         assert_eq!(parse_shape("3,0,1"), None);
+        assert_eq!(parse_waveform_shape("3, 2500"), Some([3, 2500]));
+        assert_eq!(parse_waveform_shape("0,2500"), None);
+    }
+
+    #[test]
+    fn only_lakes_for_waveform_models_have_a_waveform_column() {
+        let has = |w: bool| windows_schema(w).field_with_name("waveform").is_ok();
+        assert!(has(true) && !has(false));
     }
 }

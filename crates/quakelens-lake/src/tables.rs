@@ -89,17 +89,29 @@ pub(crate) fn check_compatible(
         return Ok(());
     };
     // Every difference at once, in a stable order, so one error says all that is wrong.
-    let mut wanted: Vec<(String, String)> = table.properties(format).into_iter().collect();
-    wanted.sort();
-    let differences: Vec<String> = wanted
+    let wanted = table.properties(format);
+    let mut keys: Vec<&String> = wanted.keys().collect();
+    // Optional properties count when either side has them: a lake with waveforms must not
+    // gain windows without, nor the other way round.
+    if table == Table::Windows && !wanted.contains_key(property::WAVEFORM_SHAPE) {
+        keys.extend(
+            stored
+                .get_key_value(property::WAVEFORM_SHAPE)
+                .map(|(k, _)| k),
+        );
+    }
+    keys.sort();
+    let differences: Vec<String> = keys
         .into_iter()
-        .filter_map(|(key, want)| {
-            let have = stored.get(&key).map(String::as_str).unwrap_or("none");
+        .filter_map(|key| {
+            let have = stored.get(key).map(String::as_str).unwrap_or("none");
+            let want = wanted.get(key).map(String::as_str).unwrap_or("none");
             (have != want).then(|| {
                 let what = match key.as_str() {
                     property::SPECTROGRAM_SHAPE => "spectrograms of shape",
                     property::SPECTROGRAM => "spectrograms",
                     property::FEATURE_SET => "the feature set",
+                    property::WAVEFORM_SHAPE => "waveforms of shape",
                     _ => "the property",
                 };
                 format!("holds {what} {have}, this writer makes {want}")
@@ -108,7 +120,7 @@ pub(crate) fn check_compatible(
         .collect();
     if !differences.is_empty() {
         return Err(incompatible(format!(
-            "{}; use another --lake (or the lake's settings)",
+            "{}; use another --lake (or the lake's settings, e.g. --waveforms)",
             differences.join("; ")
         )));
     }

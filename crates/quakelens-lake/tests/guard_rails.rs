@@ -14,6 +14,7 @@ const FORMAT: LakeFormat = LakeFormat {
         scaling: quakelens_signal::spectrogram::ImageScaling::Raw,
     },
     features: quakelens_signal::features::FeatureSet::Study,
+    waveform: None,
 };
 
 fn records(n: usize) -> Vec<WindowRecord> {
@@ -44,6 +45,7 @@ fn records(n: usize) -> Vec<WindowRecord> {
             catalog: Vec::new(),
             spectrogram: vec![i as f32; 60],
             features: vec![i as f64; 69],
+            waveform: Vec::new(),
         })
         .collect()
 }

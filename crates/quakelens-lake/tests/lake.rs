@@ -17,6 +17,7 @@ const FORMAT: LakeFormat = LakeFormat {
         scaling: quakelens_signal::spectrogram::ImageScaling::Raw,
     },
     features: FeatureSet::Study,
+    waveform: None,
 };
 
 fn record(i: usize, station: &str, start_ns: i64) -> WindowRecord {
@@ -57,6 +58,7 @@ fn record(i: usize, station: &str, start_ns: i64) -> WindowRecord {
                 }
             })
             .collect(),
+        waveform: Vec::new(),
     }
 }
 
@@ -316,6 +318,77 @@ async fn a_lake_of_other_windows_or_rows_of_the_wrong_shape_are_refused() {
     let lake = Lake::open(&at).await.unwrap();
     assert_eq!(scalar(&lake, "SELECT count(*) FROM features").await, "1");
     assert!(!lake.has(Table::Scores));
+}
+
+#[tokio::test]
+async fn a_lake_for_waveform_models_stores_the_samples_and_refuses_windows_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = location(dir.path());
+    let waveforms = LakeFormat {
+        waveform: Some([3, 4]),
+        ..FORMAT
+    };
+    let mut rows = records();
+    for (i, r) in rows.iter_mut().enumerate() {
+        r.waveform = (0..12).map(|k| (i * 12 + k) as f32 - 0.5).collect();
+    }
+    let mut w = LakeWriter::open(&at, waveforms).await.unwrap();
+    w.write_windows_and_features(&rows, &[]).await.unwrap();
+    let lake = Lake::open(&at).await.unwrap();
+    assert_eq!(lake.format(), Some(&waveforms));
+    let sum: f64 = (0..8 * 12).map(|v| v as f64 - 0.5).sum();
+    assert_eq!(
+        scalar(
+            &lake,
+            "SELECT sum(v) FROM (SELECT unnest(waveform) AS v FROM windows)"
+        )
+        .await,
+        format!("{sum:.1}")
+    );
+    assert_eq!(
+        scalar(
+            &lake,
+            "SELECT waveform[12] FROM windows WHERE window_id = '0000000000000003'"
+        )
+        .await,
+        "46.5"
+    );
+    // A row without its samples is refused, naming it, and nothing of the batch lands.
+    let mut bare = rows[0].clone();
+    bare.window_id = "bare".into();
+    bare.waveform.clear();
+    let err = w
+        .write_windows(&[rows[1].clone(), bare], &[])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("window bare has 0 waveform samples") && err.contains("--waveforms"),
+        "{err}"
+    );
+    // A writer of spectrograms only may not add windows without samples, nor the other way.
+    let err = LakeWriter::open(&at, FORMAT)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("holds waveforms of shape 3,4, this writer makes none"),
+        "{err}"
+    );
+    let plain = location(&dir.path().join("plain"));
+    LakeWriter::open(&plain, FORMAT).await.unwrap();
+    let err = LakeWriter::open(&plain, waveforms)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("holds waveforms of shape none, this writer makes 3,4"),
+        "{err}"
+    );
+    let lake = Lake::open(&at).await.unwrap();
+    assert_eq!(scalar(&lake, "SELECT count(*) FROM windows").await, "8");
 }
 
 #[tokio::test]

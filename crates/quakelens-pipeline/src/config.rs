@@ -40,6 +40,9 @@ pub struct PipelineConfig {
     pub explain_evals: usize,
     /// Draw progress bars on stderr.
     pub progress: bool,
+    /// Store every window's samples in the lake and the `windows` messages, for waveform
+    /// models (the paper's 1-D CNN); fixed when a lake is created.
+    pub waveforms: bool,
 }
 
 impl PipelineConfig {
@@ -60,6 +63,7 @@ impl PipelineConfig {
             score_batch: 64,
             explain_evals: 0,
             progress: false,
+            waveforms: false,
         }
     }
 
@@ -75,6 +79,7 @@ impl PipelineConfig {
             shape: self.spectrogram_shape(),
             input: self.input,
             features: self.features,
+            waveform: self.waveforms.then(|| [3, self.mode.window_samples()]),
         }
     }
 }

@@ -193,7 +193,7 @@ pub fn run(input: Input, cfg: &PipelineConfig) -> Result<RunReport, RunError> {
         None => None,
     };
     let mut sink = Sink::open(lake, cfg, &mut report)?;
-    let transformer = WindowTransformer::new(cfg.spectrogram, cfg.input, cfg.features);
+    let transformer = WindowTransformer::for_config(cfg);
     let pb = bar(cfg.progress, windowed.windows.len(), "windows");
     for chunk in windowed.windows.chunks(cfg.batch_windows.max(1)) {
         sink.start_chunk(chunk_digest(cfg, chunk));
@@ -451,7 +451,7 @@ fn run_dset(
         tracing::warn!("skipped trace: {s}");
     }
     let mut sink = Sink::open(lake, cfg, &mut report)?;
-    let transformer = WindowTransformer::new(cfg.spectrogram, cfg.input, cfg.features);
+    let transformer = WindowTransformer::for_config(cfg);
     let pb = bar(cfg.progress, batch.windows.len(), "traces");
     let size = cfg.batch_windows.max(1);
     for (i, chunk) in batch.windows.chunks(size).enumerate() {

@@ -188,6 +188,13 @@ fn format_metadata(format: &LakeFormat) -> Vec<(&'static str, String)> {
         (property::SPECTROGRAM, format.input.to_string()),
         (property::FEATURE_SET, format.features.to_string()),
     ]
+    .into_iter()
+    .chain(
+        format
+            .waveform
+            .map(|[c, n]| (property::WAVEFORM_SHAPE, format!("{c},{n}"))),
+    )
+    .collect()
 }
 
 fn format_of(meta: &std::collections::HashMap<String, String>) -> Result<LakeFormat, MessageError> {
@@ -216,10 +223,20 @@ fn format_of(meta: &std::collections::HashMap<String, String>) -> Result<LakeFor
                 key: property::FEATURE_SET,
                 reason,
             })?;
+    let waveform = match meta.get(property::WAVEFORM_SHAPE) {
+        Some(text) => Some(quakelens_lake::parse_waveform_shape(text).ok_or(
+            MessageError::Metadata {
+                key: property::WAVEFORM_SHAPE,
+                reason: "not C,N".into(),
+            },
+        )?),
+        None => None,
+    };
     Ok(LakeFormat {
         shape,
         input,
         features,
+        waveform,
     })
 }
 
@@ -381,6 +398,21 @@ pub fn encode_windows(rows: &[WindowRecord], format: &LakeFormat) -> Vec<u8> {
             rows.iter().map(|r| r.features.len()),
         ),
     ));
+    if format.waveform.is_some() {
+        extra.push((
+            Field::new(
+                "waveform",
+                DataType::List(Arc::new(Field::new("item", DataType::Float32, false))),
+                false,
+            ),
+            list::<arrow::datatypes::Float32Type>(
+                rows.iter()
+                    .flat_map(|r| r.waveform.iter().copied())
+                    .collect(),
+                rows.iter().map(|r| r.waveform.len()),
+            ),
+        ));
+    }
     for (f, c) in extra {
         fields.push(f);
         columns.push(c);
@@ -456,6 +488,10 @@ pub fn decode_windows(bytes: &[u8]) -> Result<(LakeFormat, Vec<WindowRecord>), M
                 },
                 spectrogram: list_values::<arrow::datatypes::Float32Type>(&c, "spectrogram", row)?,
                 features: list_values::<arrow::datatypes::Float64Type>(&c, "features", row)?,
+                waveform: match format.waveform {
+                    Some(_) => list_values::<arrow::datatypes::Float32Type>(&c, "waveform", row)?,
+                    None => Vec::new(),
+                },
             });
         }
     }
@@ -468,6 +504,17 @@ pub fn decode_windows(bytes: &[u8]) -> Result<(LakeFormat, Vec<WindowRecord>), M
                     r.spectrogram.len(),
                     format.shape,
                     format.spectrogram_len()
+                ),
+            });
+        }
+        if r.waveform.len() != format.waveform_len() {
+            return Err(MessageError::Invalid {
+                row,
+                reason: format!(
+                    "{} waveform samples, the message's waveform shape {:?} has {}",
+                    r.waveform.len(),
+                    format.waveform,
+                    format.waveform_len()
                 ),
             });
         }
@@ -1047,6 +1094,33 @@ mod tests {
     }
 
     #[test]
+    fn windows_for_waveform_models_carry_their_samples() {
+        let with = LakeFormat {
+            waveform: Some([3, 2500]),
+            ..format()
+        };
+        let mut rows: Vec<WindowRecord> = (0..3).map(window).collect();
+        for (i, r) in rows.iter_mut().enumerate() {
+            r.waveform = (0..7500)
+                .map(|k| (k as f32 * 0.01).sin() * i as f32)
+                .collect();
+        }
+        let bytes = encode_windows(&rows, &with);
+        assert_eq!(decode_windows(&bytes).unwrap(), (with, rows.clone()));
+        assert_eq!(
+            windows_message_schema(&with).fields().len(),
+            windows_message_schema(&format()).fields().len() + 1
+        );
+        // Samples missing from one window, or of another length, are refused naming the row.
+        rows[1].waveform.truncate(2500);
+        let err = decode_windows(&encode_windows(&rows, &with)).unwrap_err();
+        assert!(
+            err.to_string().contains("2500 waveform samples") && err.to_string().contains("row 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn scores_and_magnitudes_round_trip() {
         let key = WindowKey::of(&window(0));
         let s = vec![ScoreRecord {
@@ -1131,6 +1205,7 @@ pub(crate) mod fixtures {
                 .map(|v| v as f32 * 0.5 + i as f32)
                 .collect(),
             features: (0..69).map(|v| v as f64 - i as f64).collect(),
+            waveform: Vec::new(),
         }
     }
 
@@ -1141,6 +1216,7 @@ pub(crate) mod fixtures {
                 quakelens_signal::spectrogram::Power::Log,
             ),
             features: quakelens_signal::features::FeatureSet::Study,
+            waveform: None,
         }
     }
 }

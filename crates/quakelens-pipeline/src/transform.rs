@@ -11,10 +11,14 @@ use quakelens_signal::spectrogram::{
 use quakelens_signal::window::Window;
 use quakelens_signal::TARGET_RATE_HZ;
 
+use crate::config::PipelineConfig;
+
 /// Holds the (immutable, shared) spectrogram plan and the feature set.
 pub struct WindowTransformer {
     spectrogram: SpectrogramTransform,
     features: FeatureSet,
+    /// Keep each window's samples in the record (lakes for waveform models).
+    waveforms: bool,
 }
 
 impl WindowTransformer {
@@ -22,6 +26,15 @@ impl WindowTransformer {
         Self {
             spectrogram: SpectrogramTransform::new(params, input),
             features,
+            waveforms: false,
+        }
+    }
+
+    /// The transformer a pipeline's settings ask for.
+    pub fn for_config(cfg: &PipelineConfig) -> Self {
+        Self {
+            waveforms: cfg.waveforms,
+            ..Self::new(cfg.spectrogram, cfg.input, cfg.features)
         }
     }
 
@@ -49,7 +62,14 @@ impl WindowTransformer {
                         .transform(channels, &mut spectrogram, scratch);
                     let features = fx.window_features(channels).to_vec();
                     on_window();
-                    record(w, spectrogram, features, flat)
+                    let mut r = record(w, spectrogram, features, flat);
+                    if self.waveforms {
+                        r.waveform = channels
+                            .iter()
+                            .flat_map(|c| c.iter().map(|&v| v as f32))
+                            .collect();
+                    }
+                    r
                 },
             )
             .collect()
@@ -83,6 +103,7 @@ fn record(w: &Window, spectrogram: Vec<f32>, features: Vec<f64>, flat: u32) -> W
         catalog: Vec::new(),
         spectrogram,
         features,
+        waveform: Vec::new(),
     }
 }
 

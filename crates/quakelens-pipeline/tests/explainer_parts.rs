@@ -27,6 +27,7 @@ fn format() -> LakeFormat {
         shape: SHAPE,
         input: Default::default(),
         features: Default::default(),
+        waveform: None,
     }
 }
 

@@ -119,11 +119,7 @@ impl WindowerStage {
         };
         Ok(Self {
             plan: ChunkPlan::for_config(&cfg.pipeline),
-            transformer: WindowTransformer::new(
-                cfg.pipeline.spectrogram,
-                cfg.pipeline.input,
-                cfg.pipeline.features,
-            ),
+            transformer: WindowTransformer::for_config(&cfg.pipeline),
             labeller,
             cfg,
             stations: HashMap::new(),

@@ -91,6 +91,7 @@ fn window(s: usize, k: usize, start_ns: i64, values: usize) -> WindowRecord {
         catalog: Vec::new(),
         spectrogram: (0..values).map(noise).collect(),
         features: (0..69).map(|i| noise(i + 7) as f64).collect(),
+        waveform: Vec::new(),
     }
 }
 
@@ -99,6 +100,7 @@ fn format(shape: [usize; 3]) -> LakeFormat {
         shape,
         input: SpectrogramInput::default(),
         features: FeatureSet::Study,
+        waveform: None,
     }
 }
 

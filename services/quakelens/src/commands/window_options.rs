@@ -81,6 +81,11 @@ pub struct WindowOptions {
     /// definitions) or `physical` (Welch at the sampling rate, entropy in bits, times in s).
     #[arg(long, default_value = "study")]
     features: String,
+    /// Also store each window's 100 Hz samples (a `waveform` column of `windows`, ~30 kB a
+    /// window), which waveform models such as `train conv1d` need. Chosen when the lake is
+    /// created: a lake with waveforms takes only windows with them, and the other way round.
+    #[arg(long)]
+    waveforms: bool,
 }
 
 impl WindowOptions {
@@ -152,6 +157,7 @@ impl WindowOptions {
             .parse::<FeatureSet>()
             .map_err(anyhow::Error::msg)?;
         cfg.catalog = self.catalog.clone();
+        cfg.waveforms = self.waveforms;
         Ok(cfg)
     }
 }
