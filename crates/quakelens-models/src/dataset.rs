@@ -21,6 +21,8 @@ pub enum DatasetError {
     Column { column: String, reason: String },
     #[error("the lake has no windows yet")]
     NoWindows,
+    #[error("the lake at {0} stores no waveforms, which waveform models need: make a lake for them with `quakelens run --waveforms` (into a new --lake)")]
+    NoWaveforms(String),
 }
 
 /// One window as the models see it.
@@ -39,6 +41,8 @@ pub struct Example {
     pub ttf_s: Option<f64>,
     /// Empty unless requested.
     pub spectrogram: Vec<f32>,
+    /// The window's samples, `[channel][sample]`; empty unless requested.
+    pub waveform: Vec<f32>,
     /// The forest inputs asked for, in their order; NaN = missing.
     pub inputs: Vec<f64>,
     /// The window's catalogue row (read when an input or a caller needs it).
@@ -62,6 +66,8 @@ impl Keyed for Example {
 #[derive(Clone, Debug, Default)]
 pub struct Selection {
     pub spectrograms: bool,
+    /// The raw samples (only lakes made with `--waveforms` have them).
+    pub waveforms: bool,
     /// Forest inputs to read into `inputs`: waveform features of the lake's set, catalogue
     /// attributes, or catalogue columns.
     pub inputs: Vec<String>,
@@ -82,6 +88,9 @@ pub fn lake_feature_set(lake: &Lake) -> Result<FeatureSet, DatasetError> {
 /// Reads the selected windows, ordered by window id (deterministic).
 pub async fn load_examples(lake: &Lake, sel: &Selection) -> Result<Vec<Example>, DatasetError> {
     let set = lake_feature_set(lake)?;
+    if sel.waveforms && lake.format().is_some_and(|f| f.waveform.is_none()) {
+        return Err(DatasetError::NoWaveforms(lake.location().to_string()));
+    }
     let map = InputMap::new(&sel.inputs, set);
     let needs_features = map
         .sources
@@ -114,6 +123,9 @@ pub async fn load_examples(lake: &Lake, sel: &Selection) -> Result<Vec<Example>,
     }
     if sel.spectrograms {
         cols.push("w.spectrogram".into());
+    }
+    if sel.waveforms {
+        cols.push("w.waveform".into());
     }
     let names = set.column_names();
     if needs_features {
@@ -203,6 +215,22 @@ fn float64(b: &RecordBatch, name: &str) -> Result<Float64Array, DatasetError> {
     Ok(c.as_primitive::<arrow::datatypes::Float64Type>().clone())
 }
 
+/// A list-of-float column as `List<Float32>`, whatever list type DataFusion read it as.
+fn f32_lists(b: &RecordBatch, name: &str) -> Result<arrow::array::ArrayRef, DatasetError> {
+    let c = b
+        .column_by_name(name)
+        .ok_or_else(|| column_err(name, "missing"))?;
+    arrow::compute::cast(
+        c,
+        &DataType::List(Arc::new(arrow::datatypes::Field::new(
+            "item",
+            DataType::Float32,
+            true,
+        ))),
+    )
+    .map_err(|e| column_err(name, e.to_string()))
+}
+
 fn catalog_rows(b: &RecordBatch) -> Result<Vec<CatalogRow>, DatasetError> {
     let m = col::<MapArray>(b, "catalog")?;
     let mut out = Vec::with_capacity(m.len());
@@ -263,34 +291,27 @@ fn append(
             .collect::<Result<_, _>>()?,
         None => Vec::new(),
     };
-    let spectrograms = if sel.spectrograms {
-        let c = b
-            .column_by_name("spectrogram")
-            .ok_or_else(|| column_err("spectrogram", "missing"))?;
-        let list = arrow::compute::cast(
-            c,
-            &DataType::List(Arc::new(arrow::datatypes::Field::new(
-                "item",
-                DataType::Float32,
-                true,
-            ))),
-        )
-        .map_err(|e| column_err("spectrogram", e.to_string()))?;
-        Some(list)
-    } else {
-        None
-    };
+    let spectrograms = sel
+        .spectrograms
+        .then(|| f32_lists(b, "spectrogram"))
+        .transpose()?;
+    let waveforms = sel
+        .waveforms
+        .then(|| f32_lists(b, "waveform"))
+        .transpose()?;
     let opt = |a: &Float64Array, r: usize| (!a.is_null(r)).then(|| a.value(r));
+    let row_of = |lists: &Option<arrow::array::ArrayRef>, r: usize| match lists {
+        Some(list) => list
+            .as_list::<i32>()
+            .value(r)
+            .as_primitive::<Float32Type>()
+            .values()
+            .to_vec(),
+        None => Vec::new(),
+    };
     for (r, catalog) in catalogs.into_iter().enumerate() {
-        let spectrogram = match &spectrograms {
-            Some(list) => list
-                .as_list::<i32>()
-                .value(r)
-                .as_primitive::<Float32Type>()
-                .values()
-                .to_vec(),
-            None => Vec::new(),
-        };
+        let spectrogram = row_of(&spectrograms, r);
+        let waveform = row_of(&waveforms, r);
         let source = SourceAttributes::from_values(std::array::from_fn(|k| opt(&attrs[k], r)));
         let row_features: Vec<f64> = features
             .iter()
@@ -314,6 +335,7 @@ fn append(
             magnitude: opt(&magnitude, r),
             ttf_s: opt(&ttf, r),
             spectrogram,
+            waveform,
             inputs,
             catalog,
         });

@@ -210,19 +210,7 @@ impl TtfScheme {
                 span()
             )));
         }
-        // Balance: the larger side, in shuffled order, cut to the smaller side's size.
-        let keep = pre.len().min(post.len());
-        let left_out_by_balance = pre.len() + post.len() - 2 * keep;
-        for side in [&mut pre, &mut post] {
-            if side.len() > keep {
-                side.sort_by(|a, b| {
-                    (keyed_hash(self.seed, &a.id), &a.id)
-                        .cmp(&(keyed_hash(self.seed, &b.id), &b.id))
-                });
-                side.truncate(keep);
-                side.sort_by(by_time);
-            }
-        }
+        let (keep, left_out_by_balance) = balance(&mut pre, &mut post, self.seed);
         let q = self.classes.parts();
         if keep < q {
             return Err(LabelError(format!(
@@ -265,6 +253,74 @@ impl TtfScheme {
             at_mainshock,
         })
     }
+}
+
+/// The paper's balancing: the larger side, in shuffled order, cut to the smaller side's size
+/// (both left in time order). Returns the size kept and how many events were cut.
+fn balance(pre: &mut Vec<EventTime>, post: &mut Vec<EventTime>, seed: u64) -> (usize, usize) {
+    let keep = pre.len().min(post.len());
+    let left_out = pre.len() + post.len() - 2 * keep;
+    for side in [pre, post] {
+        if side.len() > keep {
+            side.sort_by(|a, b| {
+                (keyed_hash(seed, &a.id), &a.id).cmp(&(keyed_hash(seed, &b.id), &b.id))
+            });
+            side.truncate(keep);
+            side.sort_by(by_time);
+        }
+    }
+    (keep, left_out)
+}
+
+/// Two classes from labels already stored (0 = foreshock = pre, 1 = aftershock = post, as a
+/// catalogue labelled them against its own mainshock), balanced as the paper does. For lakes
+/// whose events carry labels but no origin times.
+pub fn stored_two_classes(
+    events: &[EventTime],
+    label_of: &HashMap<String, i32>,
+    seed: u64,
+) -> Result<TtfLabels, LabelError> {
+    let (mut pre, mut post) = (Vec::new(), Vec::new());
+    for e in unique(events)? {
+        match label_of.get(&e.id) {
+            Some(0) => pre.push(e),
+            Some(1) => post.push(e),
+            Some(other) => {
+                return Err(LabelError(format!(
+                    "event {} has label {other}, two classes take 0 (foreshock) or 1 (aftershock)",
+                    e.id
+                )))
+            }
+            None => {}
+        }
+    }
+    if pre.is_empty() || post.is_empty() {
+        return Err(LabelError(format!(
+            "the stored labels have {} foreshock and {} aftershock events; two classes need both",
+            pre.len(),
+            post.len()
+        )));
+    }
+    let (_, left_out_by_balance) = balance(&mut pre, &mut post, seed);
+    let mut events: Vec<LabelledEvent> = [(0, pre), (1, post)]
+        .into_iter()
+        .flat_map(|(class, side)| {
+            side.into_iter().map(move |e| LabelledEvent {
+                id: e.id,
+                origin_ns: e.origin_ns,
+                class,
+            })
+        })
+        .collect();
+    events.sort_by(|a, b| (a.origin_ns, &a.id).cmp(&(b.origin_ns, &b.id)));
+    let n = events.len() / 2;
+    Ok(TtfLabels {
+        names: ClassCount::Two.names(),
+        events,
+        counts: vec![n, n],
+        left_out_by_balance,
+        at_mainshock: 0,
+    })
 }
 
 /// Events sorted by time, each once; one event with two origin times is an error.
@@ -362,6 +418,54 @@ impl TtfLabels {
             .map(|e| (e.id.as_str(), e.class))
             .collect()
     }
+}
+
+/// The catalogue column holding an event's origin time (the D-set's attribute name).
+pub const ORIGIN_COLUMN: &str = "source_origin_time";
+
+/// Each event's origin time: the catalogue's `source_origin_time` where the window has one,
+/// else the earliest start of the event's windows (for event windows, 5 s before the first P
+/// arrival: time to failure then counts from the first arrival, seconds after the origin, which
+/// moves no event across a class boundary unless it is that close to one). An origin time that
+/// does not parse is an error naming the window.
+pub fn event_times(examples: &[crate::dataset::Example]) -> Result<Vec<EventTime>, LabelError> {
+    let mut origin: HashMap<&str, i64> = HashMap::new();
+    let mut fallback: HashMap<&str, i64> = HashMap::new();
+    for e in examples {
+        let cell = e
+            .catalog
+            .binary_search_by(|(k, _)| k.as_str().cmp(ORIGIN_COLUMN))
+            .ok()
+            .map(|i| e.catalog[i].1.trim())
+            .filter(|v| !quakelens_lake::is_missing(v));
+        match cell {
+            Some(text) => {
+                let t = quakelens_signal::time::parse_utc(text).ok_or_else(|| {
+                    LabelError(format!(
+                        "window {}: {ORIGIN_COLUMN} {text:?} is not a time",
+                        e.window_id
+                    ))
+                })?;
+                origin.insert(&e.group, t);
+            }
+            None => {
+                let t = fallback.entry(&e.group).or_insert(e.start_ns);
+                *t = (*t).min(e.start_ns);
+            }
+        }
+    }
+    for (id, t) in origin {
+        fallback.insert(id, t);
+    }
+    let mut out: Vec<EventTime> = fallback
+        .into_iter()
+        .map(|(id, origin_ns)| EventTime {
+            id: id.to_string(),
+            origin_ns,
+        })
+        .collect();
+    out.sort_by(by_time);
+    Ok(out)
 }
 
 /// The paper's split fractions: 70 % training, 10 % validation, 20 % test.
@@ -463,5 +567,58 @@ mod tests {
     fn array_split_sizes() {
         assert_eq!(part_sizes(10, 4), vec![3, 3, 2, 2]);
         assert_eq!(part_sizes(4, 4), vec![1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn origin_times_come_from_the_catalogue_else_the_first_window() {
+        use crate::dataset::Example;
+        let ex = |id: &str, group: &str, start_ns: i64, origin: Option<&str>| Example {
+            window_id: id.into(),
+            group: group.into(),
+            start_ns,
+            catalog: origin
+                .map(|o| vec![(ORIGIN_COLUMN.to_string(), o.to_string())])
+                .unwrap_or_default(),
+            ..Example::default()
+        };
+        let t = event_times(&[
+            ex("a1", "A", 50 * H, None),
+            ex("a2", "A", 40 * H, None),
+            ex("b1", "B", 90 * H, Some("1970-01-01 02:00:00")),
+            ex("b2", "B", 95 * H, None),
+            ex("c1", "C", 0, Some("NaN")),
+        ])
+        .unwrap();
+        let got: Vec<(&str, i64)> = t.iter().map(|e| (e.id.as_str(), e.origin_ns)).collect();
+        assert_eq!(got, vec![("C", 0), ("B", 2 * H), ("A", 40 * H)]);
+        let err = event_times(&[ex("x", "X", 0, Some("yesterday"))]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("window x: source_origin_time \"yesterday\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn stored_labels_give_two_balanced_classes() {
+        let ev = events(&[1, 2, 3, 4, 5, 6]);
+        let labels: HashMap<String, i32> = ev
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.id.clone(), i32::from(i >= 4)))
+            .collect();
+        let l = stored_two_classes(&ev, &labels, 1).unwrap();
+        assert_eq!((l.counts.clone(), l.left_out_by_balance), (vec![2, 2], 2));
+        assert!(l
+            .events
+            .iter()
+            .filter(|e| e.class == 1)
+            .all(|e| e.origin_ns >= 5 * H));
+        let only_pre: HashMap<String, i32> = labels.keys().map(|k| (k.clone(), 0)).collect();
+        let err = stored_two_classes(&ev, &only_pre, 1).unwrap_err();
+        assert!(
+            err.to_string().contains("6 foreshock and 0 aftershock"),
+            "{err}"
+        );
     }
 }

@@ -451,3 +451,165 @@ fn import_conv1d_turns_a_state_dict_into_a_model_file_and_refuses_others() {
         "{err}"
     );
 }
+
+/// Runs quakelens expecting failure; returns stderr.
+fn failing(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_quakelens"))
+        .args(args)
+        .output()
+        .expect("binary runs");
+    assert_eq!(out.status.code(), Some(1), "{args:?}: a clean failure");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn train_conv1d_reads_a_waveform_lake_into_time_to_failure_classes() {
+    use quakelens_models::conv1d::WaveformModel;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = |p: &str| d.join(p).display().to_string();
+    let (lake, plain) = (path("lake"), path("plain"));
+    quakelens(&[
+        "run",
+        "--synthetic",
+        "48",
+        "--synthetic-dir",
+        &path("syn"),
+        "--lake",
+        &lake,
+        "--waveforms",
+    ]);
+    assert_eq!(
+        sql_count(
+            &lake,
+            "SELECT count(*) FROM windows WHERE cardinality(waveform) = 7500"
+        ),
+        48
+    );
+    // The mainshock between the middle two events: their windows start 5 s before the P.
+    let generated = std::fs::read_dir(d.join("syn"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let catalog = std::fs::read_to_string(generated.join("catalog.csv")).unwrap();
+    let mut p: Vec<String> = catalog
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(2).unwrap().to_string())
+        .collect();
+    p.sort();
+    let mainshock = p[p.len() / 2].clone();
+    let model = path("models/ttf4.safetensors");
+    let out = stdout(&quakelens(&[
+        "train",
+        "conv1d",
+        "--lake",
+        &lake,
+        "--classes",
+        "4",
+        "--mainshock",
+        &mainshock,
+        "--epochs",
+        "1",
+        "--out",
+        &model,
+        "--quiet",
+    ]));
+    assert!(out.contains("in 4 classes (pre_early"), "{out}");
+    assert!(
+        out.contains("mean per-class recall") && out.contains("post_late"),
+        "{out}"
+    );
+    let loaded = WaveformModel::load(Path::new(&model), tch::Device::Cpu).unwrap();
+    assert_eq!(
+        loaded.classes,
+        ["pre_early", "pre_late", "post_early", "post_late"]
+    );
+    let report = json(&d.join("models/ttf4.safetensors.report.json"));
+    assert_eq!(report["model"]["hash"], loaded.hash.0.as_str());
+    assert_eq!(report["labels"]["split"], "TimeOrdered");
+    let test = &report["test"];
+    assert_eq!(test["recall"].as_array().unwrap().len(), 4);
+    for row in test["normalized"].as_array().unwrap() {
+        let sum: f64 = row
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .sum();
+        assert!(sum == 0.0 || (sum - 1.0).abs() < 1e-9, "{row}");
+    }
+    let windows: Vec<u64> = report["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    let counts: u64 = report["labels"]["events_per_class"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        windows.iter().sum::<u64>(),
+        counts,
+        "one window per event here"
+    );
+
+    // Bad labels, and a lake without waveforms, are clear errors.
+    let err = failing(&[
+        "train",
+        "conv1d",
+        "--lake",
+        &lake,
+        "--classes",
+        "9",
+        "--mainshock",
+        &mainshock,
+    ]);
+    assert!(
+        err.contains("9 classes need the intermediate sequence (--middle"),
+        "{err}"
+    );
+    let err = failing(&["train", "conv1d", "--lake", &lake, "--classes", "4"]);
+    assert!(
+        err.contains("no events before the mainshock 2016-10-30T07:40:17"),
+        "{err}"
+    );
+    let err = failing(&["train", "conv1d", "--lake", &lake, "--mainshock", "tuesday"]);
+    assert!(
+        err.contains("--mainshock \"tuesday\" is not a UTC time"),
+        "{err}"
+    );
+    quakelens(&[
+        "run",
+        "--synthetic",
+        "4",
+        "--synthetic-dir",
+        &path("syn4"),
+        "--lake",
+        &plain,
+    ]);
+    let err = failing(&["train", "conv1d", "--lake", &plain]);
+    assert!(
+        err.contains("stores no waveforms") && err.contains("run --waveforms"),
+        "{err}"
+    );
+    let err = failing(&[
+        "run",
+        "--synthetic",
+        "4",
+        "--synthetic-dir",
+        &path("syn4"),
+        "--lake",
+        &plain,
+        "--waveforms",
+    ]);
+    assert!(
+        err.contains("holds waveforms of shape none, this writer makes 3,2500"),
+        "{err}"
+    );
+}

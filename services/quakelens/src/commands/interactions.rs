@@ -42,11 +42,9 @@ pub fn run(args: InteractionsArgs) -> anyhow::Result<()> {
     let forest =
         Forest::load(&args.forest).with_context(|| format!("loading {}", args.forest.display()))?;
     let sel = Selection {
-        spectrograms: false,
         inputs: forest.spec.features.clone(),
-        catalog: false,
-        only_labelled: false,
         filter: Some(format!("w.window_id = {}", literal(&args.window_id))),
+        ..Selection::default()
     };
     let examples = runtime()?.block_on(async {
         let lake = Lake::open(&args.lake).await?;

@@ -20,6 +20,7 @@ pub mod serve;
 pub mod sql;
 pub mod synth;
 pub mod train;
+pub mod train_conv1d;
 pub mod window_options;
 
 /// Default lake location, overridable with `--lake` or `QUAKELENS_LAKE`.

@@ -23,6 +23,9 @@ pub enum TrainCommand {
     Cnn(CnnArgs),
     /// The random-forest magnitude regressor on waveform features (and catalogue columns).
     Forest(ForestArgs),
+    /// The paper's 1-D CNN on the raw waveforms (a lake made with `run --waveforms`), in 2, 4
+    /// or 9 time-to-failure classes.
+    Conv1d(super::train_conv1d::Conv1dArgs),
 }
 
 /// Options every training run shares.
@@ -30,56 +33,71 @@ pub enum TrainCommand {
 pub struct Common {
     /// Lake with labelled windows (`quakelens run` with a catalogue or synthetic data).
     #[arg(long, env = "QUAKELENS_LAKE", default_value = DEFAULT_LAKE, value_parser = parse_lake)]
-    lake: LakeLocation,
+    pub(super) lake: LakeLocation,
     /// Seed for the split, initialisation and batch order.
     #[arg(long, default_value_t = 7)]
-    seed: u64,
-    /// Share of events held out for validation.
-    #[arg(long, default_value_t = 0.15)]
-    valid: f64,
-    /// Share of events held out for the final test.
-    #[arg(long, default_value_t = 0.15)]
-    test: f64,
+    pub(super) seed: u64,
+    /// Share of events held out for validation (default 0.15; conv1d: the paper's 0.1).
+    #[arg(long)]
+    pub(super) valid: Option<f64>,
+    /// Share of events held out for the final test (default 0.15; conv1d: the paper's 0.2).
+    #[arg(long)]
+    pub(super) test: Option<f64>,
     /// `event`: every window of an event on one side (the default: no event is both trained
-    /// and tested on); `random`: windows at random, as the study's `train_test_split`.
-    #[arg(long, default_value = "event", value_parser = ["event", "random"])]
-    split: String,
+    /// and tested on); `random`: windows at random, as the study's `train_test_split`;
+    /// `time` (conv1d, its default): the paper's time-ordered split of each class's events.
+    #[arg(long, value_parser = ["event", "random", "time"])]
+    pub(super) split: Option<String>,
     /// Only windows matching this SQL condition on `w` (windows), e.g. "w.station = 'SYN01'".
     #[arg(long)]
-    filter: Option<String>,
+    pub(super) filter: Option<String>,
     /// Where the metrics JSON goes (default: beside the model, `<model>.report.json`).
     #[arg(long)]
-    report: Option<PathBuf>,
+    pub(super) report: Option<PathBuf>,
     /// Worker threads (rayon and LibTorch; default: all cores).
     #[arg(long)]
-    threads: Option<usize>,
+    pub(super) threads: Option<usize>,
     /// No progress bars.
     #[arg(long)]
-    quiet: bool,
+    pub(super) quiet: bool,
 }
 
 impl Common {
-    fn split(&self) -> anyhow::Result<SplitPlan> {
-        if !(self.valid >= 0.0 && self.test > 0.0 && self.valid + self.test < 1.0) {
+    /// The shares held out, `default` (valid, test) unless given.
+    pub(super) fn split_with(&self, default: (f64, f64)) -> anyhow::Result<SplitPlan> {
+        let valid = self.valid.unwrap_or(default.0);
+        let test = self.test.unwrap_or(default.1);
+        if !(valid >= 0.0 && test > 0.0 && valid + test < 1.0) {
             bail!("--valid and --test must be shares with test > 0 and valid + test < 1");
         }
         Ok(SplitPlan {
             seed: self.seed,
-            valid: self.valid,
-            test: self.test,
+            valid,
+            test,
         })
+    }
+
+    fn split(&self) -> anyhow::Result<SplitPlan> {
+        if self.split.as_deref() == Some("time") {
+            bail!("--split time is the paper's split for `train conv1d`; use event or random");
+        }
+        self.split_with((0.15, 0.15))
+    }
+
+    fn random_windows(&self) -> bool {
+        self.split.as_deref() == Some("random")
     }
 
     /// The unit a window's side of the split follows: its event, or the window itself.
     fn unit<'a>(&self, e: &'a quakelens_models::dataset::Example) -> &'a str {
-        if self.split == "random" {
+        if self.random_windows() {
             &e.window_id
         } else {
             &e.group
         }
     }
 
-    fn report_path(&self, model: &Path) -> PathBuf {
+    pub(super) fn report_path(&self, model: &Path) -> PathBuf {
         self.report.clone().unwrap_or_else(|| {
             let mut p = model.as_os_str().to_owned();
             p.push(".report.json");
@@ -133,10 +151,11 @@ pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
     match cmd {
         TrainCommand::Cnn(a) => train_cnn(a),
         TrainCommand::Forest(a) => train_forest_cmd(a),
+        TrainCommand::Conv1d(a) => super::train_conv1d::run(a),
     }
 }
 
-fn create_parent(path: &Path) -> anyhow::Result<()> {
+pub(super) fn create_parent(path: &Path) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -176,7 +195,7 @@ fn train_cnn(a: CnnArgs) -> anyhow::Result<()> {
             a.common.lake
         );
     }
-    if a.common.split == "random" {
+    if a.common.random_windows() {
         for e in &mut examples {
             e.group = e.window_id.clone();
         }
@@ -404,7 +423,7 @@ fn train_forest_cmd(a: ForestArgs) -> anyhow::Result<()> {
     let report = serde_json::json!({
         "params": params,
         "split": split,
-        "split_by": a.common.split,
+        "split_by": a.common.split.as_deref().unwrap_or("event"),
         "feature_set": forest.spec.feature_set,
         "filled_missing_values": forest.spec.fill.is_some(),
         "inputs": forest.spec.features,
