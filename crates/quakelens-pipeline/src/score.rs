@@ -9,6 +9,7 @@ use quakelens_lake::{
     softmax, ForestShapRecord, LakeFormat, MagnitudeRecord, ScoreRecord, WindowKey, WindowRecord,
 };
 use quakelens_models::cnn::{CnnError, CnnModel};
+use quakelens_models::conv1d::WaveformModel;
 use quakelens_models::forest::{Forest, ForestFileError, InputMap};
 use quakelens_signal::features::FeatureSet;
 
@@ -192,6 +193,39 @@ pub fn cnn_scores(
             scored_ns: at,
         })
         .collect())
+}
+
+/// Scores of a waveform model (the paper's 1-D CNN) for windows given as keys and their samples.
+pub fn waveform_scores(
+    model: &WaveformModel,
+    keys: &[WindowKey],
+    waveforms: &[&[f32]],
+    batch: usize,
+) -> Result<Vec<ScoreRecord>, ScoreError> {
+    let batch = batch.max(1);
+    let k = model.classes.len();
+    let at = now_ns();
+    let mut out = Vec::with_capacity(keys.len());
+    let mut buf = Vec::new();
+    for (keys, chunk) in keys.chunks(batch).zip(waveforms.chunks(batch)) {
+        buf.clear();
+        chunk.iter().for_each(|w| buf.extend_from_slice(w));
+        let logits = model.logits(&buf, chunk.len())?;
+        out.extend(
+            keys.iter()
+                .zip(logits.chunks_exact(k))
+                .map(|(key, l)| ScoreRecord {
+                    key: key.clone(),
+                    model_kind: model.kind.name().into(),
+                    model_hash: model.hash.0.clone(),
+                    logits: l.to_vec(),
+                    probabilities: softmax(l),
+                    classes: model.classes.clone(),
+                    scored_ns: at,
+                }),
+        );
+    }
+    Ok(out)
 }
 
 /// The forest's input row for scoring: missing values replaced by the forest's fill values

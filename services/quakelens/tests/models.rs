@@ -559,6 +559,19 @@ fn train_conv1d_reads_a_waveform_lake_into_time_to_failure_classes() {
         "one window per event here"
     );
 
+    // `score --conv1d` scores every window once, in the model's classes.
+    for _ in 0..2 {
+        quakelens(&["score", "--lake", &lake, "--conv1d", &model, "--no-models"]);
+    }
+    assert_eq!(
+        sql_count(
+            &lake,
+            "SELECT count(*) FROM scores WHERE model_kind = 'quakelens-conv1d' \
+             AND cardinality(probabilities) = 4 AND predicted_class LIKE 'p%t_%'"
+        ),
+        48
+    );
+
     // Bad labels, and a lake without waveforms, are clear errors.
     let err = failing(&[
         "train",
@@ -593,11 +606,16 @@ fn train_conv1d_reads_a_waveform_lake_into_time_to_failure_classes() {
         "--lake",
         &plain,
     ]);
-    let err = failing(&["train", "conv1d", "--lake", &plain]);
-    assert!(
-        err.contains("stores no waveforms") && err.contains("run --waveforms"),
-        "{err}"
-    );
+    for args in [
+        &["train", "conv1d", "--lake", &plain][..],
+        &["score", "--lake", &plain, "--conv1d", &model],
+    ] {
+        let err = failing(args);
+        assert!(
+            err.contains("stores no waveforms") && err.contains("run --waveforms"),
+            "{err}"
+        );
+    }
     let err = failing(&[
         "run",
         "--synthetic",

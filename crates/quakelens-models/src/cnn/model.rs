@@ -20,6 +20,8 @@ pub const MARGIN: [f64; 2] = [-1.0, 1.0];
 pub enum ModelKind {
     /// A quakelens CNN2D file (safetensors).
     Native,
+    /// A quakelens CONV1D file: the paper's 1-D CNN on waveforms.
+    NativeConv1d,
     /// A TorchScript module traced/scripted in PyTorch; gets the stored spectrograms as they
     /// are (it must do its own normalisation) and must return `[N, 2]` logits.
     TorchScript,
@@ -29,6 +31,7 @@ impl ModelKind {
     pub fn name(self) -> &'static str {
         match self {
             ModelKind::Native => "quakelens-cnn",
+            ModelKind::NativeConv1d => "quakelens-conv1d",
             ModelKind::TorchScript => "torchscript",
         }
     }

@@ -74,7 +74,7 @@ impl WaveformModel {
         let native = load_conv1d(path, &bytes, device)?;
         Ok(Self {
             backend: Backend::Native(FoldedConv1d::new(&native.net).to_device(device)),
-            kind: ModelKind::Native,
+            kind: ModelKind::NativeConv1d,
             hash,
             device,
             classes: native.classes,
@@ -90,7 +90,7 @@ impl WaveformModel {
     ) -> Self {
         Self {
             backend: Backend::Native(FoldedConv1d::new(net).to_device(device)),
-            kind: ModelKind::Native,
+            kind: ModelKind::NativeConv1d,
             hash,
             device,
             classes,

@@ -6,8 +6,11 @@ use anyhow::bail;
 use clap::Args;
 
 use quakelens_lake::{Lake, LakeLocation, LakeWriter, Table, WindowKey};
+use quakelens_models::conv1d::WaveformModel;
 use quakelens_models::dataset::{load_examples, Selection};
-use quakelens_pipeline::score::{cnn_scores, forest_explanations, forest_magnitudes, Scorer};
+use quakelens_pipeline::score::{
+    cnn_scores, forest_explanations, forest_magnitudes, waveform_scores, Scorer,
+};
 
 use super::{literal, parse_lake, runtime, set_threads, ModelOptions, DEFAULT_LAKE};
 
@@ -17,6 +20,10 @@ pub struct ScoreArgs {
     lake: LakeLocation,
     #[command(flatten)]
     models: ModelOptions,
+    /// A waveform model (the paper's 1-D CNN, from `train conv1d` or `import conv1d`) to score
+    /// the lake's waveforms with (a lake made with `run --waveforms`).
+    #[arg(long)]
+    conv1d: Option<std::path::PathBuf>,
     /// Only windows matching this SQL condition on `w` (windows).
     #[arg(long)]
     filter: Option<String>,
@@ -37,13 +44,42 @@ fn unscored(lake: &Lake, table: Table, model: &str, filter: &Option<String>) -> 
     (!conditions.is_empty()).then(|| conditions.join(" AND "))
 }
 
+/// `<what> N windows scored with KIND (hash): n class, …`.
+fn print_scores(
+    what: &str,
+    scores: &[quakelens_lake::ScoreRecord],
+    classes: &[String],
+    kind: &str,
+    hash: &impl std::fmt::Display,
+) {
+    let mut per_class = vec![0usize; classes.len()];
+    for s in scores {
+        per_class[s.predicted_index()] += 1;
+    }
+    let counts: Vec<String> = classes
+        .iter()
+        .zip(&per_class)
+        .map(|(c, n)| format!("{n} {c}"))
+        .collect();
+    println!(
+        "{what:<7} {} windows scored with {kind} ({hash}): {}",
+        scores.len(),
+        counts.join(", ")
+    );
+}
+
 pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     set_threads(args.threads)?;
     let paths = args.models.paths();
-    if paths.cnn.is_none() && paths.forest.is_none() {
-        bail!("no model: pass --cnn and/or --forest, or train them first (`quakelens train cnn`)");
+    if paths.cnn.is_none() && paths.forest.is_none() && args.conv1d.is_none() {
+        bail!("no model: pass --cnn, --conv1d and/or --forest, or train them first (`quakelens train cnn`)");
     }
     let scorer = Scorer::load(&paths, args.models.score_batch)?;
+    let conv1d = args
+        .conv1d
+        .as_deref()
+        .map(|p| WaveformModel::load(p, quakelens_models::cnn::default_device()?))
+        .transpose()?;
     let rt = runtime()?;
     let started = std::time::Instant::now();
     rt.block_on(async {
@@ -66,23 +102,22 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
                 cnn_scores(model, &keys, &inputs, scorer.batch)
             })?;
             writer.write_scores(&scores, &[]).await?;
-            let classes = model.classes();
-            let mut per_class = vec![0usize; classes.len()];
-            for s in &scores {
-                per_class[s.predicted_index()] += 1;
-            }
-            let counts: Vec<String> = classes
-                .iter()
-                .zip(&per_class)
-                .map(|(c, n)| format!("{n} {c}"))
-                .collect();
-            println!(
-                "cnn     {} windows scored with {} ({}): {}",
-                scores.len(),
-                model.kind.name(),
-                model.hash,
-                counts.join(", ")
-            );
+            print_scores("cnn", &scores, &model.classes(), model.kind.name(), &model.hash);
+        }
+        if let Some(model) = &conv1d {
+            let sel = Selection {
+                waveforms: true,
+                filter: unscored(&lake, Table::Scores, &model.hash.0, &args.filter),
+                ..Selection::default()
+            };
+            let examples = load_examples(&lake, &sel).await?;
+            let keys: Vec<WindowKey> = examples.iter().map(WindowKey::of).collect();
+            let inputs: Vec<&[f32]> = examples.iter().map(|e| e.waveform.as_slice()).collect();
+            let scores = tokio::task::block_in_place(|| {
+                waveform_scores(model, &keys, &inputs, scorer.batch)
+            })?;
+            writer.write_scores(&scores, &[]).await?;
+            print_scores("conv1d", &scores, &model.classes, model.kind.name(), &model.hash);
         }
         if let Some(f) = &scorer.forest {
             let forest = &f.forest;
