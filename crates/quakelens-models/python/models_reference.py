@@ -236,10 +236,14 @@ def cmd_dset(out_dir, station, n):
             w = csv.writer(f)
             w.writerow(["trace_name", "station_code", "trace_start_time", "source_magnitude",
                         "p_travel_sec", "s_travel_sec", "source_depth_km", "source_latitude",
-                        "source_longitude", "receiver_latitude", "receiver_longitude"])
+                        "source_longitude", "receiver_latitude", "receiver_longitude",
+                        "source_origin_time"])
             for i, name in enumerate(names + [f"{station}.{part}.short"]):
+                # Origins a day apart on either side of Norcia's, written as catalogues do.
+                origin = f"2016-10-{29 + 2 * cls:02d} {i // 60 % 24:02d}:{i % 60:02d}:{i % 50 + 0.25:05.2f}"
                 w.writerow([name, station, f"2016-10-{20 + cls:02d}T{i // 60 % 24:02d}:{i % 60:02d}:00.000000Z",
-                            1.0 + (i % 30) / 10.0, 2.0 + i % 5, 3.5 + i % 5, 8.0, 42.8, 13.1, 42.9, 13.2])
+                            1.0 + (i % 30) / 10.0, 2.0 + i % 5, 3.5 + i % 5, 8.0, 42.8, 13.1, 42.9, 13.2,
+                            origin])
 
 
 def conv1d_net(classes):

@@ -43,6 +43,8 @@ pub struct PipelineConfig {
     /// Store every window's samples in the lake and the `windows` messages, for waveform
     /// models (the paper's 1-D CNN); fixed when a lake is created.
     pub waveforms: bool,
+    /// The mainshock the `ttf_s` of catalogued windows counts from (default Norcia's origin).
+    pub mainshock_ns: i64,
 }
 
 impl PipelineConfig {
@@ -64,6 +66,8 @@ impl PipelineConfig {
             explain_evals: 0,
             progress: false,
             waveforms: false,
+            mainshock_ns: quakelens_signal::time::parse_ns(quakelens_models::ttf::NORCIA_MAINSHOCK)
+                .unwrap_or_default(),
         }
     }
 

@@ -95,16 +95,27 @@ pub struct DsetBatch {
 }
 
 impl DsetBatch {
-    /// Attaches labels and catalogue rows to the transformed records (same order).
-    pub fn label(&self, records: &mut [WindowRecord], offset: usize) {
+    /// Attaches labels and catalogue rows to the transformed records (same order), and the
+    /// time to failure (`source_origin_time` − `mainshock_ns`, s) where the row has an origin.
+    pub fn label(&self, records: &mut [WindowRecord], offset: usize, mainshock_ns: i64) {
         for (r, t) in records.iter_mut().zip(&self.labels[offset..]) {
             r.label = Some(t.label);
             r.magnitude = t.magnitude;
             r.event_id = Some(t.event.clone());
             r.source = t.source;
             r.catalog = t.catalog.clone();
+            r.ttf_s = ttf_s(&r.catalog, mainshock_ns);
         }
     }
+}
+
+/// Seconds from the mainshock to the row's `source_origin_time` (`None` without one).
+fn ttf_s(catalog: &CatalogRow, mainshock_ns: i64) -> Option<f64> {
+    let i = catalog
+        .binary_search_by(|(k, _)| k.as_str().cmp(quakelens_models::ttf::ORIGIN_COLUMN))
+        .ok()?;
+    let origin = quakelens_signal::time::parse_utc(&catalog[i].1)?;
+    Some((origin - mainshock_ns) as f64 / 1e9)
 }
 
 /// Splits CSV text into rows of fields (RFC 4180: quoted fields may hold commas, quotes as

@@ -462,7 +462,7 @@ fn run_dset(
             continue;
         }
         let mut records = transformer.transform(chunk, || pb.inc(1));
-        batch.label(&mut records, i * size);
+        batch.label(&mut records, i * size, cfg.mainshock_ns);
         report.labelled += records.len();
         sink.write(&records, &mut report)?;
     }

@@ -129,3 +129,43 @@ pub fn spectrogram_axes(shape: [usize; 3]) -> Result<quakelens_lake::Spectrogram
     }
     Ok(axes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quakelens_signal::stream::{ChannelOrder, StationKey};
+
+    #[test]
+    fn a_waveform_lake_gets_each_windows_samples_in_channel_order() {
+        let data: [Vec<f64>; 3] =
+            std::array::from_fn(|c| (0..2500).map(|i| (c * 10_000 + i) as f64 - 0.25).collect());
+        let window = Window {
+            id: "w".into(),
+            station: StationKey {
+                network: "XX".into(),
+                station: "S".into(),
+                location: "00".into(),
+                band: "HH".into(),
+            },
+            start_ns: 0,
+            data: data.clone(),
+            order: ChannelOrder::default(),
+            mode: "event",
+            onset_ns: None,
+            trigger_ratio: None,
+            gap_runs: 0,
+            filled_samples: 0,
+            source_rate: 100.0,
+            resampled: false,
+        };
+        let mut cfg = PipelineConfig::new(None);
+        let plain = WindowTransformer::for_config(&cfg).transform(&[window.clone()], || {});
+        assert!(plain[0].waveform.is_empty());
+        cfg.waveforms = true;
+        assert_eq!(cfg.format().waveform, Some([3, 2500]));
+        let kept = WindowTransformer::for_config(&cfg).transform(&[window], || {});
+        let want: Vec<f32> = data.iter().flatten().map(|&v| v as f32).collect();
+        assert_eq!(kept[0].waveform, want);
+        assert_eq!(kept[0].spectrogram, plain[0].spectrogram);
+    }
+}

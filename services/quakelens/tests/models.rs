@@ -412,6 +412,23 @@ fn laurenti_dset_files_are_read_labelled_and_short_traces_counted() {
         14
     );
     assert_eq!(sql_count(&lake, "SELECT count(*) FROM features"), 14);
+    // Time to failure from each row's source_origin_time, counted from the Norcia mainshock.
+    assert_eq!(
+        sql_count(
+            &lake,
+            "SELECT count(*) FROM windows WHERE abs(ttf_s - (\
+             extract(epoch FROM to_timestamp(catalog['source_origin_time'])) - \
+             extract(epoch FROM to_timestamp('2016-10-30T07:40:17Z')))) < 1e-3"
+        ),
+        14
+    );
+    assert_eq!(
+        sql_count(
+            &lake,
+            "SELECT count(*) FROM windows WHERE (ttf_s < 0) = (label = 0)"
+        ),
+        14
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 
 use quakelens_lake::LakeLocation;
@@ -86,6 +86,10 @@ pub struct WindowOptions {
     /// created: a lake with waveforms takes only windows with them, and the other way round.
     #[arg(long)]
     waveforms: bool,
+    /// The mainshock whose origin time the windows' `ttf_s` (time to failure, s) counts from,
+    /// for catalogues with origin times (the D-set's `source_origin_time`).
+    #[arg(long, default_value = quakelens_models::ttf::NORCIA_MAINSHOCK)]
+    mainshock: String,
 }
 
 impl WindowOptions {
@@ -158,6 +162,8 @@ impl WindowOptions {
             .map_err(anyhow::Error::msg)?;
         cfg.catalog = self.catalog.clone();
         cfg.waveforms = self.waveforms;
+        cfg.mainshock_ns = quakelens_signal::time::parse_utc(&self.mainshock)
+            .with_context(|| format!("--mainshock {:?} is not a UTC time", self.mainshock))?;
         Ok(cfg)
     }
 }
