@@ -23,6 +23,10 @@ pub struct SynthConfig {
     pub start_ns: i64,
     /// Background noise standard deviation (counts).
     pub noise_counts: f64,
+    /// A sequence around a mainshock instead of independent events: every event before
+    /// [`SynthConfig::mainshock_ns`] is a foreshock, every one after an aftershock, and the
+    /// source drifts with time to failure (see [`sequence_source`]).
+    pub sequence: bool,
 }
 
 impl Default for SynthConfig {
@@ -34,7 +38,36 @@ impl Default for SynthConfig {
             slot_s: 120.0,
             start_ns: 1_709_251_200_000_000_000, // 2024-03-01T00:00:00Z
             noise_counts: 20.0,
+            sequence: false,
         }
+    }
+}
+
+impl SynthConfig {
+    fn slots(&self) -> usize {
+        self.events.div_ceil(self.stations.max(1)).max(1)
+    }
+
+    /// The mainshock of a sequence: the start of the middle slot, so half the events come
+    /// before it (`None` for independent events).
+    pub fn mainshock_ns(&self) -> Option<i64> {
+        self.sequence
+            .then(|| self.start_ns + ((self.slots() / 2) as f64 * self.slot_s * 1e9) as i64)
+    }
+}
+
+/// Stress drop (bar) and κ (s) of a sequence's event, given its side and how far along that
+/// side it is (`u`: 0 = the sequence's start or just after the mainshock, 1 = just before the
+/// mainshock or the sequence's end), log-linear between the ends. Toward the mainshock stress
+/// drop falls and κ rises; right after it both are at their extremes and they recover. Early
+/// and late events of a side, and the two sides' late ends, differ only by degrees (with the
+/// per-event scatter on top), above the corner frequencies (≳ 5 Hz): what a low-pass removes.
+pub fn sequence_source(class: EventClass, u: f64) -> (f64, f64) {
+    let u = u.clamp(0.0, 1.0);
+    let lerp = |a: f64, b: f64| (a.ln() + (b.ln() - a.ln()) * u).exp();
+    match class {
+        EventClass::Foreshock => (lerp(100.0, 20.0), lerp(0.012, 0.03)),
+        EventClass::Aftershock => (lerp(8.0, 40.0), lerp(0.04, 0.02)),
     }
 }
 
@@ -68,18 +101,16 @@ const VS_KM_S: f64 = 3.46;
 const Q: f64 = 300.0;
 
 impl EventModel {
-    fn draw(rng: &mut Rng) -> Self {
+    /// An independent event (`sequence` `None`), or one of a sequence with its class and
+    /// position on its side (see [`sequence_source`]).
+    fn draw(rng: &mut Rng, sequence: Option<(EventClass, f64)>) -> Self {
         let magnitude = rng.range(1.5, 4.0);
-        let class = if rng.uniform() < 0.5 {
-            EventClass::Foreshock
-        } else {
-            EventClass::Aftershock
+        let (class, (stress_bar, kappa_s)) = match sequence {
+            Some((class, u)) => (class, sequence_source(class, u)),
+            None if rng.uniform() < 0.5 => (EventClass::Foreshock, (100.0, 0.015)),
+            None => (EventClass::Aftershock, (10.0, 0.035)),
         };
         // Brune corner frequency: fc = 4.9e6 · β · (Δσ / M0)^(1/3), β km/s, Δσ bar, M0 dyn·cm.
-        let (stress_bar, kappa_s) = match class {
-            EventClass::Foreshock => (100.0, 0.015),
-            EventClass::Aftershock => (10.0, 0.035),
-        };
         let stress = stress_bar * (0.3 * rng.normal()).exp();
         let m0 = 10f64.powf(1.5 * magnitude + 16.1);
         let corner_hz = 4.9e6 * 3.5 * (stress / m0).cbrt();
@@ -165,7 +196,8 @@ fn add_at(channel: &mut [f64], start: usize, wave: &[f64], gain: f64) {
 /// Generates `cfg.events` labelled events on `cfg.stations` continuous station streams.
 pub fn generate(cfg: &SynthConfig) -> Synthetic {
     let stations = cfg.stations.max(1);
-    let per_station = cfg.events.div_ceil(stations);
+    let per_station = cfg.slots();
+    let half = per_station / 2;
     let slot = (cfg.slot_s * TARGET_RATE_HZ) as usize;
     let len = per_station.max(1) * slot;
     let mut root = Rng::new(cfg.seed);
@@ -200,7 +232,15 @@ pub fn generate(cfg: &SynthConfig) -> Synthetic {
     for i in 0..cfg.events {
         let (s, k) = (i % stations, i / stations);
         let mut rng = root.fork(1_000_000 + i as u64);
-        let ev = EventModel::draw(&mut rng);
+        let sequence = cfg.sequence.then(|| {
+            if k < half {
+                (EventClass::Foreshock, k as f64 / half.max(1) as f64)
+            } else {
+                let after = (per_station - half).max(2) - 1;
+                (EventClass::Aftershock, (k - half) as f64 / after as f64)
+            }
+        });
+        let ev = EventModel::draw(&mut rng, sequence);
         let p_index = k * slot + (rng.range(20.0, 40.0) * TARGET_RATE_HZ) as usize;
         let tp = ev.distance_km / VP_KM_S;
         let ts = ev.distance_km / VS_KM_S;
@@ -273,6 +313,39 @@ mod tests {
     }
 
     #[test]
+    fn a_sequence_has_foreshocks_before_its_mainshock_and_a_drifting_source() {
+        let cfg = SynthConfig {
+            events: 40,
+            stations: 3,
+            sequence: true,
+            ..SynthConfig::default()
+        };
+        let main = cfg.mainshock_ns().unwrap();
+        assert_eq!(SynthConfig::default().mainshock_ns(), None);
+        let syn = generate(&cfg);
+        let (pre, post): (Vec<_>, Vec<_>) = syn
+            .catalog
+            .iter()
+            .partition(|e| e.class == EventClass::Foreshock);
+        assert!(
+            pre.len().abs_diff(post.len()) <= 3,
+            "{} / {}",
+            pre.len(),
+            post.len()
+        );
+        assert!(pre.iter().all(|e| e.p_ns < main) && post.iter().all(|e| e.p_ns > main));
+        // Toward the mainshock: less stress drop, more κ; after it: recovery.
+        let (s0, k0) = sequence_source(EventClass::Foreshock, 0.0);
+        let (s1, k1) = sequence_source(EventClass::Foreshock, 1.0);
+        let (a0, c0) = sequence_source(EventClass::Aftershock, 0.0);
+        let (a1, c1) = sequence_source(EventClass::Aftershock, 1.0);
+        assert!(s0 > s1 && k0 < k1 && a0 < a1 && c0 > c1);
+        assert!(a0 < s1 && c0 > k1, "the mainshock is the extreme");
+        let mid = sequence_source(EventClass::Foreshock, 0.5);
+        assert!((mid.0 - (s0 * s1).sqrt()).abs() < 1e-9, "log-linear");
+    }
+
+    #[test]
     fn layout_and_labels() {
         let syn = generate(&small());
         assert_eq!(syn.stations.len(), 2);
@@ -289,7 +362,7 @@ mod tests {
     fn foreshocks_are_richer_in_high_frequencies() {
         let mut rng = Rng::new(5);
         let mut ratio = |class: EventClass| {
-            let mut ev = EventModel::draw(&mut rng);
+            let mut ev = EventModel::draw(&mut rng, None);
             ev.class = class;
             ev.magnitude = 3.0;
             let (stress, kappa) = if class == EventClass::Foreshock {

@@ -7,6 +7,7 @@ use clap::Args;
 
 use quakelens_pipeline::{Input, PipelineConfig, RunReport};
 use quakelens_signal::stream::ChannelOrder;
+use quakelens_signal::time::format_ns;
 
 use quakelens_lake::LakeLocation;
 
@@ -83,8 +84,10 @@ impl RunArgs {
             (_, events) => {
                 let events = events.unwrap_or(100);
                 let dir = self.synthetic_dir.join(format!(
-                    "seed-{}-events-{events}-stations-{}",
-                    self.synth.seed, self.synth.stations
+                    "seed-{}-events-{events}-stations-{}{}",
+                    self.synth.seed,
+                    self.synth.stations,
+                    if self.synth.sequence { "-sequence" } else { "" }
                 ));
                 Input::Synthetic {
                     config: self.synth.config(events),
@@ -101,8 +104,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         bail!("give either --input or --synthetic, not both");
     }
     let cfg = args.config()?;
-    let report = quakelens_pipeline::run(args.input()?, &cfg)?;
+    let input = args.input()?;
+    let mainshock = match &input {
+        Input::Synthetic { config, .. } => config.mainshock_ns(),
+        _ => None,
+    };
+    let report = quakelens_pipeline::run(input, &cfg)?;
     print_report(&report);
+    if let Some(t) = mainshock {
+        println!(
+            "sequence   mainshock {} (train conv1d --mainshock it)",
+            format_ns(t)
+        );
+    }
     if let Some(path) = &args.report {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing report {}", path.display()))?;

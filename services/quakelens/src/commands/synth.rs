@@ -19,7 +19,8 @@ pub struct SynthArgs {
 }
 
 pub fn run(args: SynthArgs) -> anyhow::Result<()> {
-    let data = quakelens_synth::generate(&args.synth.config(args.events));
+    let config = args.synth.config(args.events);
+    let data = quakelens_synth::generate(&config);
     let written = quakelens_synth::write_dataset(&args.out, &data)?;
     println!(
         "wrote {} events on {} stations: {} miniSEED files and {}",
@@ -28,5 +29,11 @@ pub fn run(args: SynthArgs) -> anyhow::Result<()> {
         written.files.len(),
         written.catalog.display()
     );
+    if let Some(t) = config.mainshock_ns() {
+        println!(
+            "sequence mainshock {}",
+            quakelens_signal::time::format_ns(t)
+        );
+    }
     Ok(())
 }
