@@ -219,7 +219,7 @@ fn state_dicts_of_another_shape_are_refused_naming_the_tensor() {
         .unwrap()
         .to_string();
     assert!(
-        err.contains("CONV1D") && err.contains("--arch conv1d"),
+        err.contains("CONV1D") && err.contains("score it as a waveform model"),
         "{err}"
     );
     let cnn2d = d.join("cnn2d.safetensors");
@@ -240,7 +240,7 @@ fn state_dicts_of_another_shape_are_refused_naming_the_tensor() {
     assert!(
         err.contains("cnn2d.safetensors")
             && err.contains("\"CNN2D\"")
-            && err.contains("--arch cnn2d"),
+            && err.contains("CNN2D file is scored as one"),
         "{err}"
     );
 }

@@ -244,7 +244,7 @@ impl Sink {
         let mut scorer = Scorer::load(&cfg.models, cfg.score_batch)?;
         scorer.check(&format)?;
         scorer.explain = true;
-        report.cnn_model = scorer.cnn.as_ref().map(|m| m.hash.0.clone());
+        report.cnn_model = scorer.classifier_hash().map(String::from);
         report.forest_model = scorer.forest.as_ref().map(|f| f.hash());
         let axes = if cfg.explain_evals > 0 && scorer.cnn.is_some() {
             Some(
@@ -275,7 +275,7 @@ impl Sink {
     /// The position name of `table`'s rows: per model for model outputs.
     fn app_id(&self, table: Table) -> String {
         let model = match table {
-            Table::Scores | Table::CnnShap => self.scorer.cnn.as_ref().map(|m| m.hash.0.clone()),
+            Table::Scores | Table::CnnShap => self.scorer.classifier_hash().map(String::from),
             Table::Magnitudes | Table::ForestShap => self.scorer.forest.as_ref().map(|f| f.hash()),
             Table::Windows | Table::Features => None,
         };
@@ -288,9 +288,9 @@ impl Sink {
     /// The tables this run writes.
     fn tables(&self) -> Vec<Table> {
         let mut t = vec![Table::Windows, Table::Features];
-        if self.scorer.cnn.is_some() {
+        if self.scorer.classifier_hash().is_some() {
             t.push(Table::Scores);
-            if self.axes.is_some() {
+            if self.axes.is_some() && self.scorer.cnn.is_some() {
                 t.push(Table::CnnShap);
             }
         }
@@ -360,7 +360,7 @@ impl Sink {
         report.scored += scored.scores.len();
         report.magnitudes += scored.magnitudes.len();
         report.unscored.extend(scored.unscored);
-        if self.scorer.cnn.is_some() && !self.table_done(Table::Scores)? {
+        if self.scorer.classifier_hash().is_some() && !self.table_done(Table::Scores)? {
             let txn = self.txn(Table::Scores);
             report.lake_files += self
                 .runtime

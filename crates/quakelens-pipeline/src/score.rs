@@ -74,7 +74,11 @@ impl LoadedForest {
 
 /// The loaded models plus how to feed them.
 pub struct Scorer {
+    /// The spectrogram classifier (the study's CNN2D, or TorchScript).
     pub cnn: Option<CnnModel>,
+    /// The waveform classifier (the paper's CONV1D), loaded instead of `cnn` when the `--cnn`
+    /// file is one: a run scores with one classifier.
+    pub conv1d: Option<WaveformModel>,
     pub forest: Option<LoadedForest>,
     pub batch: usize,
     /// Also explain the forest's magnitudes (exact TreeSHAP).
@@ -99,10 +103,14 @@ fn now_ns() -> i64 {
 impl Scorer {
     pub fn load(paths: &ModelPaths, batch: usize) -> Result<Self, ScoreError> {
         let device = quakelens_models::cnn::default_device()?;
-        let cnn = match &paths.cnn {
-            Some(p) => Some(CnnModel::load(p, device)?),
-            None => None,
-        };
+        let (mut cnn, mut conv1d) = (None, None);
+        if let Some(p) = &paths.cnn {
+            if quakelens_models::conv1d::is_conv1d_file(p)? {
+                conv1d = Some(WaveformModel::load(p, device)?);
+            } else {
+                cnn = Some(CnnModel::load(p, device)?);
+            }
+        }
         let forest = match &paths.forest {
             Some(p) => Some(LoadedForest {
                 forest: Forest::load(p)?,
@@ -112,6 +120,7 @@ impl Scorer {
         };
         Ok(Self {
             cnn,
+            conv1d,
             forest,
             batch: batch.max(1),
             explain: false,
@@ -119,7 +128,13 @@ impl Scorer {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.cnn.is_none() && self.forest.is_none()
+        self.classifier_hash().is_none() && self.forest.is_none()
+    }
+
+    /// The hash of the classifier that writes `scores`, whichever kind it is.
+    pub fn classifier_hash(&self) -> Option<&str> {
+        let cnn = self.cnn.as_ref().map(|m| m.hash.0.as_str());
+        cnn.or(self.conv1d.as_ref().map(|m| m.hash.0.as_str()))
     }
 
     /// Refuses windows of `format` that the models were not made for.
@@ -137,6 +152,19 @@ impl Scorer {
             model
                 .check_input(&format.input)
                 .map_err(|e| ScoreError::Incompatible(e.to_string()))?;
+        }
+        if let Some(model) = &self.conv1d {
+            let wanted = quakelens_models::conv1d::WAVEFORM_SHAPE.map(|d| d as usize);
+            if format.waveform != Some(wanted) {
+                return Err(ScoreError::Incompatible(format!(
+                    "the 1-D CNN {} reads waveforms of {wanted:?}, these windows carry {}: make \
+                     the lake (and the windower) with --waveforms",
+                    model.hash,
+                    format
+                        .waveform
+                        .map_or("none".to_string(), |s| format!("{s:?}"))
+                )));
+            }
         }
         if let Some(f) = &self.forest {
             f.check(format.features)?;
@@ -156,6 +184,10 @@ impl Scorer {
         if let Some(model) = &self.cnn {
             let inputs: Vec<&[f32]> = records.iter().map(|r| r.spectrogram.as_slice()).collect();
             out.scores = cnn_scores(model, &keys, &inputs, self.batch)?;
+        }
+        if let Some(model) = &self.conv1d {
+            let inputs: Vec<&[f32]> = records.iter().map(|r| r.waveform.as_slice()).collect();
+            out.scores = waveform_scores(model, &keys, &inputs, self.batch)?;
         }
         if let Some(f) = &self.forest {
             let rows = f.rows(records, format.features);

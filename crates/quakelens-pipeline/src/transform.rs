@@ -159,7 +159,8 @@ mod tests {
             resampled: false,
         };
         let mut cfg = PipelineConfig::new(None);
-        let plain = WindowTransformer::for_config(&cfg).transform(&[window.clone()], || {});
+        let plain =
+            WindowTransformer::for_config(&cfg).transform(std::slice::from_ref(&window), || {});
         assert!(plain[0].waveform.is_empty());
         cfg.waveforms = true;
         assert_eq!(cfg.format().waveform, Some([3, 2500]));

@@ -576,9 +576,9 @@ fn train_conv1d_reads_a_waveform_lake_into_time_to_failure_classes() {
         "one window per event here"
     );
 
-    // `score --conv1d` scores every window once, in the model's classes.
+    // `score --cnn` takes the CONV1D file and scores every window once, in its classes.
     for _ in 0..2 {
-        quakelens(&["score", "--lake", &lake, "--conv1d", &model, "--no-models"]);
+        quakelens(&["score", "--lake", &lake, "--cnn", &model]);
     }
     assert_eq!(
         sql_count(
@@ -587,6 +587,29 @@ fn train_conv1d_reads_a_waveform_lake_into_time_to_failure_classes() {
              AND cardinality(probabilities) = 4 AND predicted_class LIKE 'p%t_%'"
         ),
         48
+    );
+    // So does a run that cuts windows with their samples, in the same pass.
+    let scored = path("scored");
+    let out = stdout(&quakelens(&[
+        "run",
+        "--synthetic",
+        "4",
+        "--synthetic-dir",
+        &path("syn4"),
+        "--lake",
+        &scored,
+        "--waveforms",
+        "--cnn",
+        &model,
+    ]));
+    assert_eq!(
+        sql_count(
+            &scored,
+            "SELECT count(*) FROM scores s JOIN windows w ON s.window_id = w.window_id \
+             WHERE s.model_kind = 'quakelens-conv1d' AND cardinality(w.waveform) = 7500"
+        ),
+        4,
+        "{out}"
     );
 
     // Bad labels, and a lake without waveforms, are clear errors.
@@ -623,16 +646,17 @@ fn train_conv1d_reads_a_waveform_lake_into_time_to_failure_classes() {
         "--lake",
         &plain,
     ]);
-    for args in [
-        &["train", "conv1d", "--lake", &plain][..],
-        &["score", "--lake", &plain, "--conv1d", &model],
-    ] {
-        let err = failing(args);
-        assert!(
-            err.contains("stores no waveforms") && err.contains("run --waveforms"),
-            "{err}"
-        );
-    }
+    let err = failing(&["train", "conv1d", "--lake", &plain]);
+    assert!(
+        err.contains("stores no waveforms") && err.contains("run --waveforms"),
+        "{err}"
+    );
+    let err = failing(&["score", "--lake", &plain, "--cnn", &model]);
+    assert!(
+        err.contains("reads waveforms of [3, 2500], these windows carry none")
+            && err.contains("--waveforms"),
+        "{err}"
+    );
     let err = failing(&[
         "run",
         "--synthetic",

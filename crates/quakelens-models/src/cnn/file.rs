@@ -136,7 +136,7 @@ pub fn load_cnn(path: &Path, bytes: &[u8], device: Device) -> Result<NativeCnn, 
     if get("quakelens.arch") == crate::conv1d::CONV1D_ARCH {
         return Err(format_err(
             path,
-            "the paper's 1-D CNN on waveforms (arch CONV1D), not a spectrogram CNN: use --arch conv1d",
+            "the paper's 1-D CNN on waveforms (arch CONV1D), not a spectrogram CNN: score it as a waveform model (`--cnn` of `score`/`run`/`serve scorer` takes either, on a lake made with --waveforms)",
         ));
     }
     let version = get("quakelens.format_version");

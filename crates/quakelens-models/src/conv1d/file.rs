@@ -57,6 +57,22 @@ pub fn save_conv1d(
     )
 }
 
+/// Whether `path` is a quakelens CONV1D file (by its metadata; anything else, TorchScript
+/// included, is left to the spectrogram CNN's loader and its errors).
+pub fn is_conv1d_file(path: &Path) -> Result<bool, CnnError> {
+    let bytes = std::fs::read(path).map_err(|error| CnnError::Io {
+        path: path.display().to_string(),
+        error,
+    })?;
+    Ok(SafeTensors::read_metadata(&bytes).is_ok_and(|(_, header)| {
+        header
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("quakelens.arch"))
+            .is_some_and(|a| a == CONV1D_ARCH)
+    }))
+}
+
 /// Reads a file written by [`save_conv1d`].
 pub fn load_conv1d(path: &Path, bytes: &[u8], device: Device) -> Result<NativeConv1d, CnnError> {
     let (_, header) =
@@ -67,7 +83,7 @@ pub fn load_conv1d(path: &Path, bytes: &[u8], device: Device) -> Result<NativeCo
         return Err(format_err(
             path,
             format!(
-                "not a quakelens {CONV1D_ARCH} file (format {:?}, arch {:?}; a spectrogram CNN is scored with --arch cnn2d)",
+                "not a quakelens {CONV1D_ARCH} file (format {:?}, arch {:?}; a spectrogram CNN2D file is scored as one, not as a waveform model)",
                 get("quakelens.format"),
                 get("quakelens.arch")
             ),

@@ -11,7 +11,8 @@ pub use arch::{
     avg_pool_kernel, steps_after_blocks, unit_norm, Conv1dNet, FoldedConv1d, BLOCKS, WAVEFORM_SHAPE,
 };
 pub use file::{
-    import_state_dict, load_conv1d, save_conv1d, NativeConv1d, CONV1D_ARCH, WAVEFORM_INPUT,
+    import_state_dict, is_conv1d_file, load_conv1d, save_conv1d, NativeConv1d, CONV1D_ARCH,
+    WAVEFORM_INPUT,
 };
 pub use model::{WaveformModel, WAVEFORM_LEN};
 pub use train::{train_conv1d, ClassedWindow, Conv1dEpoch, Conv1dTrainConfig, Conv1dTrainReport};

@@ -91,8 +91,10 @@ pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
 /// `--cnn`/`--forest`, defaulting to the files `train` writes when they exist.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ModelOptions {
-    /// CNN to score with: a quakelens .safetensors file or a TorchScript .pt
-    /// (default: quakelens-data/models/cnn.safetensors when present).
+    /// Classifier to score with: a quakelens CNN2D or CONV1D .safetensors file (the paper's
+    /// 1-D CNN, which reads the windows' waveforms: a lake made with --waveforms) or a
+    /// TorchScript spectrogram CNN .pt (default: quakelens-data/models/cnn.safetensors when
+    /// present).
     #[arg(long)]
     pub cnn: Option<std::path::PathBuf>,
     /// Forest to estimate magnitudes with (default: quakelens-data/models/forest.arrow when present).

@@ -6,7 +6,6 @@ use anyhow::bail;
 use clap::Args;
 
 use quakelens_lake::{Lake, LakeLocation, LakeWriter, Table, WindowKey};
-use quakelens_models::conv1d::WaveformModel;
 use quakelens_models::dataset::{load_examples, Selection};
 use quakelens_pipeline::score::{
     cnn_scores, forest_explanations, forest_magnitudes, waveform_scores, Scorer,
@@ -20,10 +19,6 @@ pub struct ScoreArgs {
     lake: LakeLocation,
     #[command(flatten)]
     models: ModelOptions,
-    /// A waveform model (the paper's 1-D CNN, from `train conv1d` or `import conv1d`) to score
-    /// the lake's waveforms with (a lake made with `run --waveforms`).
-    #[arg(long)]
-    conv1d: Option<std::path::PathBuf>,
     /// Only windows matching this SQL condition on `w` (windows).
     #[arg(long)]
     filter: Option<String>,
@@ -71,15 +66,10 @@ fn print_scores(
 pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     set_threads(args.threads)?;
     let paths = args.models.paths();
-    if paths.cnn.is_none() && paths.forest.is_none() && args.conv1d.is_none() {
-        bail!("no model: pass --cnn, --conv1d and/or --forest, or train them first (`quakelens train cnn`)");
+    if paths.cnn.is_none() && paths.forest.is_none() {
+        bail!("no model: pass --cnn and/or --forest, or train them first (`quakelens train cnn`)");
     }
     let scorer = Scorer::load(&paths, args.models.score_batch)?;
-    let conv1d = args
-        .conv1d
-        .as_deref()
-        .map(|p| WaveformModel::load(p, quakelens_models::cnn::default_device()?))
-        .transpose()?;
     let rt = runtime()?;
     let started = std::time::Instant::now();
     rt.block_on(async {
@@ -104,7 +94,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
             writer.write_scores(&scores, &[]).await?;
             print_scores("cnn", &scores, &model.classes(), model.kind.name(), &model.hash);
         }
-        if let Some(model) = &conv1d {
+        if let Some(model) = &scorer.conv1d {
             let sel = Selection {
                 waveforms: true,
                 filter: unscored(&lake, Table::Scores, &model.hash.0, &args.filter),
