@@ -5,7 +5,7 @@ mod arch;
 mod file;
 mod masked;
 mod model;
-mod train;
+pub(crate) mod train;
 
 pub use arch::{feature_map, flat_dim, Cnn2d, FoldedCnn2d, CLASSES, INPUT_SHAPE};
 pub(crate) use file::{format_err, write_model_file};

@@ -60,11 +60,36 @@ pub struct CnnTrainReport {
     pub seconds: f64,
 }
 
-fn torch_err(context: &str) -> impl Fn(tch::TchError) -> CnnError + '_ {
+pub(crate) fn torch_err(context: &str) -> impl Fn(tch::TchError) -> CnnError + '_ {
     move |e| CnnError::Torch {
         context: context.into(),
         error: e.to_string(),
     }
+}
+
+/// A progress bar over one epoch's batches (hidden unless `show`).
+pub(crate) fn epoch_bar(show: bool, epoch: usize, epochs: usize, batches: usize) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(batches as u64);
+    pb.set_style(
+        ProgressStyle::with_template("epoch {msg} [{bar:30}] {pos}/{len} batches ({eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_message(format!("{epoch}/{epochs}"));
+    pb
+}
+
+/// `0..n` in a Fisher–Yates order drawn from our RNG: the same seed gives the same batches on
+/// any machine.
+pub(crate) fn shuffled(n: usize, rng: &mut Rng) -> Vec<i64> {
+    let mut order: Vec<i64> = (0..n as i64).collect();
+    for i in (1..n).rev() {
+        order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    order
 }
 
 /// Stacks labelled examples into `[N, C, H, W]` and `[N]` tensors.
@@ -169,23 +194,8 @@ pub fn train_cnn(
     let batch = cfg.batch.max(1);
     let valid_truth = labels_of(&valid_y);
     for epoch in 1..=cfg.epochs.max(1) {
-        let pb = if cfg.progress {
-            let pb = ProgressBar::new(n.div_ceil(batch) as u64);
-            pb.set_style(
-                ProgressStyle::with_template("epoch {msg} [{bar:30}] {pos}/{len} batches ({eta})")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-            );
-            pb.set_message(format!("{epoch}/{}", cfg.epochs));
-            pb
-        } else {
-            ProgressBar::hidden()
-        };
-        // Fisher–Yates with our RNG: the same seed gives the same batches on any machine.
-        let mut order: Vec<i64> = (0..n as i64).collect();
-        for i in (1..n).rev() {
-            order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
-        }
+        let pb = epoch_bar(cfg.progress, epoch, cfg.epochs, n.div_ceil(batch));
+        let order = shuffled(n, &mut rng);
         let mut loss_sum = 0.0;
         for chunk in order.chunks(batch) {
             let idx = Tensor::from_slice(chunk);

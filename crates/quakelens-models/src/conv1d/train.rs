@@ -2,7 +2,6 @@
 //! PyTorch's L2 form), batch 32, cross-entropy, and the weights of the epoch with the lowest
 //! validation loss kept.
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT, OptimizerConfig};
 use tch::{Device, Tensor};
@@ -12,6 +11,7 @@ use quakelens_synth::Rng;
 use super::arch::{Conv1dNet, WAVEFORM_SHAPE};
 use super::model::WAVEFORM_LEN;
 use super::CnnError;
+use crate::cnn::train::{epoch_bar, shuffled, torch_err};
 use crate::dataset::{Example, Split};
 use crate::metrics::MulticlassMetrics;
 
@@ -71,13 +71,6 @@ pub struct Conv1dTrainReport {
     pub valid: MulticlassMetrics,
     pub test: MulticlassMetrics,
     pub seconds: f64,
-}
-
-fn torch_err(context: &str) -> impl Fn(tch::TchError) -> CnnError + '_ {
-    move |e| CnnError::Torch {
-        context: context.into(),
-        error: e.to_string(),
-    }
 }
 
 /// Stacks windows into `[N, 3, 2500]` samples and `[N]` classes; a window of another length or
@@ -142,20 +135,6 @@ fn classes_of(t: &Tensor) -> Vec<usize> {
         .collect()
 }
 
-fn progress(cfg: &Conv1dTrainConfig, epoch: usize, batches: usize) -> ProgressBar {
-    if !cfg.progress {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(batches as u64);
-    pb.set_style(
-        ProgressStyle::with_template("epoch {msg} [{bar:30}] {pos}/{len} batches ({eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    pb.set_message(format!("{epoch}/{}", cfg.epochs));
-    pb
-}
-
 /// Trains on `windows` (classes `0..classes.len()`); returns the variables of the epoch with the
 /// lowest validation loss and the report.
 pub fn train_conv1d(
@@ -213,12 +192,8 @@ pub fn train_conv1d(
     let batch = cfg.batch.max(1);
     let valid_truth = classes_of(&valid_y);
     for epoch in 1..=cfg.epochs.max(1) {
-        let pb = progress(cfg, epoch, n.div_ceil(batch));
-        // Fisher–Yates with our RNG: the same seed gives the same batches on any machine.
-        let mut order: Vec<i64> = (0..n as i64).collect();
-        for i in (1..n).rev() {
-            order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
-        }
+        let pb = epoch_bar(cfg.progress, epoch, cfg.epochs, n.div_ceil(batch));
+        let order = shuffled(n, &mut rng);
         let mut loss_sum = 0.0;
         for chunk in order.chunks(batch) {
             // Batch norm needs two windows to estimate a variance in training mode.

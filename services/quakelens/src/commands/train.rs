@@ -221,27 +221,36 @@ fn train_cnn(a: CnnArgs) -> anyhow::Result<()> {
             e.epoch, e.train_loss, e.valid_accuracy
         );
     }
-    println!(
-        "split by event: train {} windows / {} events, valid {} / {}, test {} / {}",
-        report.windows[0],
-        report.events[0],
-        report.windows[1],
-        report.events[1],
-        report.windows[2],
-        report.events[2]
-    );
+    print_split("by event", report.windows, report.events);
     println!("best epoch {} (by validation accuracy)", report.best_epoch);
     print_classification("valid", &report.valid);
     print_classification("test", &report.test);
     create_parent(&a.out)?;
     let json = serde_json::to_value(&report)?;
     let hash = cnn::save_cnn(&vs, net.input, &format.input, Some(&json), &a.out)?;
-    let report_path = a.common.report_path(&a.out);
-    let mut saved = json;
-    saved["model"] = serde_json::json!({"path": a.out, "hash": hash.0});
-    std::fs::write(&report_path, serde_json::to_string_pretty(&saved)?)
+    save_report(&a.common, &a.out, json, &hash)
+}
+
+/// Windows and events on each side of the split.
+pub(super) fn print_split(how: &str, windows: [usize; 3], events: [usize; 3]) {
+    println!(
+        "split {how}: train {} windows / {} events, valid {} / {}, test {} / {}",
+        windows[0], events[0], windows[1], events[1], windows[2], events[2]
+    );
+}
+
+/// Writes the training report beside the model (with the model's path and hash) and says where.
+pub(super) fn save_report(
+    common: &Common,
+    model: &Path,
+    mut json: serde_json::Value,
+    hash: &quakelens_models::hash::ModelHash,
+) -> anyhow::Result<()> {
+    let report_path = common.report_path(model);
+    json["model"] = serde_json::json!({"path": model, "hash": hash.0});
+    std::fs::write(&report_path, serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("writing {}", report_path.display()))?;
-    println!("model  {} ({})", a.out.display(), hash);
+    println!("model  {} ({hash})", model.display());
     println!("report {}", report_path.display());
     Ok(())
 }

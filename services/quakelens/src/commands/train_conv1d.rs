@@ -19,7 +19,7 @@ use quakelens_models::ttf::{
 };
 use quakelens_signal::time::parse_utc;
 
-use super::train::{create_parent, Common};
+use super::train::{create_parent, print_split, save_report, Common};
 use super::{runtime, set_threads, DEFAULT_MODELS};
 
 #[derive(Args, Debug)]
@@ -172,15 +172,7 @@ pub fn run(a: Conv1dArgs) -> anyhow::Result<()> {
             e.epoch, e.train_loss, e.valid_loss, e.valid_mean_recall
         );
     }
-    println!(
-        "split ({mode:?}): train {} windows / {} events, valid {} / {}, test {} / {}",
-        report.windows[0],
-        report.events[0],
-        report.windows[1],
-        report.events[1],
-        report.windows[2],
-        report.events[2]
-    );
+    print_split(&format!("{mode:?}"), report.windows, report.events);
     println!("best epoch {} (lowest validation loss)", report.best_epoch);
     print_metrics("valid", &report.valid);
     print_metrics("test", &report.test);
@@ -200,11 +192,5 @@ pub fn run(a: Conv1dArgs) -> anyhow::Result<()> {
     let hash = save_conv1d(&vs, &labels.names, Some(&json), &a.out)?;
     WaveformModel::load(&a.out, tch::Device::Cpu)
         .with_context(|| format!("reading back {}", a.out.display()))?;
-    let report_path = a.common.report_path(&a.out);
-    json["model"] = serde_json::json!({"path": a.out, "hash": hash.0});
-    std::fs::write(&report_path, serde_json::to_string_pretty(&json)?)
-        .with_context(|| format!("writing {}", report_path.display()))?;
-    println!("model  {} ({})", a.out.display(), hash);
-    println!("report {}", report_path.display());
-    Ok(())
+    save_report(&a.common, &a.out, json, &hash)
 }
