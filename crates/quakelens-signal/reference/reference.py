@@ -169,6 +169,12 @@ def main(argv):
         tr = obspy.Trace(data=load(src, n).copy(), header={"sampling_rate": 100.0})
         tr.filter("bandpass", freqmin=fmin, freqmax=fmax, corners=corners, zerophase=False)
         save(dst, tr.data)
+    elif cmd == "lowpass":
+        # scipy's zero-phase Butterworth low-pass of one trace at 100 Hz.
+        import scipy.signal
+        n, cutoff, order = int(args[0]), float(args[1]), int(args[2])
+        sos = scipy.signal.butter(order, cutoff, btype="low", fs=100.0, output="sos")
+        save(dst, scipy.signal.sosfiltfilt(sos, load(src, n)))
     elif cmd == "obspy-read":
         # ObsPy's reading of a miniSEED file (src): per trace id, start (ns), rate, npts in
         # dst as JSON, every sample (as float64) in dst + ".f64".

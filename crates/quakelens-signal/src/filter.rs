@@ -185,16 +185,21 @@ impl SosFilter {
     }
 }
 
-/// Zeros, poles and gain of the digital bandpass between `lo` and `hi` (fractions of Nyquist).
-fn design(order: usize, lo: f64, hi: f64) -> Vec<Section> {
-    // Analog lowpass prototype: poles on the left unit half circle, no zeros, gain 1.
+/// The analog Butterworth lowpass prototype (scipy's `buttap`): poles on the left unit half
+/// circle, no zeros, gain 1.
+pub(crate) fn butterworth_prototype(order: usize) -> Vec<Complex64> {
     let n = order as f64;
-    let prototype: Vec<Complex64> = (0..order)
+    (0..order)
         .map(|i| {
-            let m = -(order as f64) + 1.0 + 2.0 * i as f64;
+            let m = -n + 1.0 + 2.0 * i as f64;
             -Complex64::from_polar(1.0, std::f64::consts::PI * m / (2.0 * n))
         })
-        .collect();
+        .collect()
+}
+
+/// Zeros, poles and gain of the digital bandpass between `lo` and `hi` (fractions of Nyquist).
+fn design(order: usize, lo: f64, hi: f64) -> Vec<Section> {
+    let prototype = butterworth_prototype(order);
     // Pre-warped corners (scipy's fs = 2 for normalised frequencies).
     let fs = 2.0;
     let warp = |w: f64| 2.0 * fs * (std::f64::consts::PI * w / fs).tan();
@@ -226,7 +231,7 @@ fn design(order: usize, lo: f64, hi: f64) -> Vec<Section> {
 /// scipy's `zpk2sos(..., pairing="nearest")` for real zeros: the pole (pair) closest to the unit
 /// circle is taken first with its two nearest zeros; sections are then reversed so those end last,
 /// and the gain goes into the first.
-fn pair_sections(poles: Vec<Complex64>, mut zeros: Vec<f64>, gain: f64) -> Vec<Section> {
+pub(crate) fn pair_sections(poles: Vec<Complex64>, mut zeros: Vec<f64>, gain: f64) -> Vec<Section> {
     // One pole of each conjugate pair (positive imaginary part), then the real ones.
     let tol = 100.0 * f64::EPSILON;
     let mut complex: Vec<Complex64> = poles

@@ -15,6 +15,7 @@
 pub mod assembly;
 pub mod features;
 pub mod filter;
+pub mod lowpass;
 pub mod miniseed;
 pub mod pairwise;
 pub mod picker;

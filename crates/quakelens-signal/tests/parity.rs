@@ -10,6 +10,7 @@ use common::{max_abs_diff, max_rel_err, Rng};
 use quakelens_signal::assembly::assemble;
 use quakelens_signal::features::{FeatureExtractor, FeatureSet};
 use quakelens_signal::filter::Bandpass;
+use quakelens_signal::lowpass::Lowpass;
 use quakelens_signal::miniseed::read_file;
 use quakelens_signal::reference::{read_f64, run, write_f64};
 use quakelens_signal::resample::resample_poly;
@@ -365,6 +366,45 @@ fn bandpass_equals_obspy_trace_filter() {
                 err <= 1e-11,
                 "input {k}, {fmin}-{fmax} Hz x{corners}: {err:e}"
             );
+        }
+    }
+}
+
+#[test]
+fn lowpass_equals_scipy_sosfiltfilt() {
+    let Some(py) = common::python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let decoded = read_file(&common::real_data().join("BW.RJOB.2009-08-24.steim1.mseed")).unwrap();
+    let mut inputs: Vec<Vec<f64>> = decoded
+        .traces
+        .iter()
+        .map(|t| t.samples[..t.samples.len().min(2500)].to_vec())
+        .collect();
+    // A window with a large offset and a trend, and white noise.
+    let mut rng = Rng::new(9);
+    inputs.push(
+        (0..2500)
+            .map(|i| 20_000.0 + 0.5 * i as f64 + 100.0 * rng.uniform())
+            .collect(),
+    );
+    for (k, x) in inputs.iter().enumerate() {
+        for (cutoff, order) in [
+            (1.0, 4),
+            (2.0, 4),
+            (5.0, 5),
+            (10.0, 4),
+            (20.0, 2),
+            (30.0, 8),
+        ] {
+            let args = [x.len().to_string(), cutoff.to_string(), order.to_string()];
+            let want = reference(&py, dir.path(), "lowpass", x, &args);
+            let ours = Lowpass::new(cutoff, order, 100.0)
+                .unwrap()
+                .filtfilt(x)
+                .unwrap();
+            let err = max_rel_err(&ours, &want, 1.0);
+            eprintln!("lowpass {cutoff} Hz x{order}, input {k}: max error {err:.2e} of the peak");
+            assert!(err <= 1e-10, "input {k}, {cutoff} Hz x{order}: {err:e}");
         }
     }
 }
