@@ -1,12 +1,15 @@
 //! The figures: a window's spectrogram beside its SHAP map, class-mean SHAP maps (the study's
-//! Figure 3), and the forest's beeswarm summary, decision plot and one window's waterfall.
+//! Figure 3), the forest's beeswarm summary, decision plot and one window's waterfall, and the
+//! low-pass experiment's score-against-cutoff curve.
 
 mod beeswarm;
+mod curve;
 mod decision;
 mod spectrogram;
 mod waterfall;
 
 pub use beeswarm::{beeswarm, ForestValues};
+pub use curve::cutoff_curve;
 pub use decision::decision;
 pub use spectrogram::{class_means, window_overlay, ClassMap, Grid};
 pub use waterfall::{waterfall, Contribution};
