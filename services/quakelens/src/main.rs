@@ -41,6 +41,9 @@ enum Command {
     /// Convert a model trained elsewhere (the paper's PyTorch 1-D CNN) into a model file.
     #[command(subcommand)]
     Import(commands::import::ImportCommand),
+    /// The paper's experiments on a waveform lake (`experiment lowpass`).
+    #[command(subcommand)]
+    Experiment(commands::experiment::ExperimentCommand),
     /// Decode miniSEED files and list their traces and problems.
     Inspect(commands::inspect::InspectArgs),
     /// Create the Kafka topics the services use (existing ones are left alone).
@@ -85,6 +88,7 @@ fn main() -> std::process::ExitCode {
         Command::Synth(args) => commands::synth::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Import(cmd) => commands::import::run(cmd),
+        Command::Experiment(cmd) => commands::experiment::run(cmd),
         Command::Bench(cmd) => commands::bench::run(cmd),
         Command::Topics(cmd) => commands::serve::topics(cmd),
         Command::Ingest(args) => commands::serve::ingest(args),

@@ -588,6 +588,87 @@ fn train_conv1d_reads_a_waveform_lake_into_time_to_failure_classes() {
         ),
         48
     );
+    // The low-pass experiment: the model evaluated, then one trained per cutoff, each curve
+    // drawn and tabled.
+    let curve = path("lowpass.png");
+    let out = stdout(&quakelens(&[
+        "experiment",
+        "lowpass",
+        "--lake",
+        &lake,
+        "--classes",
+        "4",
+        "--mainshock",
+        &mainshock,
+        "--model",
+        &model,
+        "--cutoffs",
+        "2,20",
+        "--out",
+        &curve,
+    ]));
+    assert!(
+        out.contains("| 2 | ") && out.contains("| 20 | ") && out.contains("| none | "),
+        "{out}"
+    );
+    let (w, h, colours) = decode_png(Path::new(&curve));
+    assert!(
+        w > 300 && h > 200 && colours > 3,
+        "{w}x{h}, {colours} colours"
+    );
+    let table = json(&d.join("lowpass.json"));
+    assert_eq!(table["mode"], "evaluated");
+    let cuts = table["cutoffs"].as_array().unwrap();
+    assert_eq!(cuts.len(), 2);
+    assert_eq!(cuts[0]["metrics"]["n"], table["unfiltered"]["n"]);
+    assert_eq!(cuts[1]["metrics"]["recall"].as_array().unwrap().len(), 4);
+    let out = stdout(&quakelens(&[
+        "experiment",
+        "lowpass",
+        "--lake",
+        &lake,
+        "--classes",
+        "2",
+        "--epochs",
+        "1",
+        "--cutoffs",
+        "5",
+        "--out",
+        &curve,
+        "--quiet",
+    ]));
+    assert!(
+        out.contains("trained on 48 windows") && out.contains("| 5 | "),
+        "{out}"
+    );
+    let err = failing(&[
+        "experiment",
+        "lowpass",
+        "--lake",
+        &lake,
+        "--classes",
+        "2",
+        "--model",
+        &model,
+        "--out",
+        &curve,
+    ]);
+    assert!(err.contains("the model's classes (pre_early"), "{err}");
+    let err = failing(&[
+        "experiment",
+        "lowpass",
+        "--lake",
+        &lake,
+        "--cutoffs",
+        "60",
+        "--out",
+        &curve,
+    ]);
+    assert!(
+        err.contains("below the Nyquist frequency 50 Hz (got 60 Hz)"),
+        "{err}"
+    );
+
     // So does a run that cuts windows with their samples, in the same pass.
     let scored = path("scored");
     let out = stdout(&quakelens(&[

@@ -12,7 +12,7 @@ use quakelens_models::cnn::default_device;
 use quakelens_models::conv1d::{
     save_conv1d, train_conv1d, ClassedWindow, Conv1dTrainConfig, WaveformModel,
 };
-use quakelens_models::dataset::{load_examples, Example, Selection};
+use quakelens_models::dataset::{load_examples, Example, Selection, Split, SplitPlan};
 use quakelens_models::metrics::MulticlassMetrics;
 use quakelens_models::ttf::{
     event_times, stored_two_classes, ClassCount, EventSplit, TtfLabels, TtfScheme, NORCIA_MAINSHOCK,
@@ -29,6 +29,15 @@ pub struct Conv1dArgs {
     /// Model file to write.
     #[arg(long, default_value_os_t = Path::new(DEFAULT_MODELS).join("conv1d.safetensors"))]
     out: PathBuf,
+    #[command(flatten)]
+    ttf: TtfArgs,
+    #[command(flatten)]
+    training: TrainingArgs,
+}
+
+/// The paper's time-to-failure classes.
+#[derive(Args, Debug)]
+pub struct TtfArgs {
     /// 2 (pre/post the mainshock), 4 (each side in two time-ordered halves) or 9 (quarters, and
     /// the --middle sequence as a class between them).
     #[arg(long, default_value = "2")]
@@ -41,6 +50,11 @@ pub struct Conv1dArgs {
     /// The intermediate sequence for 9 classes, `START..END` (UTC, e.g. Visso's).
     #[arg(long)]
     middle: Option<String>,
+}
+
+/// The paper's training settings.
+#[derive(Args, Debug)]
+pub struct TrainingArgs {
     #[arg(long, default_value_t = 50)]
     epochs: usize,
     #[arg(long, default_value_t = 32)]
@@ -65,9 +79,22 @@ fn middle_arg(text: &str) -> anyhow::Result<(i64, i64)> {
     Ok((time_arg("--middle", start)?, time_arg("--middle", end)?))
 }
 
-impl Conv1dArgs {
+impl TrainingArgs {
+    pub(super) fn config(&self, seed: u64, progress: bool) -> Conv1dTrainConfig {
+        Conv1dTrainConfig {
+            epochs: self.epochs,
+            batch: self.batch,
+            learning_rate: self.lr,
+            weight_decay: self.weight_decay,
+            seed,
+            progress,
+        }
+    }
+}
+
+impl TtfArgs {
     /// The classes of the lake's events, by these options.
-    fn labels(&self, examples: &[Example]) -> anyhow::Result<TtfLabels> {
+    fn labels(&self, examples: &[Example], seed: u64) -> anyhow::Result<TtfLabels> {
         let events = event_times(examples)?;
         let middle = self.middle.as_deref().map(middle_arg).transpose()?;
         if self.classes == ClassCount::Two && self.mainshock.is_none() && middle.is_none() {
@@ -75,20 +102,84 @@ impl Conv1dArgs {
                 .iter()
                 .filter_map(|e| Some((e.group.clone(), e.label?)))
                 .collect();
-            return Ok(stored_two_classes(&events, &stored, self.common.seed)?);
+            return Ok(stored_two_classes(&events, &stored, seed)?);
         }
         let mainshock = self.mainshock.as_deref().unwrap_or(NORCIA_MAINSHOCK);
         let scheme = TtfScheme {
             classes: self.classes,
             mainshock_ns: time_arg("--mainshock", mainshock)?,
             middle,
-            seed: self.common.seed,
+            seed,
         };
         Ok(scheme.assign(&events)?)
     }
 }
 
-fn print_metrics(name: &str, m: &MulticlassMetrics) {
+/// A waveform lake's windows with the paper's classes and split.
+pub(super) struct PaperData {
+    pub examples: Vec<Example>,
+    pub labels: TtfLabels,
+    pub sides: HashMap<String, Split>,
+    pub mode: EventSplit,
+    pub plan: SplitPlan,
+}
+
+impl PaperData {
+    pub fn load(common: &Common, ttf: &TtfArgs) -> anyhow::Result<Self> {
+        let plan = common.split_with((0.1, 0.2))?;
+        let mode = match common.split.as_deref() {
+            None | Some("time") => EventSplit::TimeOrdered,
+            Some("event") => EventSplit::Random,
+            Some(other) => bail!(
+                "--split {other}: conv1d splits by event (`time`, the paper's, or `event`), \
+                 never windows of one event across sides"
+            ),
+        };
+        let sel = Selection {
+            waveforms: true,
+            catalog: true,
+            filter: common.filter.clone(),
+            ..Selection::default()
+        };
+        let examples = runtime()?.block_on(async {
+            let lake = Lake::open(&common.lake).await?;
+            anyhow::Ok(load_examples(&lake, &sel).await?)
+        })?;
+        if examples.is_empty() {
+            bail!(
+                "no windows in {}: run `quakelens run --waveforms` into it first",
+                common.lake
+            );
+        }
+        let labels = ttf.labels(&examples, common.seed)?;
+        let sides = labels.split(mode, &plan);
+        Ok(Self {
+            examples,
+            labels,
+            sides,
+            mode,
+            plan,
+        })
+    }
+
+    /// `examples` (these or a filtered copy, same order) with their classes and sides; events
+    /// without a class (left out by balancing, the mainshock) are left out.
+    pub fn classed<'a>(&self, examples: &'a [Example]) -> Vec<ClassedWindow<'a>> {
+        let class_of = self.labels.class_of();
+        examples
+            .iter()
+            .filter_map(|e| {
+                Some(ClassedWindow {
+                    example: e,
+                    class: *class_of.get(e.group.as_str())?,
+                    split: *self.sides.get(&e.group)?,
+                })
+            })
+            .collect()
+    }
+}
+
+pub(super) fn print_metrics(name: &str, m: &MulticlassMetrics) {
     println!(
         "{name:<6} n={:<5} mean per-class recall {:.4}  accuracy {:.4}",
         m.n, m.mean_recall, m.accuracy
@@ -102,52 +193,10 @@ fn print_metrics(name: &str, m: &MulticlassMetrics) {
 
 pub fn run(a: Conv1dArgs) -> anyhow::Result<()> {
     set_threads(a.common.threads)?;
-    let plan = a.common.split_with((0.1, 0.2))?;
-    let mode = match a.common.split.as_deref() {
-        None | Some("time") => EventSplit::TimeOrdered,
-        Some("event") => EventSplit::Random,
-        Some(other) => bail!(
-            "--split {other}: conv1d splits by event (`time`, the paper's, or `event`), never \
-             windows of one event across sides"
-        ),
-    };
-    let sel = Selection {
-        waveforms: true,
-        catalog: true,
-        filter: a.common.filter.clone(),
-        ..Selection::default()
-    };
-    let examples = runtime()?.block_on(async {
-        let lake = Lake::open(&a.common.lake).await?;
-        anyhow::Ok(load_examples(&lake, &sel).await?)
-    })?;
-    if examples.is_empty() {
-        bail!(
-            "no windows in {}: run `quakelens run --waveforms` into it first",
-            a.common.lake
-        );
-    }
-    let labels = a.labels(&examples)?;
-    let sides = labels.split(mode, &plan);
-    let class_of = labels.class_of();
-    let windows: Vec<ClassedWindow> = examples
-        .iter()
-        .filter_map(|e| {
-            Some(ClassedWindow {
-                example: e,
-                class: *class_of.get(e.group.as_str())?,
-                split: *sides.get(&e.group)?,
-            })
-        })
-        .collect();
-    let cfg = Conv1dTrainConfig {
-        epochs: a.epochs,
-        batch: a.batch,
-        learning_rate: a.lr,
-        weight_decay: a.weight_decay,
-        seed: a.common.seed,
-        progress: !a.common.quiet,
-    };
+    let data = PaperData::load(&a.common, &a.ttf)?;
+    let (labels, mode, plan) = (&data.labels, data.mode, data.plan);
+    let windows = data.classed(&data.examples);
+    let cfg = a.training.config(a.common.seed, !a.common.quiet);
     let device = default_device()?;
     println!(
         "training CONV1D on {} windows of {} events in {} classes ({}), {} events left out by \
@@ -183,8 +232,8 @@ pub fn run(a: Conv1dArgs) -> anyhow::Result<()> {
         "events_per_class": labels.counts,
         "left_out_by_balance": labels.left_out_by_balance,
         "at_mainshock": labels.at_mainshock,
-        "mainshock": a.mainshock,
-        "middle": a.middle,
+        "mainshock": a.ttf.mainshock,
+        "middle": a.ttf.middle,
         "split": format!("{mode:?}"),
         "valid": plan.valid,
         "test": plan.test,
