@@ -252,3 +252,81 @@ impl Stage for ScorerStage {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use quakelens_models::conv1d::{save_conv1d, Conv1dNet};
+    use quakelens_models::ttf::ClassCount;
+    use quakelens_transport::memory::MemoryBroker;
+    use quakelens_transport::topics::{self, DEAD_LETTER};
+
+    use super::*;
+    use crate::messages::fixtures::{format, window};
+    use crate::messages::{decode_scores, encode_windows};
+    use crate::metrics::Metrics;
+    use crate::score::ModelPaths;
+
+    /// The scorer service with the paper's 1-D CNN: windows with samples are scored, a message
+    /// of windows without them goes to the dead letters saying what is missing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_conv1d_scorer_scores_waveform_windows_and_dead_letters_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("conv1d.safetensors");
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let _net = Conv1dNet::new(&vs.root(), 4);
+        save_conv1d(&vs, &ClassCount::Four.names(), None, &path).unwrap();
+        let paths = ModelPaths {
+            cnn: Some(path),
+            forest: None,
+        };
+        let scorer = Scorer::load(&paths, 8).unwrap();
+        assert!(scorer.conv1d.is_some() && scorer.cnn.is_none());
+        let with = LakeFormat {
+            waveform: Some([3, 2500]),
+            ..format()
+        };
+        let mut rows: Vec<WindowRecord> = (0..3).map(window).collect();
+        for (i, r) in rows.iter_mut().enumerate() {
+            r.waveform = (0..7500).map(|k| ((k * 7 + i) % 13) as f32 - 6.0).collect();
+        }
+        let broker = MemoryBroker::new();
+        for (t, p) in topics::ALL {
+            broker.create_topic(t, p);
+        }
+        broker
+            .transport(&[])
+            .send(vec![
+                Outgoing::new(WINDOWS, "a", encode_windows(&rows, &with)),
+                Outgoing::new(WINDOWS, "b", encode_windows(&rows[..1], &format())),
+            ])
+            .await
+            .unwrap();
+        let t = broker.transport(&[WINDOWS]);
+        let mut stage = ScorerStage::new(scorer, "scorer");
+        let metrics = Metrics::new();
+        let batch = t.recv(100, Duration::ZERO).await.unwrap();
+        assert_eq!(batch.len(), 2);
+        stage
+            .step(&t, batch, &metrics.stage("scorer"))
+            .await
+            .unwrap();
+        let scores: Vec<_> = broker
+            .messages(SCORES)
+            .iter()
+            .flat_map(|m| decode_scores(m.payload.as_deref().unwrap()).unwrap())
+            .collect();
+        assert_eq!(scores.len(), 3);
+        assert!(scores
+            .iter()
+            .all(|s| s.model_kind == "quakelens-conv1d" && s.probabilities.len() == 4));
+        let dead = broker.messages(DEAD_LETTER);
+        assert_eq!(dead.len(), 1);
+        let why = String::from_utf8_lossy(dead[0].header(header::ERROR).unwrap()).into_owned();
+        assert!(
+            why.contains("these windows carry none") && why.contains("--waveforms"),
+            "{why}"
+        );
+    }
+}
