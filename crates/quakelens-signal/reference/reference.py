@@ -171,7 +171,6 @@ def main(argv):
         save(dst, tr.data)
     elif cmd == "lowpass":
         # scipy's zero-phase Butterworth low-pass of one trace at 100 Hz.
-        import scipy.signal
         n, cutoff, order = int(args[0]), float(args[1]), int(args[2])
         sos = scipy.signal.butter(order, cutoff, btype="low", fs=100.0, output="sos")
         save(dst, scipy.signal.sosfiltfilt(sos, load(src, n)))
