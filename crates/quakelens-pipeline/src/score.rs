@@ -11,6 +11,7 @@ use quakelens_lake::{
 use quakelens_models::cnn::{CnnError, CnnModel};
 use quakelens_models::conv1d::WaveformModel;
 use quakelens_models::forest::{Forest, ForestFileError, InputMap};
+use quakelens_models::hash::ModelHash;
 use quakelens_signal::features::FeatureSet;
 
 #[derive(Debug, thiserror::Error)]
@@ -131,10 +132,15 @@ impl Scorer {
         self.classifier_hash().is_none() && self.forest.is_none()
     }
 
-    /// The hash of the classifier that writes `scores`, whichever kind it is.
+    /// The classifier that writes `scores`, whichever kind it is.
+    pub fn classifier(&self) -> Option<Classifier<'_>> {
+        let cnn = self.cnn.as_ref().map(Classifier::Spectrogram);
+        cnn.or(self.conv1d.as_ref().map(Classifier::Waveform))
+    }
+
+    /// The hash of that classifier.
     pub fn classifier_hash(&self) -> Option<&str> {
-        let cnn = self.cnn.as_ref().map(|m| m.hash.0.as_str());
-        cnn.or(self.conv1d.as_ref().map(|m| m.hash.0.as_str()))
+        self.classifier().map(|c| c.hash().0.as_str())
     }
 
     /// Refuses windows of `format` that the models were not made for.
@@ -181,13 +187,12 @@ impl Scorer {
         self.check(format)?;
         let keys: Vec<WindowKey> = records.iter().map(WindowKey::of).collect();
         let mut out = Scored::default();
-        if let Some(model) = &self.cnn {
-            let inputs: Vec<&[f32]> = records.iter().map(|r| r.spectrogram.as_slice()).collect();
-            out.scores = cnn_scores(model, &keys, &inputs, self.batch)?;
-        }
-        if let Some(model) = &self.conv1d {
-            let inputs: Vec<&[f32]> = records.iter().map(|r| r.waveform.as_slice()).collect();
-            out.scores = waveform_scores(model, &keys, &inputs, self.batch)?;
+        if let Some(c) = self.classifier() {
+            let inputs: Vec<&[f32]> = records
+                .iter()
+                .map(|r| c.input(&r.spectrogram, &r.waveform))
+                .collect();
+            out.scores = c.scores(&keys, &inputs, self.batch)?;
         }
         if let Some(f) = &self.forest {
             let rows = f.rows(records, format.features);
@@ -202,62 +207,83 @@ impl Scorer {
     }
 }
 
-/// CNN scores for windows given as keys and spectrograms.
-pub fn cnn_scores(
-    model: &CnnModel,
-    keys: &[WindowKey],
-    spectrograms: &[&[f32]],
-    batch: usize,
-) -> Result<Vec<ScoreRecord>, ScoreError> {
-    let scores = model.score(spectrograms, batch)?;
-    let at = now_ns();
-    let classes = model.classes();
-    Ok(keys
-        .iter()
-        .zip(scores)
-        .map(|(k, s)| ScoreRecord {
-            key: k.clone(),
-            model_kind: model.kind.name().into(),
-            model_hash: model.hash.0.clone(),
-            logits: s.logits.to_vec(),
-            probabilities: softmax(&s.logits),
-            classes: classes.clone(),
-            scored_ns: at,
-        })
-        .collect())
+/// The classifier that writes `scores`, whichever kind is loaded.
+#[derive(Clone, Copy)]
+pub enum Classifier<'a> {
+    /// The study's CNN2D (or a TorchScript spectrogram CNN).
+    Spectrogram(&'a CnnModel),
+    /// The paper's CONV1D.
+    Waveform(&'a WaveformModel),
 }
 
-/// Scores of a waveform model (the paper's 1-D CNN) for windows given as keys and their samples.
-pub fn waveform_scores(
-    model: &WaveformModel,
-    keys: &[WindowKey],
-    waveforms: &[&[f32]],
-    batch: usize,
-) -> Result<Vec<ScoreRecord>, ScoreError> {
-    let batch = batch.max(1);
-    let k = model.classes.len();
-    let at = now_ns();
-    let mut out = Vec::with_capacity(keys.len());
-    let mut buf = Vec::new();
-    for (keys, chunk) in keys.chunks(batch).zip(waveforms.chunks(batch)) {
-        buf.clear();
-        chunk.iter().for_each(|w| buf.extend_from_slice(w));
-        let logits = model.logits(&buf, chunk.len())?;
-        out.extend(
-            keys.iter()
-                .zip(logits.chunks_exact(k))
-                .map(|(key, l)| ScoreRecord {
-                    key: key.clone(),
-                    model_kind: model.kind.name().into(),
-                    model_hash: model.hash.0.clone(),
-                    logits: l.to_vec(),
-                    probabilities: softmax(l),
-                    classes: model.classes.clone(),
-                    scored_ns: at,
-                }),
-        );
+impl<'a> Classifier<'a> {
+    pub fn hash(self) -> &'a ModelHash {
+        match self {
+            Classifier::Spectrogram(m) => &m.hash,
+            Classifier::Waveform(m) => &m.hash,
+        }
     }
-    Ok(out)
+
+    pub fn kind(self) -> &'static str {
+        match self {
+            Classifier::Spectrogram(m) => m.kind.name(),
+            Classifier::Waveform(m) => m.kind.name(),
+        }
+    }
+
+    pub fn classes(self) -> Vec<String> {
+        match self {
+            Classifier::Spectrogram(m) => m.classes(),
+            Classifier::Waveform(m) => m.classes.clone(),
+        }
+    }
+
+    /// Whether it reads the windows' samples rather than their spectrograms.
+    pub fn reads_waveforms(self) -> bool {
+        matches!(self, Classifier::Waveform(_))
+    }
+
+    /// What it reads of one window.
+    pub fn input<'r>(self, spectrogram: &'r [f32], waveform: &'r [f32]) -> &'r [f32] {
+        if self.reads_waveforms() {
+            waveform
+        } else {
+            spectrogram
+        }
+    }
+
+    /// Scores of windows given as keys and their inputs ([`Classifier::input`]), `batch` a
+    /// forward pass.
+    pub fn scores(
+        self,
+        keys: &[WindowKey],
+        inputs: &[&[f32]],
+        batch: usize,
+    ) -> Result<Vec<ScoreRecord>, ScoreError> {
+        let logits: Vec<f32> = match self {
+            Classifier::Spectrogram(m) => m
+                .score(inputs, batch)?
+                .into_iter()
+                .flat_map(|s| s.logits)
+                .collect(),
+            Classifier::Waveform(m) => m.batched_logits(inputs, batch)?,
+        };
+        let classes = self.classes();
+        let at = now_ns();
+        Ok(keys
+            .iter()
+            .zip(logits.chunks_exact(classes.len().max(1)))
+            .map(|(key, l)| ScoreRecord {
+                key: key.clone(),
+                model_kind: self.kind().into(),
+                model_hash: self.hash().0.clone(),
+                logits: l.to_vec(),
+                probabilities: softmax(l),
+                classes: classes.clone(),
+                scored_ns: at,
+            })
+            .collect())
+    }
 }
 
 /// The forest's input row for scoring: missing values replaced by the forest's fill values

@@ -143,28 +143,35 @@ impl WaveformModel {
         read_f32(&out, "reading logits")
     }
 
+    /// Logits of every window (`[window][class]` flattened), `batch` windows a forward pass.
+    pub fn batched_logits(&self, windows: &[&[f32]], batch: usize) -> Result<Vec<f32>, CnnError> {
+        let mut out = Vec::with_capacity(windows.len() * self.classes.len());
+        let mut buf = Vec::with_capacity(batch.max(1) * WAVEFORM_LEN);
+        for chunk in windows.chunks(batch.max(1)) {
+            buf.clear();
+            chunk.iter().for_each(|w| buf.extend_from_slice(w));
+            out.extend(self.logits(&buf, chunk.len())?);
+        }
+        Ok(out)
+    }
+
     /// The most likely class of each window and the softmax probabilities, in batches.
     pub fn classify(
         &self,
         windows: &[&[f32]],
         batch: usize,
     ) -> Result<Vec<(usize, Vec<f32>)>, CnnError> {
-        let k = self.classes.len();
-        let mut out = Vec::with_capacity(windows.len());
-        let mut buf = Vec::with_capacity(batch.max(1) * WAVEFORM_LEN);
-        for chunk in windows.chunks(batch.max(1)) {
-            buf.clear();
-            for w in chunk {
-                buf.extend_from_slice(w);
-            }
-            for logits in self.logits(&buf, chunk.len())?.chunks_exact(k) {
-                // The largest logit, first on a tie: the rule every score follows.
-                let best = quakelens_lake::predicted_index(logits);
-                let p = quakelens_lake::softmax(logits);
-                out.push((best, p));
-            }
-        }
-        Ok(out)
+        let logits = self.batched_logits(windows, batch)?;
+        Ok(logits
+            .chunks_exact(self.classes.len().max(1))
+            // The largest logit, first on a tie: the rule every score follows.
+            .map(|l| {
+                (
+                    quakelens_lake::predicted_index(l),
+                    quakelens_lake::softmax(l),
+                )
+            })
+            .collect())
     }
 }
 

@@ -7,9 +7,7 @@ use clap::Args;
 
 use quakelens_lake::{Lake, LakeLocation, LakeWriter, Table, WindowKey};
 use quakelens_models::dataset::{load_examples, Selection};
-use quakelens_pipeline::score::{
-    cnn_scores, forest_explanations, forest_magnitudes, waveform_scores, Scorer,
-};
+use quakelens_pipeline::score::{forest_explanations, forest_magnitudes, Classifier, Scorer};
 
 use super::{literal, parse_lake, runtime, set_threads, ModelOptions, DEFAULT_LAKE};
 
@@ -40,13 +38,8 @@ fn unscored(lake: &Lake, table: Table, model: &str, filter: &Option<String>) -> 
 }
 
 /// `<what> N windows scored with KIND (hash): n class, …`.
-fn print_scores(
-    what: &str,
-    scores: &[quakelens_lake::ScoreRecord],
-    classes: &[String],
-    kind: &str,
-    hash: &impl std::fmt::Display,
-) {
+fn print_scores(what: &str, scores: &[quakelens_lake::ScoreRecord], c: Classifier<'_>) {
+    let classes = c.classes();
     let mut per_class = vec![0usize; classes.len()];
     for s in scores {
         per_class[s.predicted_index()] += 1;
@@ -57,8 +50,10 @@ fn print_scores(
         .map(|(c, n)| format!("{n} {c}"))
         .collect();
     println!(
-        "{what:<7} {} windows scored with {kind} ({hash}): {}",
+        "{what:<7} {} windows scored with {} ({}): {}",
         scores.len(),
+        c.kind(),
+        c.hash(),
         counts.join(", ")
     );
 }
@@ -79,35 +74,23 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("the lake at {} holds no windows", args.lake))?;
         scorer.check(&format)?;
         let mut writer = LakeWriter::open(&args.lake, format).await?;
-        if let Some(model) = &scorer.cnn {
+        if let Some(c) = scorer.classifier() {
             let sel = Selection {
-                spectrograms: true,
-                filter: unscored(&lake, Table::Scores, &model.hash.0, &args.filter),
+                spectrograms: !c.reads_waveforms(),
+                waveforms: c.reads_waveforms(),
+                filter: unscored(&lake, Table::Scores, &c.hash().0, &args.filter),
                 ..Selection::default()
             };
             let examples = load_examples(&lake, &sel).await?;
             let keys: Vec<WindowKey> = examples.iter().map(WindowKey::of).collect();
-            let inputs: Vec<&[f32]> = examples.iter().map(|e| e.spectrogram.as_slice()).collect();
-            let scores = tokio::task::block_in_place(|| {
-                cnn_scores(model, &keys, &inputs, scorer.batch)
-            })?;
+            let inputs: Vec<&[f32]> = examples
+                .iter()
+                .map(|e| c.input(&e.spectrogram, &e.waveform))
+                .collect();
+            let scores = tokio::task::block_in_place(|| c.scores(&keys, &inputs, scorer.batch))?;
             writer.write_scores(&scores, &[]).await?;
-            print_scores("cnn", &scores, &model.classes(), model.kind.name(), &model.hash);
-        }
-        if let Some(model) = &scorer.conv1d {
-            let sel = Selection {
-                waveforms: true,
-                filter: unscored(&lake, Table::Scores, &model.hash.0, &args.filter),
-                ..Selection::default()
-            };
-            let examples = load_examples(&lake, &sel).await?;
-            let keys: Vec<WindowKey> = examples.iter().map(WindowKey::of).collect();
-            let inputs: Vec<&[f32]> = examples.iter().map(|e| e.waveform.as_slice()).collect();
-            let scores = tokio::task::block_in_place(|| {
-                waveform_scores(model, &keys, &inputs, scorer.batch)
-            })?;
-            writer.write_scores(&scores, &[]).await?;
-            print_scores("conv1d", &scores, &model.classes, model.kind.name(), &model.hash);
+            let what = if c.reads_waveforms() { "conv1d" } else { "cnn" };
+            print_scores(what, &scores, c);
         }
         if let Some(f) = &scorer.forest {
             let forest = &f.forest;
