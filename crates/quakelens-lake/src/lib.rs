@@ -28,7 +28,7 @@ pub use location::LakeLocation;
 pub use maintenance::{file_counts, optimize, vacuum, Optimized, Vacuumed};
 pub use query::{Answer, AsOf, Lake, QueryError, QueryLimits};
 pub use record::{
-    catalog_number, is_missing, predicted_index, softmax, CatalogRow, CnnShapRecord,
+    catalog_number, catalog_value, is_missing, predicted_index, softmax, CatalogRow, CnnShapRecord,
     ForestShapRecord, KeyRef, Keyed, MagnitudeRecord, ScoreRecord, SourceAttributes, WindowKey,
     WindowRecord,
 };

@@ -49,16 +49,20 @@ pub type CatalogRow = Vec<(String, String)>;
 /// The catalogue value of `column` as a number, read as pandas reads a CSV cell: empty and the
 /// usual missing-value markers are missing (`None`); anything else must parse as a float.
 pub fn catalog_number(row: &CatalogRow, column: &str) -> Result<Option<f64>, String> {
-    let Ok(i) = row.binary_search_by(|(k, _)| k.as_str().cmp(column)) else {
+    let Some(text) = catalog_value(row, column) else {
         return Ok(None);
     };
-    let text = row[i].1.trim();
-    if is_missing(text) {
-        return Ok(None);
-    }
     text.parse::<f64>()
         .map(Some)
         .map_err(|_| format!("catalogue column {column} holds {text:?}, not a number"))
+}
+
+/// The catalogue text of `column`, trimmed; `None` when the row lacks it or holds a missing-value
+/// marker ([`is_missing`]).
+pub fn catalog_value<'a>(row: &'a CatalogRow, column: &str) -> Option<&'a str> {
+    let i = row.binary_search_by(|(k, _)| k.as_str().cmp(column)).ok()?;
+    let text = row[i].1.trim();
+    (!is_missing(text)).then_some(text)
 }
 
 /// pandas' default NA markers (`read_csv` `na_values`).

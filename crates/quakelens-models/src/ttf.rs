@@ -432,13 +432,7 @@ pub fn event_times(examples: &[crate::dataset::Example]) -> Result<Vec<EventTime
     let mut origin: HashMap<&str, i64> = HashMap::new();
     let mut fallback: HashMap<&str, i64> = HashMap::new();
     for e in examples {
-        let cell = e
-            .catalog
-            .binary_search_by(|(k, _)| k.as_str().cmp(ORIGIN_COLUMN))
-            .ok()
-            .map(|i| e.catalog[i].1.trim())
-            .filter(|v| !quakelens_lake::is_missing(v));
-        match cell {
+        match quakelens_lake::catalog_value(&e.catalog, ORIGIN_COLUMN) {
             Some(text) => {
                 let t = quakelens_signal::time::parse_utc(text).ok_or_else(|| {
                     LabelError(format!(
@@ -454,9 +448,8 @@ pub fn event_times(examples: &[crate::dataset::Example]) -> Result<Vec<EventTime
             }
         }
     }
-    for (id, t) in origin {
-        fallback.insert(id, t);
-    }
+    // A catalogued origin wins over the windows' starts.
+    fallback.extend(origin);
     let mut out: Vec<EventTime> = fallback
         .into_iter()
         .map(|(id, origin_ns)| EventTime {

@@ -111,10 +111,8 @@ impl DsetBatch {
 
 /// Seconds from the mainshock to the row's `source_origin_time` (`None` without one).
 fn ttf_s(catalog: &CatalogRow, mainshock_ns: i64) -> Option<f64> {
-    let i = catalog
-        .binary_search_by(|(k, _)| k.as_str().cmp(quakelens_models::ttf::ORIGIN_COLUMN))
-        .ok()?;
-    let origin = quakelens_signal::time::parse_utc(&catalog[i].1)?;
+    let text = quakelens_lake::catalog_value(catalog, quakelens_models::ttf::ORIGIN_COLUMN)?;
+    let origin = quakelens_signal::time::parse_utc(text)?;
     Some((origin - mainshock_ns) as f64 / 1e9)
 }
 
