@@ -57,20 +57,35 @@ pub fn save_conv1d(
     )
 }
 
-/// Whether `path` is a quakelens CONV1D file (by its metadata; anything else, TorchScript
-/// included, is left to the spectrogram CNN's loader and its errors).
+/// Whether `path` is a quakelens CONV1D file, by its safetensors header alone (the weights are
+/// not read); anything else, TorchScript included, is left to the spectrogram CNN's loader and
+/// its errors.
 pub fn is_conv1d_file(path: &Path) -> Result<bool, CnnError> {
-    let bytes = std::fs::read(path).map_err(|error| CnnError::Io {
+    use std::io::Read;
+    let io = |error| CnnError::Io {
         path: path.display().to_string(),
         error,
-    })?;
-    Ok(SafeTensors::read_metadata(&bytes).is_ok_and(|(_, header)| {
-        header
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get("quakelens.arch"))
-            .is_some_and(|a| a == CONV1D_ARCH)
-    }))
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut len = [0u8; 8];
+    if file.read_exact(&mut len).is_err() {
+        return Ok(false);
+    }
+    // safetensors' own bound on a header.
+    let len = u64::from_le_bytes(len);
+    if len > 100_000_000 {
+        return Ok(false);
+    }
+    let mut header = Vec::new();
+    file.take(len).read_to_end(&mut header).map_err(io)?;
+    let arch = serde_json::from_slice::<serde_json::Value>(&header)
+        .ok()
+        .and_then(|h| {
+            h["__metadata__"]["quakelens.arch"]
+                .as_str()
+                .map(String::from)
+        });
+    Ok(arch.as_deref() == Some(CONV1D_ARCH))
 }
 
 /// Reads a file written by [`save_conv1d`].
@@ -249,4 +264,35 @@ fn from_state(
         var.copy_(&src.to_device(device));
     }
     Ok((vs, net))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conv1d_file_is_told_apart_by_its_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let vs = VarStore::new(Device::Cpu);
+        let _net = Conv1dNet::new(&vs.root(), 2);
+        let conv1d = dir.path().join("conv1d.safetensors");
+        save_conv1d(&vs, &ClassCount::Two.names(), None, &conv1d).unwrap();
+        assert!(is_conv1d_file(&conv1d).unwrap());
+        let vs2 = VarStore::new(Device::Cpu);
+        let _cnn = crate::cnn::Cnn2d::new(&vs2.root(), crate::cnn::INPUT_SHAPE);
+        let cnn2d = dir.path().join("cnn2d.safetensors");
+        crate::cnn::save_cnn(
+            &vs2,
+            crate::cnn::INPUT_SHAPE,
+            &Default::default(),
+            None,
+            &cnn2d,
+        )
+        .unwrap();
+        assert!(!is_conv1d_file(&cnn2d).unwrap());
+        let zip = dir.path().join("module.pt");
+        std::fs::write(&zip, b"PK\x03\x04 a TorchScript archive").unwrap();
+        assert!(!is_conv1d_file(&zip).unwrap());
+        assert!(is_conv1d_file(&dir.path().join("absent")).is_err());
+    }
 }
