@@ -5,9 +5,7 @@ use rayon::prelude::*;
 
 use quakelens_lake::WindowRecord;
 use quakelens_signal::features::{FeatureExtractor, FeatureSet};
-use quakelens_signal::spectrogram::{
-    SpectrogramInput, SpectrogramParams, SpectrogramTransform, TransformScratch,
-};
+use quakelens_signal::spectrogram::{SpectrogramTransform, TransformScratch};
 use quakelens_signal::window::Window;
 use quakelens_signal::TARGET_RATE_HZ;
 
@@ -22,19 +20,12 @@ pub struct WindowTransformer {
 }
 
 impl WindowTransformer {
-    pub fn new(params: SpectrogramParams, input: SpectrogramInput, features: FeatureSet) -> Self {
-        Self {
-            spectrogram: SpectrogramTransform::new(params, input),
-            features,
-            waveforms: false,
-        }
-    }
-
     /// The transformer a pipeline's settings ask for.
     pub fn for_config(cfg: &PipelineConfig) -> Self {
         Self {
+            spectrogram: SpectrogramTransform::new(cfg.spectrogram, cfg.input),
+            features: cfg.features,
             waveforms: cfg.waveforms,
-            ..Self::new(cfg.spectrogram, cfg.input, cfg.features)
         }
     }
 
