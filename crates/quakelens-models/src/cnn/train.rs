@@ -67,6 +67,14 @@ pub(crate) fn torch_err(context: &str) -> impl Fn(tch::TchError) -> CnnError + '
     }
 }
 
+/// How many different events (groups) there are among `groups`.
+pub(crate) fn distinct<'a>(groups: impl Iterator<Item = &'a str>) -> usize {
+    let mut g: Vec<&str> = groups.collect();
+    g.sort_unstable();
+    g.dedup();
+    g.len()
+}
+
 /// A progress bar over one epoch's batches (hidden unless `show`).
 pub(crate) fn epoch_bar(show: bool, epoch: usize, epochs: usize, batches: usize) -> ProgressBar {
     if !show {
@@ -155,12 +163,9 @@ pub fn train_cnn(
     for e in examples.iter().filter(|e| e.label.is_some()) {
         parts[cfg.split.assign(&e.group) as usize].push(e);
     }
-    let events = parts.each_ref().map(|p| {
-        let mut g: Vec<&str> = p.iter().map(|e| e.group.as_str()).collect();
-        g.sort_unstable();
-        g.dedup();
-        g.len()
-    });
+    let events = parts
+        .each_ref()
+        .map(|p| distinct(p.iter().map(|e| e.group.as_str())));
     let windows = parts.each_ref().map(Vec::len);
     if windows.contains(&0) {
         return Err(CnnError::Input(format!(

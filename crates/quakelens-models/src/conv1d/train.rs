@@ -11,7 +11,7 @@ use quakelens_synth::Rng;
 use super::arch::{Conv1dNet, WAVEFORM_SHAPE};
 use super::model::WAVEFORM_LEN;
 use super::CnnError;
-use crate::cnn::train::{epoch_bar, shuffled, torch_err};
+use crate::cnn::train::{distinct, epoch_bar, shuffled, torch_err};
 use crate::dataset::{Example, Split};
 use crate::metrics::MulticlassMetrics;
 
@@ -156,12 +156,9 @@ pub fn train_conv1d(
     for w in windows {
         parts[w.split as usize].push(w);
     }
-    let events = parts.each_ref().map(|p| {
-        let mut g: Vec<&str> = p.iter().map(|w| w.example.group.as_str()).collect();
-        g.sort_unstable();
-        g.dedup();
-        g.len()
-    });
+    let events = parts
+        .each_ref()
+        .map(|p| distinct(p.iter().map(|w| w.example.group.as_str())));
     let counts = parts.each_ref().map(Vec::len);
     if counts.contains(&0) {
         return Err(CnnError::Input(format!(
