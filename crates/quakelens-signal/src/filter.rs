@@ -168,6 +168,13 @@ impl SosFilter {
         Self { sections, state }
     }
 
+    /// A cascade whose sections start from `state` (one pair of delays each), as a stream
+    /// that has been running before.
+    pub(crate) fn with_state(sections: Vec<Section>, state: Vec<[f64; 2]>) -> Self {
+        debug_assert_eq!(sections.len(), state.len());
+        Self { sections, state }
+    }
+
     /// Filters `x` in place, continuing from the state the previous call left.
     pub fn process(&mut self, x: &mut [f64]) {
         for v in x.iter_mut() {

@@ -4,7 +4,7 @@
 
 use rustfft::num_complex::Complex64;
 
-use crate::filter::{butterworth_prototype, pair_sections, Section};
+use crate::filter::{butterworth_prototype, pair_sections, Section, SosFilter};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum LowpassError {
@@ -83,14 +83,8 @@ impl Lowpass {
 
     /// One causal pass from the steady state of a signal that was `start` forever.
     fn run(&self, x: &mut [f64], start: f64) {
-        let mut state: Vec<[f64; 2]> = self.zi.iter().map(|z| z.map(|v| v * start)).collect();
-        for v in x.iter_mut() {
-            let mut cur = *v;
-            for (s, z) in self.sections.iter().zip(state.iter_mut()) {
-                cur = s.step(z, cur);
-            }
-            *v = cur;
-        }
+        let state = self.zi.iter().map(|z| z.map(|v| v * start)).collect();
+        SosFilter::with_state(self.sections.clone(), state).process(x);
     }
 }
 
