@@ -3,7 +3,7 @@
 //! trained on them, or a given model is evaluated on them. The command prints the held-out mean
 //! per-class recall per cutoff and draws the curve.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
@@ -173,13 +173,9 @@ fn lowpass(a: LowpassArgs) -> anyhow::Result<()> {
         "unfiltered": unfiltered,
         "cutoffs": rows.iter().map(|(c, m)| serde_json::json!({"cutoff_hz": c, "metrics": m})).collect::<Vec<_>>(),
     });
-    let table = json_path(&a.out);
+    let table = a.out.with_extension("json");
     std::fs::write(&table, serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("writing {}", table.display()))?;
     println!("\ncurve {}\ntable {}", a.out.display(), table.display());
     Ok(())
-}
-
-fn json_path(png: &Path) -> PathBuf {
-    png.with_extension("json")
 }
