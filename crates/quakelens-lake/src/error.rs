@@ -1,5 +1,6 @@
 //! The lake's errors, each naming the table (or location) and whether trying again can help.
 
+use deltalake::kernel::transaction::{CommitConflictError, TransactionError};
 use deltalake::DeltaTableError;
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,11 @@ impl LakeError {
 /// cause chain is searched, then the text.
 fn transient(e: &DeltaTableError) -> bool {
     match e {
+        // Another writer committed positions of the same source: this one no longer owns it,
+        // and writing the batch anyway would land its rows twice.
+        DeltaTableError::Transaction {
+            source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
+        } => false,
         DeltaTableError::Transaction { .. } | DeltaTableError::VersionAlreadyExists(_) => true,
         DeltaTableError::Io { .. } => true,
         _ => match store_cause(e) {

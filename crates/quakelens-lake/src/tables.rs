@@ -198,6 +198,9 @@ impl Tables {
             .with_save_mode(SaveMode::ErrorIfExists)
             // Our own `quakelens.*` properties are not Delta keys.
             .with_raise_if_key_not_exists(false)
+            // A writer that loses the race to create must not commit its creation again as
+            // version 1: that metadata change would conflict with every other writer's append.
+            .with_commit_properties(CommitProperties::default().with_max_retries(0))
             .await;
         match created {
             Ok(t) => Ok(t),
@@ -248,9 +251,23 @@ impl Tables {
             CommitBuilder::from(CommitProperties::default().with_application_transactions(txns))
                 .with_actions(actions)
                 .build(Some(snapshot), t.log_store(), operation)
-                .await
-                .map_err(&err)?;
-        let version = finalized.version();
+                .await;
+        let version = match finalized {
+            Ok(f) => f.version(),
+            Err(e) => {
+                // A commit that lost to a conflicting one would lose again from the same
+                // snapshot: the next attempt starts from the table as it is now.
+                if let Err(refresh) = t.update_incremental(None).await {
+                    tracing::warn!(
+                        table = table.name(),
+                        "reloading after a failed commit: {refresh}"
+                    );
+                }
+                let now = properties(t);
+                check_compatible(&self.location, table, &now, Some(&self.format))?;
+                return Err(err(e));
+            }
+        };
         t.update_incremental(Some(version)).await.map_err(&err)?;
         Ok(Committed {
             rows,

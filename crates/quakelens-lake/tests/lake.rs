@@ -218,6 +218,150 @@ async fn commits_carry_positions_that_a_new_writer_reads_back() {
     assert_eq!(scalar(&old, "SELECT count(*) FROM windows").await, "4");
 }
 
+/// `write` retried the way a sink retries: transient errors again (a few times), others out.
+async fn with_retries(
+    writer: &mut LakeWriter,
+    rows: &[WindowRecord],
+    txns: &[Txn],
+) -> Result<(), LakeError> {
+    let mut attempt = 0;
+    loop {
+        match writer.write_windows(rows, txns).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_transient() && attempt < 5 => attempt += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The Delta log's `metaData` actions of a local table.
+fn metadata_commits(table: &std::path::Path) -> usize {
+    std::fs::read_dir(table.join("_delta_log"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .filter(|text| text.lines().any(|l| l.starts_with("{\"metaData\"")))
+        .count()
+}
+
+/// Two sinks start at once on a new lake: both try to create each table. The loser uses the
+/// winner's table (it does not commit its creation again, which would be a metadata change
+/// that fails everyone's next append), and their appends, racing, all land once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_racing_to_create_and_append_each_land_every_row_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = records();
+    for round in 0..6 {
+        let at = LakeLocation::local(&dir.path().join(format!("lake{round}"))).unwrap();
+        let (mut a, mut b) = (
+            LakeWriter::open(&at, FORMAT).await.unwrap(),
+            LakeWriter::open(&at, FORMAT).await.unwrap(),
+        );
+        let txn = |p: usize, v: i64| {
+            vec![Txn {
+                app_id: format!("lake/windows/{p}"),
+                version: v,
+            }]
+        };
+        for step in 0..2 {
+            let (rows_a, rows_b) = (
+                &all[step * 4..step * 4 + 2],
+                &all[step * 4 + 2..step * 4 + 4],
+            );
+            let (ta, tb) = (txn(0, step as i64 + 1), txn(1, step as i64 + 1));
+            let (ra, rb) = tokio::join!(
+                with_retries(&mut a, rows_a, &ta),
+                with_retries(&mut b, rows_b, &tb)
+            );
+            ra.unwrap_or_else(|e| panic!("round {round}, step {step}, writer a: {e}"));
+            rb.unwrap_or_else(|e| panic!("round {round}, step {step}, writer b: {e}"));
+        }
+        assert_eq!(
+            metadata_commits(&dir.path().join(format!("lake{round}/windows"))),
+            1,
+            "round {round}: one creation in the log"
+        );
+        let lake = Lake::open(&at).await.unwrap();
+        assert_eq!(scalar(&lake, "SELECT count(*) FROM windows").await, "8");
+        assert_eq!(
+            scalar(&lake, "SELECT count(DISTINCT window_id) FROM windows").await,
+            "8"
+        );
+    }
+}
+
+/// Another writer changes the table's metadata (a property set from Spark, or a creation that
+/// lost a race) between two of this writer's appends: the append that conflicts reloads the
+/// table, and its retry lands. Retrying from the old snapshot would conflict forever.
+#[tokio::test]
+async fn an_append_after_another_writers_metadata_change_lands_on_retry() {
+    use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+    use deltalake::kernel::Action;
+    use deltalake::protocol::DeltaOperation;
+
+    let dir = tempfile::tempdir().unwrap();
+    let at = location(dir.path());
+    let all = records();
+    let txn = |v: i64| {
+        vec![Txn {
+            app_id: "lake/windows/0".into(),
+            version: v,
+        }]
+    };
+    let mut writer = LakeWriter::open(&at, FORMAT).await.unwrap();
+    writer.write_windows(&all[..4], &txn(4)).await.unwrap();
+    let table = deltalake::DeltaTableBuilder::from_url(at.table_url(Table::Windows))
+        .unwrap()
+        .load()
+        .await
+        .unwrap();
+    let snapshot = table.snapshot().unwrap();
+    let metadata = snapshot.metadata().clone();
+    CommitBuilder::from(CommitProperties::default())
+        .with_actions(vec![Action::Metadata(metadata)])
+        .build(
+            Some(snapshot),
+            table.log_store(),
+            DeltaOperation::SetTableProperties {
+                properties: Default::default(),
+            },
+        )
+        .await
+        .unwrap();
+    with_retries(&mut writer, &all[4..], &txn(8))
+        .await
+        .unwrap_or_else(|e| panic!("the append after a metadata change: {e}"));
+    let lake = Lake::open(&at).await.unwrap();
+    assert_eq!(scalar(&lake, "SELECT count(*) FROM windows").await, "8");
+}
+
+/// A writer whose source another writer committed positions for (it lost the partition) gets
+/// an error that is not worth retrying: writing anyway would land the batch twice. Its next
+/// commit for a source it still owns succeeds (it reloaded the table).
+#[tokio::test]
+async fn a_commit_for_a_source_another_writer_took_over_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = location(dir.path());
+    let all = records();
+    let txn = |p: usize, v: i64| {
+        vec![Txn {
+            app_id: format!("lake/windows/{p}"),
+            version: v,
+        }]
+    };
+    let mut a = LakeWriter::open(&at, FORMAT).await.unwrap();
+    a.write_windows(&all[..2], &txn(0, 2)).await.unwrap();
+    let mut b = LakeWriter::open(&at, FORMAT).await.unwrap();
+    b.write_windows(&all[2..4], &txn(0, 4)).await.unwrap();
+    let e = a.write_windows(&all[2..4], &txn(0, 4)).await.unwrap_err();
+    assert!(!e.is_transient(), "{e}");
+    assert!(e.to_string().contains("windows"), "{e}");
+    a.write_windows(&all[4..6], &txn(1, 6)).await.unwrap();
+    let lake = Lake::open(&at).await.unwrap();
+    assert_eq!(scalar(&lake, "SELECT count(*) FROM windows").await, "6");
+}
+
 /// A sink commits once per batch for months: the log is checkpointed every 10 commits so a
 /// restart replays a checkpoint and a short tail, and what a restart reads back (positions,
 /// recent keys) is the same through a checkpoint as through the JSON commits.

@@ -389,7 +389,12 @@ fn two_sinks_commit_concurrently_to_the_same_tables() {
     std::thread::sleep(Duration::from_secs(3));
     assert_exactly(&lake, &expected_lake);
     let (ra, rb) = (records_out(&a), records_out(&b));
-    assert!(ra > 0 && rb > 0, "both sinks wrote: {ra} and {rb} rows");
+    assert!(
+        ra > 0 && rb > 0,
+        "both sinks wrote: {ra} and {rb} rows\n--- lake-a\n{}\n--- lake-b\n{}",
+        a.log_text(),
+        b.log_text()
+    );
     let _ = windower;
 }
 
