@@ -6,6 +6,7 @@
 pub mod image;
 pub mod inpaint;
 pub mod tree;
+pub mod waveform;
 
 pub use tree::{ForestShap, Method, TreeShapError};
 

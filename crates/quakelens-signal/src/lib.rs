@@ -13,6 +13,7 @@
 //! benchmark run against those tools.
 
 pub mod assembly;
+pub mod bands;
 pub mod features;
 pub mod filter;
 pub mod lowpass;
