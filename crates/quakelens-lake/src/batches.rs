@@ -13,11 +13,11 @@ use arrow::datatypes::{DataType, Field, SchemaRef};
 use crate::error::LakeError;
 use crate::record::{
     CnnShapRecord, ForestShapRecord, Keyed, MagnitudeRecord, ScoreRecord, SourceAttributes,
-    WindowRecord,
+    WaveformShapRecord, WindowRecord,
 };
 use crate::schema::{
     cnn_shap_schema, features_schema, forest_shap_schema, magnitudes_schema, scores_schema,
-    windows_schema, LakeFormat, Table,
+    waveform_shap_schema, windows_schema, LakeFormat, Table,
 };
 
 /// The spectrogram axes CNN explanation values sit on.
@@ -372,4 +372,41 @@ pub fn cnn_shap_batch(
         )),
     ];
     assemble(Table::CnnShap, cnn_shap_schema(), &long, body)
+}
+
+/// `waveform_shap` rows, one per window and cell.
+pub fn waveform_shap_batch(rows: &[&WaveformShapRecord]) -> Result<RecordBatch, LakeError> {
+    if let Some(r) = rows.iter().find(|r| r.cells.is_empty()) {
+        return Err(invalid(
+            Table::WaveformShap,
+            format!("window {}: an explanation without cells", r.key.window_id),
+        ));
+    }
+    let long: Vec<&WaveformShapRecord> = rows
+        .iter()
+        .flat_map(|r| std::iter::repeat_n(*r, r.cells.len()))
+        .collect();
+    let cells: Vec<_> = rows.iter().flat_map(|r| r.cells.iter()).collect();
+    let floats = |f: fn(&crate::record::WaveformCell) -> f32| -> ArrayRef {
+        Arc::new(Float32Array::from_iter_values(cells.iter().map(|c| f(c))))
+    };
+    let body: Vec<ArrayRef> = vec![
+        strings(&long, |r| &r.model_hash),
+        strings(&long, |r| &r.method),
+        strings(&long, |r| &r.target),
+        Arc::new(Int32Array::from_iter_values(long.iter().map(|r| r.budget))),
+        Arc::new(Int32Array::from_iter(cells.iter().map(|c| c.channel))),
+        floats(|c| c.start_s),
+        floats(|c| c.end_s),
+        floats(|c| c.low_hz),
+        floats(|c| c.high_hz),
+        floats(|c| c.value),
+        Arc::new(Float64Array::from_iter_values(
+            long.iter().map(|r| r.output),
+        )),
+        Arc::new(Float64Array::from_iter_values(
+            long.iter().map(|r| r.base_value),
+        )),
+    ];
+    assemble(Table::WaveformShap, waveform_shap_schema(), &long, body)
 }

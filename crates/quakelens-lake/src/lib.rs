@@ -29,13 +29,13 @@ pub use maintenance::{file_counts, optimize, vacuum, Optimized, Vacuumed};
 pub use query::{Answer, AsOf, Lake, QueryError, QueryLimits};
 pub use record::{
     catalog_number, catalog_value, is_missing, predicted_index, softmax, CatalogRow, CnnShapRecord,
-    ForestShapRecord, KeyRef, Keyed, MagnitudeRecord, ScoreRecord, SourceAttributes, WindowKey,
-    WindowRecord,
+    ForestShapRecord, KeyRef, Keyed, MagnitudeRecord, ScoreRecord, SourceAttributes, WaveformCell,
+    WaveformShapRecord, WindowKey, WindowRecord,
 };
 pub use schema::{
     cnn_shap_schema, features_schema, forest_shap_schema, magnitudes_schema, parse_shape,
-    parse_waveform_shape, property, scores_schema, windows_schema, LakeFormat, Table, PARTITIONS,
-    SCHEMA_VERSION,
+    parse_waveform_shape, property, scores_schema, waveform_shap_schema, windows_schema,
+    LakeFormat, Table, PARTITIONS, SCHEMA_VERSION,
 };
 pub use tables::{Committed, Txn};
 pub use writer::LakeWriter;

@@ -296,6 +296,42 @@ pub struct ForestShapRecord {
     pub values: Vec<f64>,
 }
 
+/// SHAP values of one window's waveform for one output of a waveform model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WaveformShapRecord {
+    pub key: WindowKey,
+    pub model_hash: String,
+    /// `partition` (Owen values of channel × time segments) or `bandstop` (exact Shapley values
+    /// of frequency bands).
+    pub method: String,
+    /// The output explained: `margin` or `logit:<class>`.
+    pub target: String,
+    /// Model evaluations spent.
+    pub budget: i32,
+    /// The output at the window and with every cell removed: Σ values = output − base_value.
+    pub output: f64,
+    pub base_value: f64,
+    pub cells: Vec<WaveformCell>,
+}
+
+/// One attributed box of a window (see `waveform_shap` in the schema).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WaveformCell {
+    /// `None`: all channels together.
+    pub channel: Option<i32>,
+    pub start_s: f32,
+    pub end_s: f32,
+    pub low_hz: f32,
+    pub high_hz: f32,
+    pub value: f32,
+}
+
+impl Keyed for WaveformShapRecord {
+    fn key(&self) -> KeyRef<'_> {
+        self.key.key()
+    }
+}
+
 /// Image SHAP values of one window's spectrogram for one CNN output.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CnnShapRecord {

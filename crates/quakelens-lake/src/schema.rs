@@ -38,16 +38,18 @@ pub enum Table {
     Magnitudes,
     ForestShap,
     CnnShap,
+    WaveformShap,
 }
 
 impl Table {
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Table::Windows,
         Table::Features,
         Table::Scores,
         Table::Magnitudes,
         Table::ForestShap,
         Table::CnnShap,
+        Table::WaveformShap,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +60,7 @@ impl Table {
             Table::Magnitudes => "magnitudes",
             Table::ForestShap => "forest_shap",
             Table::CnnShap => "cnn_shap",
+            Table::WaveformShap => "waveform_shap",
         }
     }
 
@@ -79,6 +82,7 @@ impl Table {
             Table::Magnitudes => magnitudes_schema(),
             Table::ForestShap => forest_shap_schema(),
             Table::CnnShap => cnn_shap_schema(),
+            Table::WaveformShap => waveform_shap_schema(),
         }
     }
 
@@ -338,6 +342,30 @@ pub fn cnn_shap_schema() -> SchemaRef {
         // The windows explained together whose 8-bit range the study's masker shared (null
         // for maskers that see one window at a time).
         Field::new("batch", DataType::Utf8, true),
+    ]);
+    with_partitions(fields)
+}
+
+/// `waveform_shap`: explanations of waveform models, one row per window and cell. A cell is a
+/// box of the window: a channel (null: all channels at once) × `start_s..end_s` × `low_hz..
+/// high_hz`. Time explanations (`partition`) have a cell per channel and segment spanning every
+/// frequency; band explanations (`bandstop`) a cell per band spanning every channel and the
+/// whole window.
+pub fn waveform_shap_schema() -> SchemaRef {
+    let mut fields = id_fields();
+    fields.extend([
+        Field::new("model_hash", DataType::Utf8, false),
+        Field::new("method", DataType::Utf8, false),
+        Field::new("target", DataType::Utf8, false),
+        Field::new("budget", DataType::Int32, false),
+        Field::new("channel", DataType::Int32, true),
+        Field::new("start_s", DataType::Float32, false),
+        Field::new("end_s", DataType::Float32, false),
+        Field::new("low_hz", DataType::Float32, false),
+        Field::new("high_hz", DataType::Float32, false),
+        Field::new("value", DataType::Float32, false),
+        Field::new("output", DataType::Float64, false),
+        Field::new("base_value", DataType::Float64, false),
     ]);
     with_partitions(fields)
 }

@@ -5,11 +5,13 @@ use arrow::array::RecordBatch;
 
 use crate::batches::{
     cnn_shap_batch, features_batch, forest_shap_batch, magnitudes_batch, scores_batch,
-    windows_batch, SpectrogramAxes,
+    waveform_shap_batch, windows_batch, SpectrogramAxes,
 };
 use crate::error::LakeError;
 use crate::location::LakeLocation;
-use crate::record::{CnnShapRecord, ForestShapRecord, MagnitudeRecord, ScoreRecord, WindowRecord};
+use crate::record::{
+    CnnShapRecord, ForestShapRecord, MagnitudeRecord, ScoreRecord, WaveformShapRecord, WindowRecord,
+};
 use crate::schema::{LakeFormat, Table};
 use crate::tables::{Committed, Tables, Txn};
 
@@ -166,6 +168,21 @@ impl LakeWriter {
             .then(|| cnn_shap_batch(&refs, axes))
             .transpose()?;
         let mut c = self.append(Table::CnnShap, batch, txns).await?;
+        c.rows = rows.len();
+        Ok(c)
+    }
+
+    /// Waveform-model explanations, one row per cell.
+    pub async fn write_waveform_shap(
+        &mut self,
+        rows: &[WaveformShapRecord],
+        txns: &[Txn],
+    ) -> Result<Committed, LakeError> {
+        let refs: Vec<&WaveformShapRecord> = rows.iter().collect();
+        let batch = (!refs.is_empty())
+            .then(|| waveform_shap_batch(&refs))
+            .transpose()?;
+        let mut c = self.append(Table::WaveformShap, batch, txns).await?;
         c.rows = rows.len();
         Ok(c)
     }

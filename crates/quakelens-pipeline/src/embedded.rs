@@ -275,7 +275,9 @@ impl Sink {
     /// The position name of `table`'s rows: per model for model outputs.
     fn app_id(&self, table: Table) -> String {
         let model = match table {
-            Table::Scores | Table::CnnShap => self.scorer.classifier_hash().map(String::from),
+            Table::Scores | Table::CnnShap | Table::WaveformShap => {
+                self.scorer.classifier_hash().map(String::from)
+            }
             Table::Magnitudes | Table::ForestShap => self.scorer.forest.as_ref().map(|f| f.hash()),
             Table::Windows | Table::Features => None,
         };

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod score;
 pub mod stages;
 pub mod transform;
+pub mod waveform_shap;
 pub mod windowing;
 
 pub use config::PipelineConfig;

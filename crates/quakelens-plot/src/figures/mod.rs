@@ -1,18 +1,21 @@
 //! The figures: a window's spectrogram beside its SHAP map, class-mean SHAP maps (the study's
-//! Figure 3), the forest's beeswarm summary, decision plot and one window's waterfall, and the
-//! low-pass experiment's score-against-cutoff curve.
+//! Figure 3), the forest's beeswarm summary, decision plot and one window's waterfall, the
+//! low-pass experiment's score-against-cutoff curve, and a waveform model's time and band
+//! explanation of one window.
 
 mod beeswarm;
 mod curve;
 mod decision;
 mod spectrogram;
 mod waterfall;
+mod waveform;
 
 pub use beeswarm::{beeswarm, ForestValues};
 pub use curve::cutoff_curve;
 pub use decision::decision;
 pub use spectrogram::{class_means, window_overlay, ClassMap, Grid};
 pub use waterfall::{waterfall, Contribution};
+pub use waveform::{waveform_explanation, BandValue, ChannelTrace};
 
 use crate::canvas::{Canvas, Rgb};
 use crate::Range;

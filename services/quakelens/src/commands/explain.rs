@@ -1,6 +1,7 @@
-//! `quakelens explain`: image SHAP of the CNN for windows already in the lake, written to
-//! `cnn_shap` (one row per spectrogram cell). The forest's TreeSHAP values come with
-//! `quakelens score`. Windows the model already has explanations for are skipped.
+//! `quakelens explain`: SHAP of the CNN for windows already in the lake. A spectrogram CNN's
+//! image SHAP goes to `cnn_shap` (one row per spectrogram cell); a waveform CNN's time and
+//! frequency explanations to `waveform_shap` (one row per cell). The forest's TreeSHAP values
+//! come with `quakelens score`. Windows the model already has explanations for are skipped.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -11,11 +12,14 @@ use clap::{Args, ValueEnum};
 use quakelens_explain::image::{Masker, Part, Quantization, Shape};
 use quakelens_lake::{Lake, LakeLocation, LakeWriter, Table, WindowKey};
 use quakelens_models::cnn::{default_device, CnnModel};
+use quakelens_models::conv1d::{is_conv1d_file, WaveformModel};
 use quakelens_models::dataset::{load_examples, Selection};
 use quakelens_pipeline::score::{cnn_explanation, cnn_explanation_part, ExplainTarget};
 use quakelens_pipeline::stages::cnn_parts::add_parts;
 use quakelens_pipeline::stages::explainer::MAX_PARTS;
 use quakelens_pipeline::transform::spectrogram_axes;
+use quakelens_pipeline::waveform_shap::{waveform_explanations, WaveformExplainConfig};
+use quakelens_signal::bands::Bands;
 
 use super::{literal, parse_lake, runtime, set_threads, DEFAULT_LAKE};
 
@@ -46,7 +50,8 @@ impl MaskerChoice {
 pub struct ExplainArgs {
     #[arg(long, env = "QUAKELENS_LAKE", default_value = DEFAULT_LAKE, value_parser = parse_lake)]
     lake: LakeLocation,
-    /// The CNN to explain (.safetensors or TorchScript .pt).
+    /// The CNN to explain (.safetensors or TorchScript .pt): a spectrogram CNN, or the paper's
+    /// waveform CNN (a CONV1D file, on a lake made with --waveforms).
     #[arg(
         long,
         env = "QUAKELENS_CNN",
@@ -58,7 +63,7 @@ pub struct ExplainArgs {
     max_evals: usize,
     #[arg(long, value_enum, default_value_t = MaskerChoice::Blur)]
     masker: MaskerChoice,
-    /// σ in pixels for the blur masker.
+    /// σ in pixels for the blur masker (in samples for a waveform CNN).
     #[arg(long, default_value_t = 2.0)]
     blur: f32,
     /// The output explained: `margin` (aftershock minus foreshock logit) or `top-class` (the
@@ -80,6 +85,15 @@ pub struct ExplainArgs {
     filter: Option<String>,
     #[arg(long)]
     threads: Option<usize>,
+    /// Waveform CNN: the time segment each channel is cut into, in seconds (the players of the
+    /// time explanation).
+    #[arg(long, default_value_t = 1.0)]
+    segment_s: f64,
+    /// Waveform CNN: the cut frequencies (Hz) of the bands the frequency explanation removes by
+    /// band-stop masking: `1,2,5,10,20` gives 0–1, 1–2, 2–5, 5–10, 10–20 and 20–50 Hz;
+    /// `none` for no frequency explanation.
+    #[arg(long, default_value = "1,2,5,10,20")]
+    bands: String,
 }
 
 pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
@@ -91,6 +105,9 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     );
     anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
     let target: ExplainTarget = args.target.parse().map_err(anyhow::Error::msg)?;
+    if is_conv1d_file(&args.cnn)? {
+        return explain_waveforms(&args, target);
+    }
     let method = args.masker.method();
     let model = CnnModel::load(&args.cnn, default_device()?)
         .with_context(|| format!("loading {}", args.cnn.display()))?;
@@ -205,6 +222,98 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         target.name(),
         seconds / examples.len().max(1) as f64,
         shape.len()
+    );
+    Ok(())
+}
+
+/// The paper's waveform CNN: time and band explanations of windows with samples, landing in
+/// `waveform_shap`.
+fn explain_waveforms(args: &ExplainArgs, target: ExplainTarget) -> anyhow::Result<()> {
+    let rate = quakelens_signal::TARGET_RATE_HZ;
+    let masker = match args.masker {
+        MaskerChoice::Blur => Masker::Blur { sigma: args.blur },
+        MaskerChoice::Mean => Masker::ChannelMean,
+        MaskerChoice::Zero => Masker::Constant(0.0),
+        MaskerChoice::Inpaint => {
+            bail!("--masker inpaint is for spectrogram images: use zero, mean or blur for a waveform CNN")
+        }
+    };
+    let bands = match args.bands.trim() {
+        "none" => None,
+        text => {
+            let cuts = text
+                .split(',')
+                .map(|c| {
+                    c.trim()
+                        .parse::<f64>()
+                        .with_context(|| format!("--bands {text:?}: {c:?} is not a frequency"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Some(Bands::new(cuts, rate).map_err(|e| anyhow::anyhow!("--bands: {e}"))?)
+        }
+    };
+    let cfg = WaveformExplainConfig {
+        segment_s: args.segment_s,
+        max_evals: args.max_evals,
+        masker,
+        bands,
+        target,
+        batch: 32,
+    };
+    let model = WaveformModel::load(&args.cnn, default_device()?)
+        .with_context(|| format!("loading {}", args.cnn.display()))?;
+    let rt = runtime()?;
+    let (format, mut examples) = rt.block_on(async {
+        let lake = Lake::open(&args.lake).await?;
+        let format = *lake
+            .format()
+            .ok_or_else(|| anyhow::anyhow!("the lake at {} holds no windows", args.lake))?;
+        let mut conditions: Vec<String> = args.filter.iter().map(|f| format!("({f})")).collect();
+        if lake.has(Table::WaveformShap) {
+            conditions.push(format!(
+                "w.window_id NOT IN (SELECT DISTINCT window_id FROM waveform_shap WHERE model_hash = {} AND method = 'partition')",
+                literal(&model.hash.0)
+            ));
+        }
+        let sel = Selection {
+            waveforms: true,
+            filter: (!conditions.is_empty()).then(|| conditions.join(" AND ")),
+            ..Selection::default()
+        };
+        let examples = load_examples(&lake, &sel)
+            .await
+            .with_context(|| format!("explaining {}", args.cnn.display()))?;
+        anyhow::Ok((format, examples))
+    })?;
+    examples.sort_by(|a, b| a.window_id.cmp(&b.window_id));
+    examples.truncate(args.limit.unwrap_or(usize::MAX));
+    let mut writer = rt.block_on(LakeWriter::open(&args.lake, format))?;
+    let started = Instant::now();
+    let (mut worst, mut written, mut rows) = (0.0f64, 0, Vec::new());
+    for e in &examples {
+        let records = waveform_explanations(&model, &WindowKey::of(e), &e.waveform, rate, &cfg)
+            .map_err(anyhow::Error::msg)?;
+        for r in records {
+            let sum: f64 = r.cells.iter().map(|c| c.value as f64).sum();
+            worst = worst.max((sum - (r.output - r.base_value)).abs());
+            rows.push(r);
+        }
+        if rows.len() >= 16 {
+            written += rt.block_on(writer.write_waveform_shap(&rows, &[]))?.rows;
+            rows.clear();
+        }
+    }
+    written += rt.block_on(writer.write_waveform_shap(&rows, &[]))?.rows;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "waveform_shap  {} windows explained ({written} explanations: {} s segments, {} evaluations, {:?} masker; bands {}; {} output) in {seconds:.1} s ({:.3} s/window); largest additivity error {worst:.1e}",
+        examples.len(),
+        args.segment_s,
+        args.max_evals,
+        args.masker,
+        args.bands,
+        target.name(),
+        seconds / examples.len().max(1) as f64,
     );
     Ok(())
 }

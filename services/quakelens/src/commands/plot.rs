@@ -30,6 +30,17 @@ pub enum PlotCommand {
     Waterfall(WaterfallArgs),
     /// The forest's decision plot: each window's path from the base value to its prediction.
     Decision(DecisionArgs),
+    /// One window's waveform-CNN explanation: each channel over its time segments' values, and
+    /// the frequency bands' values (needs `quakelens explain` with a CONV1D model).
+    Waveform(WaveformArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct WaveformArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long)]
+    window_id: String,
 }
 
 #[derive(Args, Debug)]
@@ -149,6 +160,10 @@ pub fn run(command: PlotCommand) -> anyhow::Result<()> {
             }
             PlotCommand::Decision(a) => {
                 let c = decision(&a).await?;
+                (a.common, c)
+            }
+            PlotCommand::Waveform(a) => {
+                let c = waveform(&a).await?;
                 (a.common, c)
             }
         };
@@ -323,6 +338,93 @@ async fn window(a: &WindowArgs) -> anyhow::Result<Canvas> {
         &heading,
         &spectrogram,
         &shap,
+    )?)
+}
+
+async fn waveform(a: &WaveformArgs) -> anyhow::Result<Canvas> {
+    let lake = open(&a.common.lake).await?;
+    if lake.format().is_some_and(|f| f.waveform.is_none()) {
+        bail!(
+            "the lake at {} stores no waveforms (it was not made with --waveforms)",
+            a.common.lake
+        );
+    }
+    let id = literal(&a.window_id);
+    let rows = sql(
+        &lake,
+        &format!("SELECT station, channel_order, waveform FROM windows WHERE window_id = {id}"),
+    )
+    .await?;
+    let Some(row) = rows.iter().find(|b| b.num_rows() > 0) else {
+        bail!("no window {} in the lake at {}", a.window_id, a.common.lake);
+    };
+    let station = texts(std::slice::from_ref(row), "station")?.remove(0);
+    let order = texts(std::slice::from_ref(row), "channel_order")?.remove(0);
+    let samples = column(row, "waveform")?.as_list::<i32>().value(0);
+    let samples: Vec<f32> = samples.as_primitive::<Float32Type>().values().to_vec();
+    let condition = format!("window_id = {id}");
+    let model = model_of(&lake, "waveform_shap", &condition, &a.common.model).await?;
+    let cells = |method: &str, order_by: &str| {
+        format!(
+            "SELECT target, budget, output, base_value, channel, start_s, end_s, low_hz, high_hz, value \
+             FROM waveform_shap WHERE {condition} AND model_hash = {} AND method = '{method}' \
+             ORDER BY {order_by}",
+            literal(&model)
+        )
+    };
+    let time = sql(&lake, &cells("partition", "channel, start_s")).await?;
+    let bands = sql(&lake, &cells("bandstop", "low_hz")).await?;
+    let (channel, start, end, value) = (
+        floats(&time, "channel")?,
+        floats(&time, "start_s")?,
+        floats(&time, "end_s")?,
+        floats(&time, "value")?,
+    );
+    let names: Vec<char> = order.chars().collect();
+    let per_channel = samples.len() / names.len().max(1);
+    let traces: Vec<figures::ChannelTrace> = names
+        .iter()
+        .enumerate()
+        .map(|(c, name)| figures::ChannelTrace {
+            name: name.to_string(),
+            samples: samples[c * per_channel..(c + 1) * per_channel].to_vec(),
+            segments: (0..value.len())
+                .filter(|&i| channel[i] == c as f64)
+                .map(|i| (start[i], end[i], value[i]))
+                .collect(),
+        })
+        .collect();
+    let (low, high, band_value) = (
+        floats(&bands, "low_hz")?,
+        floats(&bands, "high_hz")?,
+        floats(&bands, "value")?,
+    );
+    let band_values: Vec<figures::BandValue> = (0..band_value.len())
+        .map(|i| (low[i], high[i], band_value[i]))
+        .collect();
+    let target = texts(&time, "target")?;
+    let heading = format!(
+        "{} {station}  {}  {} evals  f(x)={:.3} base={:.3}",
+        a.window_id,
+        target.first().map_or("", String::as_str),
+        floats(&time, "budget")?
+            .first()
+            .copied()
+            .unwrap_or(f64::NAN),
+        floats(&time, "output")?
+            .first()
+            .copied()
+            .unwrap_or(f64::NAN),
+        floats(&time, "base_value")?
+            .first()
+            .copied()
+            .unwrap_or(f64::NAN),
+    );
+    Ok(figures::waveform_explanation(
+        &traces,
+        quakelens_signal::TARGET_RATE_HZ,
+        &band_values,
+        &heading,
     )?)
 }
 
