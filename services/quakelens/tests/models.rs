@@ -588,6 +588,102 @@ fn train_conv1d_reads_a_waveform_lake_into_time_to_failure_classes() {
         ),
         48
     );
+    // `explain` takes it too: Owen values of channel × 5 s segments and exact Shapley values
+    // of six bands land in `waveform_shap`, and each explanation adds up there, in SQL.
+    let explain = |extra: &[&'static str]| {
+        let mut args = vec![
+            "explain",
+            "--lake",
+            &lake,
+            "--cnn",
+            &model,
+            "--limit",
+            "2",
+            "--max-evals",
+            "30",
+            "--segment-s",
+            "5",
+        ];
+        args.extend_from_slice(extra);
+        args
+    };
+    let top = ["--target", "top-class"];
+    let out = stdout(&quakelens(&explain(&top)));
+    assert!(out.contains("waveform_shap  2 windows explained"), "{out}");
+    assert_eq!(
+        sql_count(
+            &lake,
+            "SELECT count(*) FROM waveform_shap WHERE method = 'partition' AND channel IN (0, 1, 2) \
+             AND end_s - start_s = 5 AND low_hz = 0 AND high_hz = 50 AND target LIKE 'logit:p%'"
+        ),
+        2 * 3 * 5
+    );
+    assert_eq!(
+        sql_count(
+            &lake,
+            "SELECT count(*) FROM waveform_shap WHERE method = 'bandstop' AND channel IS NULL \
+             AND start_s = 0 AND end_s = 25 AND budget = 66"
+        ),
+        2 * 6
+    );
+    assert_eq!(
+        sql_count(
+            &lake,
+            "SELECT count(*) FROM (SELECT window_id, method, sum(value) AS s, \
+             max(output - base_value) AS d FROM waveform_shap GROUP BY window_id, method) \
+             WHERE abs(s - d) <= 1e-4 + 1e-4 * abs(d)"
+        ),
+        4,
+        "every explanation adds up to output - base_value"
+    );
+    // Explained windows are skipped the next time.
+    let mut again = explain(&top);
+    again.extend([
+        "--filter",
+        "w.window_id IN (SELECT window_id FROM waveform_shap)",
+    ]);
+    let out = stdout(&quakelens(&again));
+    assert!(out.contains("waveform_shap  0 windows explained"), "{out}");
+    let ids = stdout(&quakelens(&[
+        "sql",
+        "--lake",
+        &lake,
+        "--format",
+        "csv",
+        "SELECT window_id FROM waveform_shap ORDER BY window_id LIMIT 1",
+    ]));
+    let window_id = ids.lines().nth(1).unwrap().trim();
+    let figure = path("waveform.png");
+    quakelens(&[
+        "plot",
+        "waveform",
+        "--lake",
+        &lake,
+        "--window-id",
+        window_id,
+        "--out",
+        &figure,
+    ]);
+    let (w, h, colours) = decode_png(Path::new(&figure));
+    assert!(
+        w > 600 && h > 400 && colours > 3,
+        "{w}x{h}, {colours} colours"
+    );
+    for (extra, wanted) in [
+        (
+            &["--target", "margin"][..],
+            "the margin target needs a 2-class model",
+        ),
+        (
+            &["--target", "top-class", "--masker", "inpaint"][..],
+            "--masker inpaint is for spectrogram images",
+        ),
+        (&["--target", "top-class", "--bands", "5,70"][..], "Nyquist"),
+    ] {
+        let err = failing(&explain(extra));
+        assert!(err.contains(wanted), "{extra:?}: {err}");
+    }
+
     // The low-pass experiment: the model evaluated, then one trained per cutoff, each curve
     // drawn and tabled.
     let curve = path("lowpass.png");

@@ -352,13 +352,12 @@ async fn waveform(a: &WaveformArgs) -> anyhow::Result<Canvas> {
     let id = literal(&a.window_id);
     let rows = sql(
         &lake,
-        &format!("SELECT station, channel_order, waveform FROM windows WHERE window_id = {id}"),
+        &format!("SELECT channel_order, waveform FROM windows WHERE window_id = {id}"),
     )
     .await?;
     let Some(row) = rows.iter().find(|b| b.num_rows() > 0) else {
         bail!("no window {} in the lake at {}", a.window_id, a.common.lake);
     };
-    let station = texts(std::slice::from_ref(row), "station")?.remove(0);
     let order = texts(std::slice::from_ref(row), "channel_order")?.remove(0);
     let samples = column(row, "waveform")?.as_list::<i32>().value(0);
     let samples: Vec<f32> = samples.as_primitive::<Float32Type>().values().to_vec();
@@ -403,14 +402,11 @@ async fn waveform(a: &WaveformArgs) -> anyhow::Result<Canvas> {
         .map(|i| (low[i], high[i], band_value[i]))
         .collect();
     let target = texts(&time, "target")?;
+    // Short enough for the figure's width at title size.
     let heading = format!(
-        "{} {station}  {}  {} evals  f(x)={:.3} base={:.3}",
+        "{} {} f={:.3} base={:.3}",
         a.window_id,
         target.first().map_or("", String::as_str),
-        floats(&time, "budget")?
-            .first()
-            .copied()
-            .unwrap_or(f64::NAN),
         floats(&time, "output")?
             .first()
             .copied()
