@@ -654,6 +654,47 @@ pub fn exact_shapley_game(
         .collect())
 }
 
+/// Owen values over the [`Hierarchy`] by their definition: at each split a region's sibling is
+/// absent or present with weight ½ each, down to single pixels, every context played. What
+/// [`partition_game`] reaches with a budget that expands everything; for small images only.
+pub fn exact_owen_game(game: &mut dyn Game, shape: Shape) -> Result<Vec<f64>, String> {
+    fn visit(
+        game: &mut dyn Game,
+        width: usize,
+        region: Region,
+        outside: &Coalition,
+        weight: f64,
+        out: &mut [f64],
+    ) -> Result<(), String> {
+        match region.halves() {
+            None => {
+                let with = outside.with(region, width);
+                let v = game.play(&[&with, outside])?;
+                out[region.r0 * width + region.c0] += weight * (v[0] - v[1]);
+            }
+            Some((a, b)) => {
+                for (me, sibling) in [(a, b), (b, a)] {
+                    visit(game, width, me, outside, weight / 2.0, out)?;
+                    let with = outside.with(sibling, width);
+                    visit(game, width, me, &with, weight / 2.0, out)?;
+                }
+            }
+        }
+        Ok(())
+    }
+    let mut out = vec![0.0; shape.pixels()];
+    let root = Hierarchy::new(shape).root();
+    visit(
+        game,
+        shape.width,
+        root,
+        &Coalition::empty(shape.pixels()),
+        1.0,
+        &mut out,
+    )?;
+    Ok(out)
+}
+
 /// Pearson correlation of two equally long value lists (fidelity against exact values).
 pub fn correlation(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len() as f64;

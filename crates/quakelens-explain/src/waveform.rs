@@ -165,6 +165,19 @@ pub fn exact_segments(
     exact_shapley_game(&mut game, grid, &cells, batch)
 }
 
+/// Owen values of each (channel, segment) on the partition's hierarchy by their definition
+/// (every context of every split played), the ground truth of [`explain_segments`] at a full
+/// budget; small grids only (the evaluations grow with players × 2^depth).
+pub fn exact_owen_segments(
+    model: &mut ModelFn<'_>,
+    x: &[f32],
+    segments: Segments,
+    masker: Masker,
+) -> Result<Vec<f64>, String> {
+    let mut game = segment_game(model, x, segments, masker)?;
+    crate::image::exact_owen_game(&mut game, segments.grid())
+}
+
 /// Bands explained at most: every coalition is played (2^bands evaluations).
 pub const MAX_BANDS: usize = 12;
 
@@ -302,31 +315,6 @@ mod tests {
         }
     }
 
-    /// Owen values by their definition on the partition's hierarchy: at each split, the
-    /// sibling is absent or present with weight ½ each, down to the single player.
-    fn owen(
-        v: &mut dyn FnMut(&Coalition) -> f64,
-        grid: Shape,
-        region: Region,
-        outside: &Coalition,
-        weight: f64,
-        out: &mut [f64],
-    ) {
-        match region.halves() {
-            None => {
-                let with = outside.with(region, grid.width);
-                out[region.r0 * grid.width + region.c0] += weight * (v(&with) - v(outside));
-            }
-            Some((a, b)) => {
-                for (me, sibling) in [(a, b), (b, a)] {
-                    owen(v, grid, me, outside, weight / 2.0, out);
-                    let with = outside.with(sibling, grid.width);
-                    owen(v, grid, me, &with, weight / 2.0, out);
-                }
-            }
-        }
-    }
-
     #[test]
     fn a_linear_model_gets_each_segments_own_term_and_each_bands_own_part() {
         let s = Segments::new(3, 40, 10).unwrap();
@@ -361,7 +349,6 @@ mod tests {
     fn partition_values_are_the_owen_values_of_the_hierarchy_and_add_up() {
         let s = Segments::new(3, 48, 12).unwrap();
         let x = window(3, 48, 3);
-        let grid = s.grid();
         for masker in [
             Masker::Constant(0.0),
             Masker::ChannelMean,
@@ -370,18 +357,7 @@ mod tests {
             let mut f = interacting(s);
             let full = explain_segments(&mut f, &x, s, masker, 100_000, 16).unwrap();
             assert!(full.additivity_error() < 1e-9, "{masker:?}");
-            let mut game = segment_game(&mut f, &x, s, masker).unwrap();
-            let mut v = |c: &Coalition| game.play(&[c]).unwrap()[0];
-            let mut want = vec![0.0; grid.pixels()];
-            let root = crate::image::Hierarchy::new(grid).root();
-            owen(
-                &mut v,
-                grid,
-                root,
-                &Coalition::empty(grid.pixels()),
-                1.0,
-                &mut want,
-            );
+            let want = exact_owen_segments(&mut f, &x, s, masker).unwrap();
             for (i, (got, want)) in full.values.iter().zip(&want).enumerate() {
                 assert!(
                     (got - want).abs() < 1e-9,
