@@ -737,6 +737,80 @@ fn train_conv1d_reads_a_waveform_lake_into_time_to_failure_classes() {
         out.contains("trained on 48 windows") && out.contains("| 5 | "),
         "{out}"
     );
+    // The study's 2-D CNN in the same experiment: trained per cutoff on spectrograms
+    // recomputed from the filtered samples, then a trained CNN2D evaluated on them.
+    let out = stdout(&quakelens(&[
+        "experiment",
+        "lowpass",
+        "--lake",
+        &lake,
+        "--arch",
+        "cnn2d",
+        "--classes",
+        "2",
+        "--epochs",
+        "1",
+        "--cutoffs",
+        "5",
+        "--out",
+        &curve,
+        "--quiet",
+    ]));
+    assert!(
+        out.contains("Cnn2d, 2 classes, trained on 48 windows") && out.contains("| 5 | "),
+        "{out}"
+    );
+    let cnn = path("models/cnn.safetensors");
+    quakelens(&[
+        "train", "cnn", "--lake", &lake, "--out", &cnn, "--epochs", "1", "--quiet",
+    ]);
+    let out = stdout(&quakelens(&[
+        "experiment",
+        "lowpass",
+        "--lake",
+        &lake,
+        "--arch",
+        "cnn2d",
+        "--classes",
+        "2",
+        "--model",
+        &cnn,
+        "--cutoffs",
+        "2,20",
+        "--out",
+        &curve,
+    ]));
+    assert!(
+        out.contains("Cnn2d, 2 classes, evaluated") && out.contains("| 20 | "),
+        "{out}"
+    );
+    let table = json(&d.join("lowpass.json"));
+    assert_eq!(table["arch"], "cnn2d");
+    assert_eq!(
+        table["cutoffs"][1]["metrics"]["recall"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let err = failing(&[
+        "experiment",
+        "lowpass",
+        "--lake",
+        &lake,
+        "--arch",
+        "cnn2d",
+        "--classes",
+        "4",
+        "--mainshock",
+        &mainshock,
+        "--out",
+        &curve,
+    ]);
+    assert!(
+        err.contains("the study's 2-D CNN separates 2 classes, not 4"),
+        "{err}"
+    );
     let err = failing(&[
         "experiment",
         "lowpass",

@@ -12,7 +12,7 @@ pub(crate) use file::{format_err, write_model_file};
 pub use file::{load_cnn, save_cnn, NativeCnn, CNN_ARCH, CNN_FORMAT, CNN_FORMAT_VERSION};
 pub use masked::{MaskedCnn, Step};
 pub use model::{CnnModel, CnnScore, ModelKind, MARGIN};
-pub use train::{train_cnn, CnnTrainConfig, CnnTrainReport, EpochReport};
+pub use train::{train_cnn, train_cnn_on, CnnTrainConfig, CnnTrainReport, EpochReport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CnnError {

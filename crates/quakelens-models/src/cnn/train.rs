@@ -152,16 +152,33 @@ fn labels_of(t: &Tensor) -> Vec<i32> {
         .collect()
 }
 
-/// Trains on the labelled `examples`; returns the variables of the best-validation epoch.
+/// Trains on the labelled `examples`, split by `cfg.split`; returns the variables of the
+/// best-validation epoch.
 pub fn train_cnn(
     examples: &[Example],
     cfg: &CnnTrainConfig,
     device: Device,
 ) -> Result<(nn::VarStore, Cnn2d, CnnTrainReport), CnnError> {
-    let started = std::time::Instant::now();
     let mut parts: [Vec<&Example>; 3] = Default::default();
     for e in examples.iter().filter(|e| e.label.is_some()) {
         parts[cfg.split.assign(&e.group) as usize].push(e);
+    }
+    train_cnn_on(parts, cfg, device)
+}
+
+/// [`train_cnn`] on sides chosen by the caller (train, valid, test; every example labelled),
+/// e.g. the paper's time-ordered split; `cfg.split` is not used.
+pub fn train_cnn_on(
+    parts: [Vec<&Example>; 3],
+    cfg: &CnnTrainConfig,
+    device: Device,
+) -> Result<(nn::VarStore, Cnn2d, CnnTrainReport), CnnError> {
+    let started = std::time::Instant::now();
+    if let Some(e) = parts.iter().flatten().find(|e| e.label.is_none()) {
+        return Err(CnnError::Input(format!(
+            "window {} has no label",
+            e.window_id
+        )));
     }
     let events = parts
         .each_ref()

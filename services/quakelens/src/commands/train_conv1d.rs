@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::Args;
 
-use quakelens_lake::Lake;
+use quakelens_lake::{Lake, LakeFormat};
 use quakelens_models::cnn::default_device;
 use quakelens_models::conv1d::{
     save_conv1d, train_conv1d, ClassedWindow, Conv1dTrainConfig, WaveformModel,
@@ -117,6 +117,8 @@ impl TtfArgs {
 
 /// A waveform lake's windows with the paper's classes and split.
 pub(super) struct PaperData {
+    /// What the lake's windows are (the 2-D CNN's spectrograms are recomputed with it).
+    pub format: LakeFormat,
     pub examples: Vec<Example>,
     pub labels: TtfLabels,
     pub sides: HashMap<String, Split>,
@@ -141,9 +143,12 @@ impl PaperData {
             filter: common.filter.clone(),
             ..Selection::default()
         };
-        let examples = runtime()?.block_on(async {
+        let (format, examples) = runtime()?.block_on(async {
             let lake = Lake::open(&common.lake).await?;
-            anyhow::Ok(load_examples(&lake, &sel).await?)
+            let format = *lake
+                .format()
+                .ok_or_else(|| anyhow::anyhow!("the lake at {} holds no windows", common.lake))?;
+            anyhow::Ok((format, load_examples(&lake, &sel).await?))
         })?;
         if examples.is_empty() {
             bail!(
@@ -154,6 +159,7 @@ impl PaperData {
         let labels = ttf.labels(&examples, common.seed)?;
         let sides = labels.split(mode, &plan);
         Ok(Self {
+            format,
             examples,
             labels,
             sides,
