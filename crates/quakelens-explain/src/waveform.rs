@@ -383,7 +383,7 @@ mod tests {
         let mut f = linear(vec![1.0; 300]);
         let e = explain_segments(&mut f, &[0.0; 299], s, Masker::Constant(0.0), 10, 1).unwrap_err();
         assert!(e.contains("299 values"), "{e}");
-        let q = crate::image::Quantization::of_batch([&[0.0f32, 1.0][..]].into_iter()).unwrap();
+        let q = crate::image::Quantization::of_batch([&[0.0f32, 1.0][..]]).unwrap();
         let e = explain_segments(&mut f, &[0.0; 300], s, Masker::Inpaint(q), 10, 1).unwrap_err();
         assert!(e.contains("image masker"), "{e}");
         let many = Bands::new((1..13).map(|c| c as f64 * 3.0).collect(), 100.0).unwrap();

@@ -96,7 +96,7 @@ impl Bands {
                 // The inverse transform wants real DC and Nyquist terms; rounding may leave a
                 // trace of an imaginary part there.
                 band_spectrum[0].im = 0.0;
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     band_spectrum[n / 2].im = 0.0;
                 }
                 inverse
