@@ -799,7 +799,7 @@ pub fn expected_gradients(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const SMALL: Shape = Shape {
@@ -813,7 +813,7 @@ mod tests {
         width: 153,
     };
 
-    fn image(shape: Shape, seed: u64) -> Vec<f32> {
+    pub(crate) fn image(shape: Shape, seed: u64) -> Vec<f32> {
         let mut s = seed;
         (0..shape.len())
             .map(|_| {
@@ -826,7 +826,7 @@ mod tests {
     }
 
     /// f = Σ w·x: every pixel's Shapley value is its own term.
-    fn linear(w: Vec<f32>) -> impl FnMut(&[f32], usize) -> Result<Vec<f64>, String> {
+    pub(crate) fn linear(w: Vec<f32>) -> impl FnMut(&[f32], usize) -> Result<Vec<f64>, String> {
         move |images, n| {
             Ok(images
                 .chunks(images.len() / n)

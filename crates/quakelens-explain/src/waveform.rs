@@ -275,25 +275,15 @@ pub fn explain_bands(
 mod tests {
     use super::*;
 
-    fn window(channels: usize, samples: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..channels * samples)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-            })
-            .collect()
-    }
+    use crate::image::tests::{image, linear};
 
-    fn linear(w: Vec<f32>) -> impl FnMut(&[f32], usize) -> Result<Vec<f64>, String> {
-        move |xs, n| {
-            Ok(xs
-                .chunks(xs.len() / n)
-                .map(|x| x.iter().zip(&w).map(|(a, b)| (a * b) as f64).sum())
-                .collect())
-        }
+    fn window(channels: usize, samples: usize, seed: u64) -> Vec<f32> {
+        let shape = Shape {
+            channels,
+            height: 1,
+            width: samples,
+        };
+        image(shape, seed)
     }
 
     /// Products of segment energies across channels: interactions the hierarchy groups.

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn quakelens(args: &[&str]) -> Output {
+fn quakelens<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_quakelens"))
         .args(args)
         .output()
@@ -470,7 +470,7 @@ fn import_conv1d_turns_a_state_dict_into_a_model_file_and_refuses_others() {
 }
 
 /// Runs quakelens expecting failure; returns stderr.
-fn failing(args: &[&str]) -> String {
+fn failing<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_quakelens"))
         .args(args)
         .output()
@@ -687,11 +687,21 @@ fn train_conv1d_reads_a_waveform_lake_into_time_to_failure_classes() {
     // The low-pass experiment: the model evaluated, then one trained per cutoff, each curve
     // drawn and tabled.
     let curve = path("lowpass.png");
-    let out = stdout(&quakelens(&[
-        "experiment",
-        "lowpass",
-        "--lake",
-        &lake,
+    let lowpass = |extra: &[&str]| -> Vec<String> {
+        [
+            "experiment",
+            "lowpass",
+            "--lake",
+            lake.as_str(),
+            "--out",
+            curve.as_str(),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let out = stdout(&quakelens(&lowpass(&[
         "--classes",
         "4",
         "--mainshock",
@@ -700,9 +710,7 @@ fn train_conv1d_reads_a_waveform_lake_into_time_to_failure_classes() {
         &model,
         "--cutoffs",
         "2,20",
-        "--out",
-        &curve,
-    ]));
+    ])));
     assert!(
         out.contains("| 2 | ") && out.contains("| 20 | ") && out.contains("| none | "),
         "{out}"
@@ -718,32 +726,22 @@ fn train_conv1d_reads_a_waveform_lake_into_time_to_failure_classes() {
     assert_eq!(cuts.len(), 2);
     assert_eq!(cuts[0]["metrics"]["n"], table["unfiltered"]["n"]);
     assert_eq!(cuts[1]["metrics"]["recall"].as_array().unwrap().len(), 4);
-    let out = stdout(&quakelens(&[
-        "experiment",
-        "lowpass",
-        "--lake",
-        &lake,
+    let out = stdout(&quakelens(&lowpass(&[
         "--classes",
         "2",
         "--epochs",
         "1",
         "--cutoffs",
         "5",
-        "--out",
-        &curve,
         "--quiet",
-    ]));
+    ])));
     assert!(
         out.contains("trained on 48 windows") && out.contains("| 5 | "),
         "{out}"
     );
     // The study's 2-D CNN in the same experiment: trained per cutoff on spectrograms
     // recomputed from the filtered samples, then a trained CNN2D evaluated on them.
-    let out = stdout(&quakelens(&[
-        "experiment",
-        "lowpass",
-        "--lake",
-        &lake,
+    let out = stdout(&quakelens(&lowpass(&[
         "--arch",
         "cnn2d",
         "--classes",
@@ -752,10 +750,8 @@ fn train_conv1d_reads_a_waveform_lake_into_time_to_failure_classes() {
         "1",
         "--cutoffs",
         "5",
-        "--out",
-        &curve,
         "--quiet",
-    ]));
+    ])));
     assert!(
         out.contains("Cnn2d, 2 classes, trained on 48 windows") && out.contains("| 5 | "),
         "{out}"
@@ -764,11 +760,7 @@ fn train_conv1d_reads_a_waveform_lake_into_time_to_failure_classes() {
     quakelens(&[
         "train", "cnn", "--lake", &lake, "--out", &cnn, "--epochs", "1", "--quiet",
     ]);
-    let out = stdout(&quakelens(&[
-        "experiment",
-        "lowpass",
-        "--lake",
-        &lake,
+    let out = stdout(&quakelens(&lowpass(&[
         "--arch",
         "cnn2d",
         "--classes",
@@ -777,9 +769,7 @@ fn train_conv1d_reads_a_waveform_lake_into_time_to_failure_classes() {
         &cnn,
         "--cutoffs",
         "2,20",
-        "--out",
-        &curve,
-    ]));
+    ])));
     assert!(
         out.contains("Cnn2d, 2 classes, evaluated") && out.contains("| 20 | "),
         "{out}"
@@ -793,47 +783,21 @@ fn train_conv1d_reads_a_waveform_lake_into_time_to_failure_classes() {
             .len(),
         2
     );
-    let err = failing(&[
-        "experiment",
-        "lowpass",
-        "--lake",
-        &lake,
+    let err = failing(&lowpass(&[
         "--arch",
         "cnn2d",
         "--classes",
         "4",
         "--mainshock",
         &mainshock,
-        "--out",
-        &curve,
-    ]);
+    ]));
     assert!(
         err.contains("the study's 2-D CNN separates 2 classes, not 4"),
         "{err}"
     );
-    let err = failing(&[
-        "experiment",
-        "lowpass",
-        "--lake",
-        &lake,
-        "--classes",
-        "2",
-        "--model",
-        &model,
-        "--out",
-        &curve,
-    ]);
+    let err = failing(&lowpass(&["--classes", "2", "--model", &model]));
     assert!(err.contains("the model's classes (pre_early"), "{err}");
-    let err = failing(&[
-        "experiment",
-        "lowpass",
-        "--lake",
-        &lake,
-        "--cutoffs",
-        "60",
-        "--out",
-        &curve,
-    ]);
+    let err = failing(&lowpass(&["--cutoffs", "60"]));
     assert!(
         err.contains("below the Nyquist frequency 50 Hz (got 60 Hz)"),
         "{err}"

@@ -10,10 +10,10 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 
 use quakelens_explain::image::{Masker, Part, Quantization, Shape};
-use quakelens_lake::{Lake, LakeLocation, LakeWriter, Table, WindowKey};
+use quakelens_lake::{Lake, LakeFormat, LakeLocation, LakeWriter, Table, WindowKey};
 use quakelens_models::cnn::{default_device, CnnModel};
 use quakelens_models::conv1d::{is_conv1d_file, WaveformModel};
-use quakelens_models::dataset::{load_examples, Selection};
+use quakelens_models::dataset::{load_examples, Example, Selection};
 use quakelens_pipeline::score::{cnn_explanation, cnn_explanation_part, ExplainTarget};
 use quakelens_pipeline::stages::cnn_parts::add_parts;
 use quakelens_pipeline::stages::explainer::MAX_PARTS;
@@ -112,30 +112,20 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let model = CnnModel::load(&args.cnn, default_device()?)
         .with_context(|| format!("loading {}", args.cnn.display()))?;
     let rt = runtime()?;
-    let (format, mut examples) = rt.block_on(async {
-        let lake = Lake::open(&args.lake).await?;
-        let format = *lake
-            .format()
-            .ok_or_else(|| anyhow::anyhow!("the lake at {} holds no windows", args.lake))?;
-        let mut conditions: Vec<String> = args.filter.iter().map(|f| format!("({f})")).collect();
-        if lake.has(Table::CnnShap) {
-            let same_target = match target {
-                ExplainTarget::Margin => "target = 'margin'",
-                ExplainTarget::TopClass => "target LIKE 'logit:%'",
-            };
-            conditions.push(format!(
-                "w.window_id NOT IN (SELECT DISTINCT window_id FROM cnn_shap WHERE model_hash = {} AND method = {} AND {same_target})",
-                literal(&model.hash.0),
-                literal(method)
-            ));
-        }
-        let sel = Selection {
-            spectrograms: true,
-            filter: (!conditions.is_empty()).then(|| conditions.join(" AND ")),
-            ..Selection::default()
-        };
-        anyhow::Ok((format, load_examples(&lake, &sel).await?))
-    })?;
+    let same_target = match target {
+        ExplainTarget::Margin => "target = 'margin'",
+        ExplainTarget::TopClass => "target LIKE 'logit:%'",
+    };
+    let done = format!(
+        "SELECT DISTINCT window_id FROM cnn_shap WHERE model_hash = {} AND method = {} AND {same_target}",
+        literal(&model.hash.0),
+        literal(method)
+    );
+    let sel = Selection {
+        spectrograms: true,
+        ..Selection::default()
+    };
+    let (format, mut examples) = rt.block_on(unexplained(&args, Table::CnnShap, &done, sel))?;
     let [channels, height, width] = format.shape;
     let shape = Shape {
         channels,
@@ -263,28 +253,15 @@ fn explain_waveforms(args: &ExplainArgs, target: ExplainTarget) -> anyhow::Resul
     let model = WaveformModel::load(&args.cnn, default_device()?)
         .with_context(|| format!("loading {}", args.cnn.display()))?;
     let rt = runtime()?;
-    let (format, mut examples) = rt.block_on(async {
-        let lake = Lake::open(&args.lake).await?;
-        let format = *lake
-            .format()
-            .ok_or_else(|| anyhow::anyhow!("the lake at {} holds no windows", args.lake))?;
-        let mut conditions: Vec<String> = args.filter.iter().map(|f| format!("({f})")).collect();
-        if lake.has(Table::WaveformShap) {
-            conditions.push(format!(
-                "w.window_id NOT IN (SELECT DISTINCT window_id FROM waveform_shap WHERE model_hash = {} AND method = 'partition')",
-                literal(&model.hash.0)
-            ));
-        }
-        let sel = Selection {
-            waveforms: true,
-            filter: (!conditions.is_empty()).then(|| conditions.join(" AND ")),
-            ..Selection::default()
-        };
-        let examples = load_examples(&lake, &sel)
-            .await
-            .with_context(|| format!("explaining {}", args.cnn.display()))?;
-        anyhow::Ok((format, examples))
-    })?;
+    let done = format!(
+        "SELECT DISTINCT window_id FROM waveform_shap WHERE model_hash = {} AND method = 'partition'",
+        literal(&model.hash.0)
+    );
+    let sel = Selection {
+        waveforms: true,
+        ..Selection::default()
+    };
+    let (format, mut examples) = rt.block_on(unexplained(args, Table::WaveformShap, &done, sel))?;
     examples.sort_by(|a, b| a.window_id.cmp(&b.window_id));
     examples.truncate(args.limit.unwrap_or(usize::MAX));
     let mut writer = rt.block_on(LakeWriter::open(&args.lake, format))?;
@@ -316,4 +293,30 @@ fn explain_waveforms(args: &ExplainArgs, target: ExplainTarget) -> anyhow::Resul
         seconds / examples.len().max(1) as f64,
     );
     Ok(())
+}
+
+/// The lake's format and its windows (read as `sel` says) that match --filter and are not among
+/// `done` (the ids a query on `table` gives), once `table` exists.
+async fn unexplained(
+    args: &ExplainArgs,
+    table: Table,
+    done: &str,
+    sel: Selection,
+) -> anyhow::Result<(LakeFormat, Vec<Example>)> {
+    let lake = Lake::open(&args.lake).await?;
+    let format = *lake
+        .format()
+        .ok_or_else(|| anyhow::anyhow!("the lake at {} holds no windows", args.lake))?;
+    let mut conditions: Vec<String> = args.filter.iter().map(|f| format!("({f})")).collect();
+    if lake.has(table) {
+        conditions.push(format!("w.window_id NOT IN ({done})"));
+    }
+    let sel = Selection {
+        filter: (!conditions.is_empty()).then(|| conditions.join(" AND ")),
+        ..sel
+    };
+    let examples = load_examples(&lake, &sel)
+        .await
+        .with_context(|| format!("explaining {}", args.cnn.display()))?;
+    Ok((format, examples))
 }
