@@ -219,6 +219,14 @@ async fn commits_carry_positions_that_a_new_writer_reads_back() {
     assert_eq!(scalar(&old, "SELECT count(*) FROM windows").await, "4");
 }
 
+/// The position `v` of source partition `p` of topic windows, as a sink records it.
+fn txn(p: usize, v: i64) -> Vec<Txn> {
+    vec![Txn {
+        app_id: format!("lake/windows/{p}"),
+        version: v,
+    }]
+}
+
 /// `write` retried the way a sink retries: transient errors again (a few times), others out.
 async fn with_retries(
     writer: &mut LakeWriter,
@@ -259,12 +267,6 @@ async fn writers_racing_to_create_and_append_each_land_every_row_once() {
             LakeWriter::open(&at, FORMAT).await.unwrap(),
             LakeWriter::open(&at, FORMAT).await.unwrap(),
         );
-        let txn = |p: usize, v: i64| {
-            vec![Txn {
-                app_id: format!("lake/windows/{p}"),
-                version: v,
-            }]
-        };
         for step in 0..2 {
             let (rows_a, rows_b) = (
                 &all[step * 4..step * 4 + 2],
@@ -304,14 +306,8 @@ async fn an_append_after_another_writers_metadata_change_lands_on_retry() {
     let dir = tempfile::tempdir().unwrap();
     let at = location(dir.path());
     let all = records();
-    let txn = |v: i64| {
-        vec![Txn {
-            app_id: "lake/windows/0".into(),
-            version: v,
-        }]
-    };
     let mut writer = LakeWriter::open(&at, FORMAT).await.unwrap();
-    writer.write_windows(&all[..4], &txn(4)).await.unwrap();
+    writer.write_windows(&all[..4], &txn(0, 4)).await.unwrap();
     let table = deltalake::DeltaTableBuilder::from_url(at.table_url(Table::Windows))
         .unwrap()
         .load()
@@ -330,7 +326,7 @@ async fn an_append_after_another_writers_metadata_change_lands_on_retry() {
         )
         .await
         .unwrap();
-    with_retries(&mut writer, &all[4..], &txn(8))
+    with_retries(&mut writer, &all[4..], &txn(0, 8))
         .await
         .unwrap_or_else(|e| panic!("the append after a metadata change: {e}"));
     let lake = Lake::open(&at).await.unwrap();
@@ -345,12 +341,6 @@ async fn a_commit_for_a_source_another_writer_took_over_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let at = location(dir.path());
     let all = records();
-    let txn = |p: usize, v: i64| {
-        vec![Txn {
-            app_id: format!("lake/windows/{p}"),
-            version: v,
-        }]
-    };
     let mut a = LakeWriter::open(&at, FORMAT).await.unwrap();
     a.write_windows(&all[..2], &txn(0, 2)).await.unwrap();
     let mut b = LakeWriter::open(&at, FORMAT).await.unwrap();
