@@ -61,8 +61,10 @@ pub struct ExplainArgs {
     /// Model evaluations per window (shap's max_evals).
     #[arg(long, default_value_t = 1000)]
     max_evals: usize,
-    #[arg(long, value_enum, default_value_t = MaskerChoice::Blur)]
-    masker: MaskerChoice,
+    /// What a removed cell becomes: default blur for a spectrogram CNN, zero (silence) for a
+    /// waveform CNN, where a blurred segment would keep its low frequencies.
+    #[arg(long, value_enum)]
+    masker: Option<MaskerChoice>,
     /// σ in pixels for the blur masker (in samples for a waveform CNN).
     #[arg(long, default_value_t = 2.0)]
     blur: f32,
@@ -108,7 +110,8 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     if is_conv1d_file(&args.cnn)? {
         return explain_waveforms(&args, target);
     }
-    let method = args.masker.method();
+    let masker_choice = args.masker.unwrap_or(MaskerChoice::Blur);
+    let method = masker_choice.method();
     let model = CnnModel::load(&args.cnn, default_device()?)
         .with_context(|| format!("loading {}", args.cnn.display()))?;
     let rt = runtime()?;
@@ -149,7 +152,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut windows_written = 0;
     for batch in examples.chunks(args.batch) {
-        let (masker, batch_id) = match args.masker {
+        let (masker, batch_id) = match masker_choice {
             MaskerChoice::Blur => (Masker::Blur { sigma: args.blur }, None),
             MaskerChoice::Mean => (Masker::ChannelMean, None),
             MaskerChoice::Zero => (Masker::Constant(0.0), None),
@@ -208,7 +211,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     println!(
         "cnn_shap  {windows_written} windows explained ({method}, {} evaluations, {:?} masker, {} output) in {seconds:.1} s ({:.3} s/window), {} rows each; largest additivity error {worst:.1e}",
         args.max_evals,
-        args.masker,
+        masker_choice,
         target.name(),
         seconds / examples.len().max(1) as f64,
         shape.len()
@@ -220,7 +223,8 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
 /// `waveform_shap`.
 fn explain_waveforms(args: &ExplainArgs, target: ExplainTarget) -> anyhow::Result<()> {
     let rate = quakelens_signal::TARGET_RATE_HZ;
-    let masker = match args.masker {
+    let masker_choice = args.masker.unwrap_or(MaskerChoice::Zero);
+    let masker = match masker_choice {
         MaskerChoice::Blur => Masker::Blur { sigma: args.blur },
         MaskerChoice::Mean => Masker::ChannelMean,
         MaskerChoice::Zero => Masker::Constant(0.0),
@@ -287,7 +291,7 @@ fn explain_waveforms(args: &ExplainArgs, target: ExplainTarget) -> anyhow::Resul
         examples.len(),
         args.segment_s,
         args.max_evals,
-        args.masker,
+        masker_choice,
         args.bands,
         target.name(),
         seconds / examples.len().max(1) as f64,
