@@ -151,7 +151,13 @@ pub fn exact_segments(
     batch: usize,
 ) -> Result<Vec<f64>, String> {
     let grid = segments.grid();
-    let cells: Vec<Region> = (0..grid.height)
+    let mut game = segment_game(model, x, segments, masker)?;
+    exact_shapley_game(&mut game, grid, &cells(grid), batch)
+}
+
+/// Every pixel of `grid` as a player of its own, row by row.
+fn cells(grid: Shape) -> Vec<Region> {
+    (0..grid.height)
         .flat_map(|r| {
             (0..grid.width).map(move |c| Region {
                 r0: r,
@@ -160,9 +166,7 @@ pub fn exact_segments(
                 c1: c + 1,
             })
         })
-        .collect();
-    let mut game = segment_game(model, x, segments, masker)?;
-    exact_shapley_game(&mut game, grid, &cells, batch)
+        .collect()
 }
 
 /// Owen values of each (channel, segment) on the partition's hierarchy by their definition
@@ -204,25 +208,8 @@ impl Game for BandGame<'_, '_> {
     }
 }
 
-/// Exact Shapley values of frequency bands (removed by band-stop masking of all channels).
-#[derive(Clone, Debug, PartialEq)]
-pub struct BandAttribution {
-    /// One per band, lowest first.
-    pub values: Vec<f64>,
-    /// The output at the window and with every band removed (a silent window).
-    pub f_window: f64,
-    pub f_removed: f64,
-    pub evaluations: usize,
-}
-
-impl BandAttribution {
-    /// |Σ values − (f(window) − f(removed))|.
-    pub fn additivity_error(&self) -> f64 {
-        (self.values.iter().sum::<f64>() - (self.f_window - self.f_removed)).abs()
-    }
-}
-
-/// The bands' exact Shapley values for window `x` (`channels` traces at `rate_hz`).
+/// The bands' exact Shapley values for window `x` (`channels` traces at `rate_hz`), lowest band
+/// first; the background is the window with every band removed (a silent window).
 pub fn explain_bands(
     model: &mut ModelFn<'_>,
     x: &[f32],
@@ -230,7 +217,7 @@ pub fn explain_bands(
     rate_hz: f64,
     bands: &Bands,
     batch: usize,
-) -> Result<BandAttribution, String> {
+) -> Result<Attribution, String> {
     if bands.len() > MAX_BANDS {
         return Err(format!(
             "{} bands: at most {MAX_BANDS} (every coalition of bands is played)",
@@ -243,30 +230,19 @@ pub fn explain_bands(
         height: 1,
         width: bands.len(),
     };
-    let players: Vec<Region> = (0..bands.len())
-        .map(|b| Region {
-            r0: 0,
-            r1: 1,
-            c0: b,
-            c1: b + 1,
-        })
-        .collect();
     let mut game = BandGame {
         model,
         parts,
         inputs: Vec::new(),
     };
-    let values = exact_shapley_game(&mut game, grid, &players, batch)?;
-    let all = players
-        .iter()
-        .fold(Coalition::empty(grid.pixels()), |c, r| {
-            c.with(*r, grid.width)
-        });
-    let ends = game.play(&[&all, &Coalition::empty(grid.pixels())])?;
-    Ok(BandAttribution {
+    let values = exact_shapley_game(&mut game, grid, &cells(grid), batch)?;
+    let empty = Coalition::empty(grid.pixels());
+    let all = empty.with(crate::image::Hierarchy::new(grid).root(), grid.width);
+    let ends = game.play(&[&all, &empty])?;
+    Ok(Attribution {
         values,
-        f_window: ends[0],
-        f_removed: ends[1],
+        f_image: ends[0],
+        f_background: ends[1],
         evaluations: (1 << bands.len()) + 2,
     })
 }
@@ -331,7 +307,7 @@ mod tests {
             let term: f64 = p.iter().zip(&w).map(|(a, b)| a * *b as f64).sum();
             assert!((b.values[k] - term).abs() < 1e-4, "band {k}");
         }
-        assert!(b.f_removed.abs() < 1e-9 && b.additivity_error() < 1e-4);
+        assert!(b.f_background.abs() < 1e-9 && b.additivity_error() < 1e-4);
         assert_eq!(b.evaluations, 10);
     }
 

@@ -103,9 +103,9 @@ fn the_real_networks_time_and_band_explanations_are_exact_and_add_up() {
     let b = explain_bands(&mut margin, &x, CHANNELS, 100.0, &bands, 32).unwrap();
     let silent = margin(&vec![0.0; CHANNELS * SAMPLES], 1).unwrap()[0];
     assert!(
-        (b.f_removed - silent).abs() < 1e-6,
+        (b.f_background - silent).abs() < 1e-6,
         "{} vs {silent}",
-        b.f_removed
+        b.f_background
     );
     assert!(
         b.additivity_error() <= 1e-5 * scale(&b.values).max(1.0),

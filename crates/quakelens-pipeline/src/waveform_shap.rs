@@ -115,8 +115,8 @@ pub fn waveform_explanations(
             method: "bandstop".into(),
             target,
             budget: b.evaluations as i32,
-            output: b.f_window,
-            base_value: b.f_removed,
+            output: b.f_image,
+            base_value: b.f_background,
             cells: b
                 .values
                 .iter()
