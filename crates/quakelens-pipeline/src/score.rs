@@ -382,6 +382,31 @@ impl ExplainTarget {
             ExplainTarget::TopClass => "top-class",
         }
     }
+
+    /// The output coefficients of this target for a model with `classes`, and the name recorded
+    /// with the values (`margin`, or `logit:<class>`); `logits` (the model's at the window) is
+    /// asked for only by the top-class target. The margin needs two classes.
+    pub fn coefficients(
+        self,
+        classes: &[String],
+        logits: impl FnOnce() -> Result<Vec<f32>, String>,
+    ) -> Result<(Vec<f64>, String), String> {
+        match self {
+            ExplainTarget::Margin if classes.len() == 2 => {
+                Ok((quakelens_models::cnn::MARGIN.to_vec(), "margin".into()))
+            }
+            ExplainTarget::Margin => Err(format!(
+                "the margin target needs a 2-class model, this one has {} classes: use --target top-class",
+                classes.len()
+            )),
+            ExplainTarget::TopClass => {
+                let k = quakelens_lake::predicted_index(&logits()?);
+                let mut c = vec![0.0; classes.len()];
+                c[k] = 1.0;
+                Ok((c, format!("logit:{}", classes[k])))
+            }
+        }
+    }
 }
 
 impl std::str::FromStr for ExplainTarget {
@@ -397,24 +422,19 @@ impl std::str::FromStr for ExplainTarget {
     }
 }
 
-/// The output coefficients of `target` at window `x`, and the name recorded with the values
-/// (`margin`, or `logit:<class>`).
+/// The output coefficients of `target` for the CNN at window `x` (see
+/// [`ExplainTarget::coefficients`]).
 pub fn target_output(
     model: &CnnModel,
     x: &[f32],
     target: ExplainTarget,
 ) -> Result<(Vec<f64>, String), String> {
-    match target {
-        ExplainTarget::Margin => Ok((quakelens_models::cnn::MARGIN.to_vec(), "margin".into())),
-        ExplainTarget::TopClass => {
-            let logits = model.logits(x, 1).map_err(|e| e.to_string())?;
-            let k = quakelens_lake::predicted_index(&logits[0]);
-            let classes = model.classes();
-            let mut c = vec![0.0; classes.len()];
-            c[k] = 1.0;
-            Ok((c, format!("logit:{}", classes[k])))
-        }
-    }
+    target.coefficients(&model.classes(), || {
+        model
+            .logits(x, 1)
+            .map(|l| l[0].to_vec())
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// Image SHAP of one window's spectrogram for `model`'s `target` output: the partition

@@ -25,30 +25,6 @@ pub struct WaveformExplainConfig {
     pub batch: usize,
 }
 
-/// The output coefficients of `target` for `model` at window `x`, and the recorded name.
-fn target_output(
-    model: &WaveformModel,
-    x: &[f32],
-    target: ExplainTarget,
-) -> Result<(Vec<f64>, String), String> {
-    match target {
-        ExplainTarget::Margin if model.classes.len() == 2 => {
-            Ok((quakelens_models::cnn::MARGIN.to_vec(), "margin".into()))
-        }
-        ExplainTarget::Margin => Err(format!(
-            "the margin target needs a 2-class model, this one has {} classes: use --target top-class",
-            model.classes.len()
-        )),
-        ExplainTarget::TopClass => {
-            let logits = model.logits(x, 1).map_err(|e| e.to_string())?;
-            let k = quakelens_lake::predicted_index(&logits);
-            let mut c = vec![0.0; model.classes.len()];
-            c[k] = 1.0;
-            Ok((c, format!("logit:{}", model.classes[k])))
-        }
-    }
-}
-
 /// The time explanation and (with bands) the frequency explanation of window `x`, sampled at
 /// `rate_hz`, `[channel][sample]`.
 pub fn waveform_explanations(
@@ -68,7 +44,12 @@ pub fn waveform_explanations(
     }
     let length = (cfg.segment_s * rate_hz).round() as usize;
     let segments = Segments::new(channels, samples, length).map_err(at)?;
-    let (output, target) = target_output(model, x, cfg.target).map_err(at)?;
+    let (output, target) = cfg
+        .target
+        .coefficients(&model.classes, || {
+            model.logits(x, 1).map_err(|e| e.to_string())
+        })
+        .map_err(at)?;
     let classes = model.classes.len();
     let mut f = |xs: &[f32], n: usize| -> Result<Vec<f64>, String> {
         let logits = model.logits(xs, n).map_err(|e| e.to_string())?;
