@@ -278,21 +278,44 @@ fn grid(lake: &Lake, channel_order: &str) -> anyhow::Result<Grid> {
     })
 }
 
+/// The batch holding window `window_id`'s `columns` (ids are unique: its first row), or an
+/// error naming the lake.
+async fn window_row(
+    lake: &Lake,
+    common: &Common,
+    window_id: &str,
+    columns: &str,
+) -> anyhow::Result<RecordBatch> {
+    let q = format!(
+        "SELECT {columns} FROM windows WHERE window_id = {}",
+        literal(window_id)
+    );
+    let rows = sql(lake, &q).await?;
+    match rows.into_iter().find(|b| b.num_rows() > 0) {
+        Some(row) => Ok(row),
+        None => bail!("no window {window_id} in the lake at {}", common.lake),
+    }
+}
+
+/// The first row's `List<Float32>` column `name`.
+fn float_list(row: &RecordBatch, name: &str) -> anyhow::Result<Vec<f32>> {
+    let list = column(row, name)?.as_list::<i32>().value(0);
+    Ok(list.as_primitive::<Float32Type>().values().to_vec())
+}
+
 async fn window(a: &WindowArgs) -> anyhow::Result<Canvas> {
     let lake = open(&a.common.lake).await?;
     let id = literal(&a.window_id);
-    let rows = sql(
+    let row = window_row(
         &lake,
-        &format!("SELECT station, channel_order, spectrogram FROM windows WHERE window_id = {id}"),
+        &a.common,
+        &a.window_id,
+        "station, channel_order, spectrogram",
     )
     .await?;
-    let Some(row) = rows.iter().find(|b| b.num_rows() > 0) else {
-        bail!("no window {} in the lake at {}", a.window_id, a.common.lake);
-    };
-    let station = texts(std::slice::from_ref(row), "station")?.remove(0);
-    let order = texts(std::slice::from_ref(row), "channel_order")?.remove(0);
-    let spec = column(row, "spectrogram")?.as_list::<i32>().value(0);
-    let spectrogram: Vec<f32> = spec.as_primitive::<Float32Type>().values().to_vec();
+    let station = texts(std::slice::from_ref(&row), "station")?.remove(0);
+    let order = texts(std::slice::from_ref(&row), "channel_order")?.remove(0);
+    let spectrogram = float_list(&row, "spectrogram")?;
 
     let condition = format!("window_id = {id} AND method = {}", literal(&a.method));
     let model = model_of(&lake, "cnn_shap", &condition, &a.common.model).await?;
@@ -350,17 +373,9 @@ async fn waveform(a: &WaveformArgs) -> anyhow::Result<Canvas> {
         );
     }
     let id = literal(&a.window_id);
-    let rows = sql(
-        &lake,
-        &format!("SELECT channel_order, waveform FROM windows WHERE window_id = {id}"),
-    )
-    .await?;
-    let Some(row) = rows.iter().find(|b| b.num_rows() > 0) else {
-        bail!("no window {} in the lake at {}", a.window_id, a.common.lake);
-    };
-    let order = texts(std::slice::from_ref(row), "channel_order")?.remove(0);
-    let samples = column(row, "waveform")?.as_list::<i32>().value(0);
-    let samples: Vec<f32> = samples.as_primitive::<Float32Type>().values().to_vec();
+    let row = window_row(&lake, &a.common, &a.window_id, "channel_order, waveform").await?;
+    let order = texts(std::slice::from_ref(&row), "channel_order")?.remove(0);
+    let samples = float_list(&row, "waveform")?;
     let condition = format!("window_id = {id}");
     let model = model_of(&lake, "waveform_shap", &condition, &a.common.model).await?;
     let cells = |method: &str, order_by: &str| {
