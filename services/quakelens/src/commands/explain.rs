@@ -44,6 +44,17 @@ impl MaskerChoice {
             _ => "partition",
         }
     }
+
+    /// The masker when it sees one window at a time (blur σ `blur`); `None` for inpainting,
+    /// whose 8-bit range is a batch's.
+    fn per_window(self, blur: f32) -> Option<Masker> {
+        match self {
+            MaskerChoice::Blur => Some(Masker::Blur { sigma: blur }),
+            MaskerChoice::Mean => Some(Masker::ChannelMean),
+            MaskerChoice::Zero => Some(Masker::Constant(0.0)),
+            MaskerChoice::Inpaint => None,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -128,7 +139,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         spectrograms: true,
         ..Selection::default()
     };
-    let (format, mut examples) = rt.block_on(unexplained(&args, Table::CnnShap, &done, sel))?;
+    let (format, examples) = rt.block_on(unexplained(&args, Table::CnnShap, &done, sel))?;
     let [channels, height, width] = format.shape;
     let shape = Shape {
         channels,
@@ -144,19 +155,15 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     }
     model.check_input(&format.input)?;
     let axes = spectrogram_axes(format.shape).map_err(anyhow::Error::msg)?;
-    examples.sort_by(|a, b| a.window_id.cmp(&b.window_id));
-    examples.truncate(args.limit.unwrap_or(usize::MAX));
     let mut writer = rt.block_on(LakeWriter::open(&args.lake, format))?;
     let started = Instant::now();
     let mut worst = 0.0f64;
     let mut rows = Vec::new();
     let mut windows_written = 0;
     for batch in examples.chunks(args.batch) {
-        let (masker, batch_id) = match masker_choice {
-            MaskerChoice::Blur => (Masker::Blur { sigma: args.blur }, None),
-            MaskerChoice::Mean => (Masker::ChannelMean, None),
-            MaskerChoice::Zero => (Masker::Constant(0.0), None),
-            MaskerChoice::Inpaint => {
+        let (masker, batch_id) = match masker_choice.per_window(args.blur) {
+            Some(m) => (m, None),
+            None => {
                 let q = Quantization::of_batch(batch.iter().map(|e| &e.spectrogram[..]))
                     .with_context(|| {
                         format!(
@@ -224,13 +231,10 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
 fn explain_waveforms(args: &ExplainArgs, target: ExplainTarget) -> anyhow::Result<()> {
     let rate = quakelens_signal::TARGET_RATE_HZ;
     let masker_choice = args.masker.unwrap_or(MaskerChoice::Zero);
-    let masker = match masker_choice {
-        MaskerChoice::Blur => Masker::Blur { sigma: args.blur },
-        MaskerChoice::Mean => Masker::ChannelMean,
-        MaskerChoice::Zero => Masker::Constant(0.0),
-        MaskerChoice::Inpaint => {
-            bail!("--masker inpaint is for spectrogram images: use zero, mean or blur for a waveform CNN")
-        }
+    let Some(masker) = masker_choice.per_window(args.blur) else {
+        bail!(
+            "--masker inpaint is for spectrogram images: use zero, mean or blur for a waveform CNN"
+        )
     };
     let bands = match args.bands.trim() {
         "none" => None,
@@ -265,9 +269,7 @@ fn explain_waveforms(args: &ExplainArgs, target: ExplainTarget) -> anyhow::Resul
         waveforms: true,
         ..Selection::default()
     };
-    let (format, mut examples) = rt.block_on(unexplained(args, Table::WaveformShap, &done, sel))?;
-    examples.sort_by(|a, b| a.window_id.cmp(&b.window_id));
-    examples.truncate(args.limit.unwrap_or(usize::MAX));
+    let (format, examples) = rt.block_on(unexplained(args, Table::WaveformShap, &done, sel))?;
     let mut writer = rt.block_on(LakeWriter::open(&args.lake, format))?;
     let started = Instant::now();
     let (mut worst, mut written, mut rows) = (0.0f64, 0, Vec::new());
@@ -300,7 +302,8 @@ fn explain_waveforms(args: &ExplainArgs, target: ExplainTarget) -> anyhow::Resul
 }
 
 /// The lake's format and its windows (read as `sel` says) that match --filter and are not among
-/// `done` (the ids a query on `table` gives), once `table` exists.
+/// `done` (the ids a query on `table` gives), once `table` exists: in window-id order, at most
+/// --limit of them.
 async fn unexplained(
     args: &ExplainArgs,
     table: Table,
@@ -319,8 +322,10 @@ async fn unexplained(
         filter: (!conditions.is_empty()).then(|| conditions.join(" AND ")),
         ..sel
     };
-    let examples = load_examples(&lake, &sel)
+    let mut examples = load_examples(&lake, &sel)
         .await
         .with_context(|| format!("explaining {}", args.cnn.display()))?;
+    examples.sort_by(|a, b| a.window_id.cmp(&b.window_id));
+    examples.truncate(args.limit.unwrap_or(usize::MAX));
     Ok((format, examples))
 }
