@@ -1,5 +1,6 @@
 //! A windower that runs for days holds the same heap on the last day as on the first: what it
-//! keeps is bounded by stations × trigger context, never by uptime. The stage runs as the
+//! keeps is bounded by the stations live now × trigger context, never by uptime nor by how many
+//! stations it has seen come and go. The stage runs as the
 //! `windower` service runs it (records in, windows out, positions stored) on a feed made in
 //! memory, with a transport that drops what it is sent, and every allocation is counted.
 
@@ -121,9 +122,17 @@ const RECORD_SAMPLES: usize = 112;
 /// An event every this many seconds at each station.
 const EVENT_EVERY_S: usize = 120;
 
-/// Station `s`'s key, `NET.STA.LOC.BAND`.
-fn station(s: usize) -> String {
-    format!("XX.S{s:02}..HH")
+/// Stations `0..PERMANENT` send all day; the others are replaced by new ones every hour (a
+/// network with temporary deployments, or stations dropping out and others coming in).
+const PERMANENT: usize = 3;
+
+/// The key (`NET.STA.LOC.BAND`) of station slot `s` at `t_s` seconds into the feed.
+fn station(s: usize, t_s: usize) -> String {
+    if s < PERMANENT {
+        format!("XX.S{s:02}..HH")
+    } else {
+        format!("XX.R{:02}{s}..HH", t_s / 3600)
+    }
 }
 
 /// A station's feed: noise plus a local event every two minutes, packed in 512-byte records.
@@ -139,8 +148,10 @@ impl Feed {
         let n = SLICE_S * RATE;
         let mut per_channel: Vec<(String, i32, Vec<Vec<u8>>)> = Vec::new();
         for s in 0..STATIONS {
-            let station = station(s);
+            let station = station(s, t0_s);
             let partition = partition_for(station.as_bytes(), PARTITIONS);
+            let (net, sta) = station.split_once('.').unwrap();
+            let sta = sta.trim_end_matches("..HH");
             for comp in ['Z', 'N', 'E'] {
                 let samples: Vec<i32> = (0..n)
                     .map(|i| {
@@ -157,7 +168,7 @@ impl Feed {
                         (20.0 * self.rng.normal() + event) as i32
                     })
                     .collect();
-                let sid = format!("FDSN:XX_S{s:02}__H_H_{comp}");
+                let sid = format!("FDSN:{net}_{sta}__H_H_{comp}");
                 let start_ns = (1_709_251_200 + t0_s as i64) * 1_000_000_000;
                 let bytes = pack_channel(&sid, start_ns, &samples, 512, Encoding::Int32).unwrap();
                 let records = split_records(&bytes)
@@ -205,13 +216,18 @@ async fn a_windower_fed_for_a_day_holds_the_heap_it_held_after_an_hour() {
     let t = Discard::default();
     let metrics = Metrics::new();
     let counters = metrics.stage("windower");
-    let mut stage = WindowerStage::new(WindowerConfig::new(PipelineConfig::new(None))).unwrap();
+    let mut cfg = WindowerConfig::new(PipelineConfig::new(None));
+    // A live station sends every batch; one that stopped is silent in wall time from its next
+    // slice on, so eviction waits for the hour of data time (the default) alone.
+    cfg.idle_flush = Duration::from_millis(500);
+    let mut stage = WindowerStage::new(cfg).unwrap();
     let mut feed = Feed {
         rng: Rng::new(7),
         next_offset: BTreeMap::new(),
     };
     let mut heap = Vec::with_capacity(slices);
     let mut buffered = Vec::with_capacity(slices);
+    let mut held = Vec::with_capacity(slices);
     for k in 0..slices {
         let records = feed.slice(k * SLICE_S);
         let mut records = records.into_iter().peekable();
@@ -221,6 +237,7 @@ async fn a_windower_fed_for_a_day_holds_the_heap_it_held_after_an_hour() {
         }
         heap.push(live_mib());
         buffered.push(stage.buffered_samples());
+        held.push(stage.stations_held());
     }
     let windows = stage.totals.windows;
     // Every event but those whose window is still open at the end: the stage is really working.
@@ -231,15 +248,38 @@ async fn a_windower_fed_for_a_day_holds_the_heap_it_held_after_an_hour() {
     );
     assert_eq!(t.dead.load(Ordering::Relaxed), 0);
     assert!(t.windows.load(Ordering::Relaxed) > 0);
+    // Each hour's rotating stations are ended an hour of data time after they stopped: the
+    // permanent ones, this hour's and the last hour's are held (and the hour before while the
+    // wall-time silence runs out), never more.
+    let rotating = STATIONS - PERMANENT;
+    assert!(
+        stage.totals.evicted >= (rotating * (hours - 3)) as u64,
+        "{} stations evicted",
+        stage.totals.evicted
+    );
+    let most_held = held.iter().max().copied().unwrap_or(0);
+    assert!(
+        most_held <= PERMANENT + 3 * rotating,
+        "{most_held} stations held; per slice {held:?}"
+    );
     // Positions move with the data: what a restart would replay is one trigger epoch and its
-    // warm-up (330 s) of each station, with room for the records they begin and end in.
+    // warm-up (330 s) of each live station, with room for the records they begin and end in. A
+    // station that stopped still needs its last epoch until it is ended, so a partition holding
+    // the last hour's stations replays that hour too: bounded by the eviction, not by uptime.
     let stored = t.stored.lock().unwrap().clone();
+    let (now_s, last_hour_s) = (hours * 3600 - 1, (hours - 1) * 3600 - 1);
+    let records_per_station = |s: usize| 3 * (s * RATE / RECORD_SAMPLES + 2);
     for (p, next) in &feed.next_offset {
-        let stations = (0..STATIONS)
-            .filter(|&s| partition_for(station(s).as_bytes(), PARTITIONS) == *p)
-            .count();
+        let in_p = |t_s: usize| {
+            (0..STATIONS)
+                .filter(|&s| t_s == now_s || s >= PERMANENT)
+                .filter(|&s| partition_for(station(s, t_s).as_bytes(), PARTITIONS) == *p)
+                .count()
+        };
+        let (live, stopped) = (in_p(now_s), in_p(last_hour_s));
+        let span_s = if stopped > 0 { 3600 + 360 } else { 360 };
         let kept = (next - stored.get(p).copied().unwrap_or(0)) as usize;
-        let bound = stations * 3 * (360 * RATE / RECORD_SAMPLES + 2);
+        let bound = (live + stopped) * records_per_station(span_s);
         assert!(
             kept <= bound,
             "partition {p}: {kept} records to replay, bound {bound}"
@@ -264,6 +304,6 @@ async fn a_windower_fed_for_a_day_holds_the_heap_it_held_after_an_hour() {
         "{windows} windows; heap {early:.1} MiB in the second hour, {late:.1} MiB in the last"
     );
     let most = buffered.iter().max().copied().unwrap_or(0);
-    let bound = STATIONS * 3 * (300 + 30 + 20 + 10 + SLICE_S) * RATE * 2;
+    let bound = (PERMANENT + 3 * rotating) * 3 * (300 + 30 + 20 + 10 + SLICE_S) * RATE * 2;
     assert!(most <= bound, "{most} samples buffered, bound {bound}");
 }

@@ -41,6 +41,13 @@ pub struct WindowerConfig {
     /// A station silent this long (wall time) has the chunks its data already covers cut, even
     /// while a component lags (see [`Flush::Idle`]).
     pub idle_flush: Duration,
+    /// A station that sent nothing for `idle_flush` (wall time) and whose newest sample is this
+    /// far (data time) behind the newest sample of any station is ended as its end-of-stream
+    /// marker would end it, and its buffers freed: a network whose stations come and go holds
+    /// the memory of the stations live now, not of every station it ever saw. Data time, so a
+    /// replay at any speed evicts at the same point; the wall-time silence, so one station's
+    /// wrong clock cannot end the stations still sending.
+    pub evict_after: Duration,
 }
 
 impl WindowerConfig {
@@ -50,6 +57,7 @@ impl WindowerConfig {
             windows_per_message: 8,
             batch: 2000,
             idle_flush: Duration::from_secs(30),
+            evict_after: Duration::from_secs(3600),
         }
     }
 }
@@ -60,6 +68,8 @@ struct Station {
     /// (offset, grid end) of each buffered record, oldest first.
     records: VecDeque<(i64, i64)>,
     last_data: Instant,
+    /// When its last record arrived (idle flushes do not move it).
+    last_record: Instant,
     announced: bool,
     /// Newest sample time pushed (ns), and late samples not yet reported, for the metrics.
     data_end_ns: i64,
@@ -76,6 +86,8 @@ pub struct WindowerTotals {
     pub merged_onsets: u64,
     pub skipped_chunks: u64,
     pub late_samples: u64,
+    /// Stations ended because their data fell `evict_after` behind the network's.
+    pub evicted: u64,
     /// Reads of the whole `windower.progress` topic (start-up, then stations new to this
     /// windower).
     pub progress_reloads: u64,
@@ -105,6 +117,11 @@ pub struct WindowerStage {
     /// records did not decode): they do not trigger another reload. Cleared at each reload, so
     /// it holds at most one reload's worth of keys.
     looked_up: HashSet<StationKey>,
+    /// Stations this windower ended (marker or eviction) and has not seen since: their next
+    /// data is a new start, not a replay after a restart. At most one entry per station.
+    ended: HashSet<StationKey>,
+    /// Newest sample time of any station (ns), the clock eviction runs on.
+    network_end_ns: i64,
     pub totals: WindowerTotals,
 }
 
@@ -126,6 +143,8 @@ impl WindowerStage {
             consumed: BTreeMap::new(),
             known: BTreeSet::new(),
             looked_up: HashSet::new(),
+            ended: HashSet::new(),
+            network_end_ns: i64::MIN,
             totals: WindowerTotals::default(),
         })
     }
@@ -206,9 +225,18 @@ impl Stage for WindowerStage {
             }
         }
         let idle = self.cfg.idle_flush;
+        let evict_before = self
+            .network_end_ns
+            .saturating_sub(self.cfg.evict_after.as_nanos().min(i64::MAX as u128) as i64);
         for (key, s) in &self.stations {
-            if s.last_data.elapsed() >= idle {
-                touched.entry(key.clone()).or_insert(Flush::Idle);
+            // A station in this batch is sending, however far behind its data is.
+            let sending = touched.contains_key(key);
+            if !sending && s.data_end_ns < evict_before && s.last_record.elapsed() >= idle {
+                self.totals.evicted += 1;
+                tracing::info!(station = %key, "no data for {:?} of the network's time: station ended", self.cfg.evict_after);
+                touched.insert(key.clone(), Flush::End);
+            } else if !sending && s.last_data.elapsed() >= idle {
+                touched.insert(key.clone(), Flush::Idle);
             }
         }
         let mut windowed = Windowed::default();
@@ -239,6 +267,7 @@ impl Stage for WindowerStage {
         }
         for key in finished {
             self.stations.remove(&key);
+            self.ended.insert(key);
         }
         metrics.records_failed.inc_by(windowed.dropped.len() as u64);
         for d in &windowed.dropped {
@@ -332,18 +361,22 @@ impl WindowerStage {
         };
         let key = station_of(&trace)?;
         let end = ((trace.next_ns() as f64) / TARGET_PERIOD_NS as f64).round() as i64;
-        let resumed = self.known.contains(&key.to_string());
+        // A station ended here starts afresh; one known from the progress topic alone was
+        // cut by an earlier run and may be a replay.
+        let resumed = !self.ended.remove(&key) && self.known.contains(&key.to_string());
         let s = self.stations.entry(key.clone()).or_insert_with(|| Station {
             windower: StationWindower::new(key.clone(), resumed),
             partition: (m.topic.clone(), m.partition),
             records: VecDeque::new(),
             last_data: Instant::now(),
+            last_record: Instant::now(),
             announced: false,
             data_end_ns: i64::MIN,
             late: 0,
         });
-        s.last_data = Instant::now();
+        (s.last_data, s.last_record) = (Instant::now(), Instant::now());
         s.data_end_ns = s.data_end_ns.max(trace.next_ns());
+        self.network_end_ns = self.network_end_ns.max(s.data_end_ns);
         let late = s.windower.push(trace, &self.plan);
         s.late += late;
         self.totals.late_samples += late as u64;
@@ -405,6 +438,11 @@ impl WindowerStage {
             .collect()
     }
 
+    /// Stations with buffers (memory accounting).
+    pub fn stations_held(&self) -> usize {
+        self.stations.len()
+    }
+
     /// Samples held in station buffers (memory accounting).
     pub fn buffered_samples(&self) -> usize {
         self.stations
@@ -440,6 +478,137 @@ mod tests {
             headers: Vec::new(),
             timestamp_ms: None,
         }
+    }
+
+    /// `seconds` of station `sta`'s three components from `start_s` (Unix s) in 512-byte
+    /// records, quiet but for a local event at `event_s`, from offset `first` on.
+    fn feed(sta: &str, start_s: i64, seconds: usize, event_s: f64, first: i64) -> Vec<Incoming> {
+        use quakelens_synth::{pack_channel, Encoding, Rng};
+        let mut rng = Rng::new(start_s as u64);
+        let mut out = Vec::new();
+        for comp in ['Z', 'N', 'E'] {
+            let samples: Vec<i32> = (0..seconds * 100)
+                .map(|i| {
+                    let since = start_s as f64 + i as f64 / 100.0 - event_s;
+                    let event = if (0.0..20.0).contains(&since) {
+                        3000.0
+                            * (-since / 3.0).exp()
+                            * (2.0 * std::f64::consts::PI * 6.0 * since).sin()
+                    } else {
+                        0.0
+                    };
+                    (20.0 * rng.normal() + event) as i32
+                })
+                .collect();
+            let sid = format!("FDSN:XX_{sta}__H_H_{comp}");
+            let bytes = pack_channel(
+                &sid,
+                start_s * 1_000_000_000,
+                &samples,
+                512,
+                Encoding::Int32,
+            )
+            .unwrap();
+            for frame in split_records(&bytes) {
+                let Frame::Record { offset, len } = frame else {
+                    panic!("packed a bad record")
+                };
+                let mut m = message(first + out.len() as i64, &format!("XX.{sta}..HH{comp}"));
+                m.payload = Some(bytes[offset..offset + len].to_vec());
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    fn end_marker(offset: i64) -> Incoming {
+        let mut m = message(offset, "XX.S00..HHZ");
+        m.payload = None;
+        m.headers = vec![(header::END_OF_STREAM.into(), b"1".to_vec())];
+        m
+    }
+
+    /// A known station whose data begins late in a trigger epoch looks like a replay after a
+    /// restart (its chunks there were cut before); one this windower ended itself does not.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_station_ended_here_starts_afresh_when_its_data_returns() {
+        let broker = MemoryBroker::new();
+        for (t, p) in topics::ALL {
+            broker.create_topic(t, p);
+        }
+        let producer = broker.transport(&[]);
+        let progress = Outgoing::new(WINDOWER_PROGRESS, "XX.S00..HH", b"seen".to_vec());
+        producer.send(vec![progress]).await.unwrap();
+        let t = broker.transport(&[WAVEFORMS_RAW]);
+        let metrics = StageMetrics::detached(STAGE);
+        let mut stage = WindowerStage::new(WindowerConfig::new(PipelineConfig::new(None))).unwrap();
+        // 50 s before an epoch boundary (epochs are 300 s of the absolute grid).
+        let epoch = 1_709_251_200;
+        let mut batch = feed("S00", epoch + 250, 80, (epoch + 270) as f64, 0);
+        batch.push(end_marker(batch.len() as i64));
+        let next = batch.len() as i64;
+        stage.step(&t, batch, &metrics).await.unwrap();
+        assert_eq!(stage.totals.progress_reloads, 1);
+        assert_eq!(
+            stage.totals.windows, 0,
+            "taken for a replay: the known limitation"
+        );
+        assert!(stage.totals.skipped_chunks > 0);
+        let skipped = stage.totals.skipped_chunks;
+        // The same station again, after its end, late in a later epoch: cut as a new start.
+        let mut batch = feed("S00", epoch + 1150, 80, (epoch + 1170) as f64, next);
+        batch.push(end_marker(next + batch.len() as i64));
+        stage.step(&t, batch, &metrics).await.unwrap();
+        assert_eq!(stage.totals.windows, 1);
+        assert_eq!(stage.totals.skipped_chunks, skipped);
+        assert_eq!(stage.stations_held(), 0);
+        assert!(broker.messages(topics::DEAD_LETTER).is_empty());
+    }
+
+    /// A station that stopped is ended (its windows cut, its buffers freed) once the others
+    /// are an hour of data time ahead; a record with a clock hours ahead ends no station that
+    /// is still sending.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_station_is_ended_an_hour_behind_but_a_wrong_clock_ends_none() {
+        let broker = MemoryBroker::new();
+        for (t, p) in topics::ALL {
+            broker.create_topic(t, p);
+        }
+        let t = broker.transport(&[WAVEFORMS_RAW]);
+        let metrics = StageMetrics::detached(STAGE);
+        let start = 1_709_251_200;
+        let stage_with = |idle_flush: Duration| {
+            let mut cfg = WindowerConfig::new(PipelineConfig::new(None));
+            cfg.idle_flush = idle_flush;
+            WindowerStage::new(cfg).unwrap()
+        };
+        let both = |first: i64| {
+            let mut b = feed("S00", start, 80, (start + 40) as f64, first);
+            let n = b.len() as i64;
+            b.extend(feed("S01", start, 80, (start + 45) as f64, first + n));
+            b
+        };
+
+        // Both still sending (the silence guard has not run out): nothing is ended.
+        let mut stage = stage_with(Duration::from_secs(3600));
+        let batch = both(0);
+        let next = batch.len() as i64;
+        stage.step(&t, batch, &metrics).await.unwrap();
+        let ahead = feed("S01", start + 7200, 2, 0.0, next);
+        stage.step(&t, ahead, &metrics).await.unwrap();
+        assert_eq!((stage.totals.evicted, stage.stations_held()), (0, 2));
+
+        // S00 stops; S01 goes on an hour later: S00 is ended with its event cut.
+        let mut stage = stage_with(Duration::ZERO);
+        let batch = both(0);
+        let next = batch.len() as i64;
+        stage.step(&t, batch, &metrics).await.unwrap();
+        let later = feed("S01", start + 3700, 80, (start + 3740) as f64, next);
+        stage.step(&t, later, &metrics).await.unwrap();
+        assert_eq!(stage.totals.evicted, 1);
+        assert_eq!(stage.stations_held(), 1);
+        // Every event a window, nothing dropped by the ending.
+        assert_eq!((stage.totals.windows, stage.totals.dropped), (3, 0));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

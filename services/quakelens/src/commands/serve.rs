@@ -122,6 +122,10 @@ pub struct WindowerArgs {
     /// (a dead component no longer holds the others back; a window still missing its tail waits).
     #[arg(long, default_value_t = 30.0)]
     idle_flush: f64,
+    /// Seconds of data time a silent station may fall behind the newest station before it is
+    /// ended like an end-of-stream marker ends it and its buffers are freed.
+    #[arg(long, default_value_t = 3600.0)]
+    evict_after: f64,
 }
 
 #[derive(Args, Debug)]
@@ -349,6 +353,7 @@ pub fn windower(args: WindowerArgs) -> anyhow::Result<()> {
     let mut cfg = WindowerConfig::new(args.window.config(None)?);
     cfg.windows_per_message = args.windows_per_message;
     cfg.idle_flush = Duration::from_secs_f64(args.idle_flush.max(0.0));
+    cfg.evict_after = Duration::from_secs_f64(args.evict_after.max(0.0));
     runtime()?.block_on(async {
         let stop = stop_on_signal();
         let t = KafkaTransport::connect(&args.service.kafka("windower"), &[topics::WAVEFORMS_RAW])?;
