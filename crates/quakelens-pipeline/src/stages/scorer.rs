@@ -268,8 +268,9 @@ mod tests {
     use crate::metrics::Metrics;
     use crate::score::ModelPaths;
 
-    /// The scorer service with the paper's 1-D CNN: windows with samples are scored, a message
-    /// of windows without them goes to the dead letters saying what is missing.
+    /// The scorer service with the paper's 1-D CNN: windows with samples are scored; a message
+    /// of windows without them, junk and an empty message go to the dead letters saying what is
+    /// wrong, and the batch's positions are stored past all of them.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_conv1d_scorer_scores_waveform_windows_and_dead_letters_the_rest() {
         let dir = tempfile::tempdir().unwrap();
@@ -300,6 +301,8 @@ mod tests {
             .send(vec![
                 Outgoing::new(WINDOWS, "a", encode_windows(&rows, &with)),
                 Outgoing::new(WINDOWS, "b", encode_windows(&rows[..1], &format())),
+                Outgoing::new(WINDOWS, "c", b"not arrow".to_vec()),
+                Outgoing::new(WINDOWS, "d", Vec::new()),
             ])
             .await
             .unwrap();
@@ -307,7 +310,8 @@ mod tests {
         let mut stage = ScorerStage::new(scorer, "scorer");
         let metrics = Metrics::new();
         let batch = t.recv(100, Duration::ZERO).await.unwrap();
-        assert_eq!(batch.len(), 2);
+        assert_eq!(batch.len(), 4);
+        let ends = after_batch(&batch);
         stage
             .step(&t, batch, &metrics.stage("scorer"))
             .await
@@ -322,11 +326,24 @@ mod tests {
             .iter()
             .all(|s| s.model_kind == "quakelens-conv1d" && s.probabilities.len() == 4));
         let dead = broker.messages(DEAD_LETTER);
-        assert_eq!(dead.len(), 1);
-        let why = String::from_utf8_lossy(dead[0].header(header::ERROR).unwrap()).into_owned();
+        let why =
+            |i: usize| String::from_utf8_lossy(dead[i].header(header::ERROR).unwrap()).into_owned();
+        assert_eq!(dead.len(), 3);
+        let reasons: Vec<String> = (0..3).map(why).collect();
         assert!(
-            why.contains("these windows carry none") && why.contains("--waveforms"),
-            "{why}"
+            reasons
+                .iter()
+                .any(|w| w.contains("these windows carry none") && w.contains("--waveforms")),
+            "{reasons:?}"
         );
+        let undecodable = reasons.iter().filter(|w| w.starts_with("windows message:"));
+        assert_eq!(undecodable.count(), 2, "{reasons:?}");
+        for p in &ends {
+            assert_eq!(
+                t.stored().get(&(p.topic.clone(), p.partition)),
+                Some(&p.offset)
+            );
+        }
+        assert_eq!(stage.unscored, 0);
     }
 }
