@@ -27,7 +27,14 @@ pub struct SynthConfig {
     /// [`SynthConfig::mainshock_ns`] is a foreshock, every one after an aftershock, and the
     /// source drifts with time to failure (see [`sequence_source`]).
     pub sequence: bool,
+    /// With `sequence`: an intermediate sequence inside the foreshock side (the paper's Visso
+    /// sequence between Amatrice and Norcia), [`MIDDLE`] of its slots, whose events have a source
+    /// of their own (see [`middle_source`]); its span is [`SynthConfig::middle_span_ns`].
+    pub middle: bool,
 }
+
+/// Where the intermediate sequence sits in the foreshock side's slots (fractions).
+pub const MIDDLE: (f64, f64) = (0.55, 0.75);
 
 impl Default for SynthConfig {
     fn default() -> Self {
@@ -39,6 +46,7 @@ impl Default for SynthConfig {
             start_ns: 1_709_251_200_000_000_000, // 2024-03-01T00:00:00Z
             noise_counts: 20.0,
             sequence: false,
+            middle: false,
         }
     }
 }
@@ -51,8 +59,32 @@ impl SynthConfig {
     /// The mainshock of a sequence: the start of the middle slot, so half the events come
     /// before it (`None` for independent events).
     pub fn mainshock_ns(&self) -> Option<i64> {
-        self.sequence
-            .then(|| self.start_ns + ((self.slots() / 2) as f64 * self.slot_s * 1e9) as i64)
+        self.sequence.then(|| self.slot_start_ns(self.slots() / 2))
+    }
+
+    fn slot_start_ns(&self, k: usize) -> i64 {
+        self.start_ns + (k as f64 * self.slot_s * 1e9) as i64
+    }
+
+    /// The slots `[first, end)` of the intermediate sequence (empty without one).
+    fn middle_slots(&self) -> std::ops::Range<usize> {
+        if !(self.sequence && self.middle) {
+            return 0..0;
+        }
+        let half = self.slots() / 2;
+        let at = |f: f64| (f * half as f64).round() as usize;
+        at(MIDDLE.0)..at(MIDDLE.1).max(at(MIDDLE.0) + 1).min(half)
+    }
+
+    /// The intermediate sequence's time span `[start, end)` (ns), what `--middle` takes.
+    pub fn middle_span_ns(&self) -> Option<(i64, i64)> {
+        let slots = self.middle_slots();
+        (!slots.is_empty()).then(|| {
+            (
+                self.slot_start_ns(slots.start),
+                self.slot_start_ns(slots.end),
+            )
+        })
     }
 }
 
@@ -69,6 +101,17 @@ pub fn sequence_source(class: EventClass, u: f64) -> (f64, f64) {
         EventClass::Foreshock => (lerp(100.0, 20.0), lerp(0.012, 0.03)),
         EventClass::Aftershock => (lerp(8.0, 40.0), lerp(0.04, 0.02)),
     }
+}
+
+/// Stress drop (bar) and κ (s) of an event of the intermediate sequence, `u` of the way through
+/// it: the aftershocks of an earlier, smaller mainshock, so stress drop starts low and recovers
+/// (10 → 30 bar) like the post side's, but on a path with little attenuation (κ 0.006 → 0.01 s,
+/// below every other event's): a combination no other class has, told apart only above the
+/// corner frequencies, like the others.
+pub fn middle_source(u: f64) -> (f64, f64) {
+    let u = u.clamp(0.0, 1.0);
+    let lerp = |a: f64, b: f64| (a.ln() + (b.ln() - a.ln()) * u).exp();
+    (lerp(10.0, 30.0), lerp(0.006, 0.01))
 }
 
 /// One station's continuous 3-component recording, channels in N, E, Z order.
@@ -102,11 +145,11 @@ const Q: f64 = 300.0;
 
 impl EventModel {
     /// An independent event (`sequence` `None`), or one of a sequence with its class and
-    /// position on its side (see [`sequence_source`]).
-    fn draw(rng: &mut Rng, sequence: Option<(EventClass, f64)>) -> Self {
+    /// source (see [`sequence_source`], [`middle_source`]).
+    fn draw(rng: &mut Rng, sequence: Option<(EventClass, (f64, f64))>) -> Self {
         let magnitude = rng.range(1.5, 4.0);
         let (class, (stress_bar, kappa_s)) = match sequence {
-            Some((class, u)) => (class, sequence_source(class, u)),
+            Some((class, source)) => (class, source),
             None if rng.uniform() < 0.5 => (EventClass::Foreshock, (100.0, 0.015)),
             None => (EventClass::Aftershock, (10.0, 0.035)),
         };
@@ -198,6 +241,7 @@ pub fn generate(cfg: &SynthConfig) -> Synthetic {
     let stations = cfg.stations.max(1);
     let per_station = cfg.slots();
     let half = per_station / 2;
+    let middle = cfg.middle_slots();
     let slot = (cfg.slot_s * TARGET_RATE_HZ) as usize;
     let len = per_station.max(1) * slot;
     let mut root = Rng::new(cfg.seed);
@@ -233,11 +277,22 @@ pub fn generate(cfg: &SynthConfig) -> Synthetic {
         let (s, k) = (i % stations, i / stations);
         let mut rng = root.fork(1_000_000 + i as u64);
         let sequence = cfg.sequence.then(|| {
-            if k < half {
-                (EventClass::Foreshock, k as f64 / half.max(1) as f64)
+            if middle.contains(&k) {
+                let u = (k - middle.start) as f64 / (middle.len().max(2) - 1) as f64;
+                (EventClass::Foreshock, middle_source(u))
+            } else if k < half {
+                let u = k as f64 / half.max(1) as f64;
+                (
+                    EventClass::Foreshock,
+                    sequence_source(EventClass::Foreshock, u),
+                )
             } else {
                 let after = (per_station - half).max(2) - 1;
-                (EventClass::Aftershock, (k - half) as f64 / after as f64)
+                let u = (k - half) as f64 / after as f64;
+                (
+                    EventClass::Aftershock,
+                    sequence_source(EventClass::Aftershock, u),
+                )
             }
         });
         let ev = EventModel::draw(&mut rng, sequence);
@@ -343,6 +398,55 @@ mod tests {
         assert!(a0 < s1 && c0 > k1, "the mainshock is the extreme");
         let mid = sequence_source(EventClass::Foreshock, 0.5);
         assert!((mid.0 - (s0 * s1).sqrt()).abs() < 1e-9, "log-linear");
+    }
+
+    #[test]
+    fn a_middle_sequence_sits_inside_the_foreshock_side_with_a_source_of_its_own() {
+        let cfg = SynthConfig {
+            events: 160,
+            stations: 4,
+            sequence: true,
+            middle: true,
+            ..SynthConfig::default()
+        };
+        let (start, end) = cfg.middle_span_ns().unwrap();
+        let main = cfg.mainshock_ns().unwrap();
+        assert!(cfg.start_ns < start && start < end && end < main);
+        assert_eq!(
+            SynthConfig {
+                middle: false,
+                ..cfg.clone()
+            }
+            .middle_span_ns(),
+            None
+        );
+        let syn = generate(&cfg);
+        let inside = syn
+            .catalog
+            .iter()
+            .filter(|e| (start..end).contains(&e.p_ns));
+        // 20 slots before the mainshock, 0.55–0.75 of them: slots 11..15 × 4 stations.
+        assert_eq!(inside.clone().count(), 16);
+        assert!(inside.clone().all(|e| e.class == EventClass::Foreshock));
+        // Its κ is below every other event's, its stress drop among the aftershocks'.
+        let (s0, k0) = middle_source(0.0);
+        let (s1, k1) = middle_source(1.0);
+        let lowest_other_kappa = [0.0, 1.0]
+            .iter()
+            .flat_map(|&u| {
+                [EventClass::Foreshock, EventClass::Aftershock].map(|c| sequence_source(c, u).1)
+            })
+            .fold(f64::MAX, f64::min);
+        assert!(k0 < k1 && k1 < lowest_other_kappa && s0 < s1);
+        // Without the middle sequence the same events have the drifting foreshock source.
+        let plain = generate(&SynthConfig {
+            middle: false,
+            ..cfg.clone()
+        });
+        let differs =
+            |a: &Synthetic, b: &Synthetic| a.stations[0].channels != b.stations[0].channels;
+        assert!(differs(&syn, &plain));
+        assert_eq!(syn.catalog.len(), plain.catalog.len());
     }
 
     #[test]

@@ -479,6 +479,73 @@ fn failing<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The paper's 9 classes on a synthetic sequence with an intermediate one: the run prints the
+/// mainshock and the middle span, and `train conv1d --classes 9` takes them as printed.
+#[test]
+fn nine_classes_train_on_a_sequence_with_a_middle_sequence() {
+    use quakelens_models::conv1d::WaveformModel;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = |p: &str| d.join(p).display().to_string();
+    let lake = path("lake");
+    let out = stdout(&quakelens(&[
+        "run",
+        "--synthetic",
+        "108",
+        "--synthetic-dir",
+        &path("syn"),
+        "--sequence",
+        "--middle",
+        "--lake",
+        &lake,
+        "--waveforms",
+    ]));
+    let printed = |what: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix("sequence   ")?.strip_prefix(what))
+            .and_then(|rest| rest.trim_start().split_whitespace().next())
+            .unwrap_or_else(|| panic!("no {what} in {out}"))
+            .to_string()
+    };
+    let (mainshock, middle) = (printed("mainshock"), printed("middle"));
+    let model = path("ttf9.safetensors");
+    let trained = stdout(&quakelens(&[
+        "train",
+        "conv1d",
+        "--lake",
+        &lake,
+        "--classes",
+        "9",
+        "--mainshock",
+        &mainshock,
+        "--middle",
+        &middle,
+        "--epochs",
+        "1",
+        "--out",
+        &model,
+        "--quiet",
+    ]));
+    assert!(trained.contains("in 9 classes (pre_1"), "{trained}");
+    let loaded = WaveformModel::load(Path::new(&model), tch::Device::Cpu).unwrap();
+    assert_eq!(loaded.classes.len(), 9);
+    assert_eq!(loaded.classes[4], "middle");
+    let report = json(&d.join("ttf9.safetensors.report.json"));
+    let per_class: Vec<u64> = report["labels"]["events_per_class"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    // 27 slots a station, 13 before the mainshock, slots 7..10 the middle: 12 events; the
+    // other 40 foreshocks in quarters of 10, the 56 aftershocks balanced down to 40.
+    assert_eq!(per_class, [10, 10, 10, 10, 12, 10, 10, 10, 10], "{trained}");
+    for part in ["valid", "test"] {
+        assert_eq!(report[part]["recall"].as_array().unwrap().len(), 9);
+        assert_eq!(report[part]["normalized"].as_array().unwrap().len(), 9);
+    }
+}
+
 #[test]
 fn train_conv1d_reads_a_waveform_lake_into_time_to_failure_classes() {
     use quakelens_models::conv1d::WaveformModel;

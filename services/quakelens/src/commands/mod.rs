@@ -149,6 +149,10 @@ pub struct SynthOptions {
     /// paper's 4 and 9 time-to-failure classes; the mainshock time is printed.
     #[arg(long)]
     pub sequence: bool,
+    /// With --sequence: an intermediate sequence in the foreshock side (0.55–0.75 of its
+    /// time), with a source of its own, for the 9 classes' middle class; its span is printed.
+    #[arg(long, requires = "sequence")]
+    pub middle: bool,
 }
 
 impl SynthOptions {
@@ -158,6 +162,7 @@ impl SynthOptions {
             events,
             stations: self.stations,
             sequence: self.sequence,
+            middle: self.middle,
             ..quakelens_synth::SynthConfig::default()
         }
     }

@@ -105,9 +105,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let cfg = args.config()?;
     let input = args.input()?;
-    let mainshock = match &input {
-        Input::Synthetic { config, .. } => config.mainshock_ns(),
-        _ => None,
+    let (mainshock, middle) = match &input {
+        Input::Synthetic { config, .. } => (config.mainshock_ns(), config.middle_span_ns()),
+        _ => (None, None),
     };
     let report = quakelens_pipeline::run(input, &cfg)?;
     print_report(&report);
@@ -115,6 +115,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         println!(
             "sequence   mainshock {} (train conv1d --mainshock it)",
             format_ns(t)
+        );
+    }
+    if let Some((start, end)) = middle {
+        println!(
+            "sequence   middle {}..{} (train conv1d --classes 9 --middle it)",
+            format_ns(start),
+            format_ns(end)
         );
     }
     if let Some(path) = &args.report {

@@ -35,5 +35,9 @@ pub fn run(args: SynthArgs) -> anyhow::Result<()> {
             quakelens_signal::time::format_ns(t)
         );
     }
+    if let Some((start, end)) = config.middle_span_ns() {
+        let at = quakelens_signal::time::format_ns;
+        println!("sequence middle {}..{}", at(start), at(end));
+    }
     Ok(())
 }
