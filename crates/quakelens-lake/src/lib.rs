@@ -14,11 +14,12 @@ mod error;
 mod location;
 mod maintenance;
 mod query;
-mod record;
-mod schema;
 mod single_writer;
 mod tables;
 mod writer;
+
+// The records and schemas are declared in `quakelens-records`; the lake stores them.
+use quakelens_records::{record, schema};
 
 pub use answer::{encode, AnswerFormat, EncodeError, EncodeLimits, Encoded};
 pub use batches::SpectrogramAxes;

@@ -12,7 +12,8 @@ pub mod embedded;
 pub mod failpoint;
 pub mod ingest;
 pub mod labels;
-pub mod messages;
+/// The services' messages, declared with their records in `quakelens-records`.
+pub use quakelens_records::messages;
 pub mod metrics;
 pub mod score;
 pub mod stages;

@@ -14,9 +14,8 @@ use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow::ipc::CompressionType;
 
-use quakelens_explain::image::Part;
-use quakelens_lake::{
-    property, CatalogRow, CnnShapRecord, ForestShapRecord, LakeFormat, MagnitudeRecord,
+use crate::{
+    property, CatalogRow, CnnShapRecord, ForestShapRecord, LakeFormat, MagnitudeRecord, Part,
     ScoreRecord, SourceAttributes, WindowKey, WindowRecord,
 };
 
@@ -27,6 +26,8 @@ pub const KIND: &str = "quakelens.message";
 pub enum MessageError {
     #[error("not an Arrow IPC stream: {0}")]
     Ipc(#[from] arrow::error::ArrowError),
+    #[error("corrupt Arrow IPC stream (the reader gave up: {0})")]
+    Corrupt(String),
     #[error("message kind {found:?}, expected {expected}")]
     Kind {
         found: Option<String>,
@@ -73,12 +74,103 @@ fn encode_with(
 }
 
 fn decode(bytes: &[u8], expected: &'static str) -> Result<Vec<RecordBatch>, MessageError> {
-    let reader = StreamReader::try_new(Cursor::new(bytes), None)?;
-    let found = reader.schema().metadata().get(KIND).cloned();
-    if found.as_deref() != Some(expected) {
-        return Err(MessageError::Kind { found, expected });
+    Ok(read_stream(bytes, expected)?.1)
+}
+
+/// The stream's schema metadata and batches, after checking it is an `expected` message.
+fn read_stream(
+    bytes: &[u8],
+    expected: &'static str,
+) -> Result<(std::collections::HashMap<String, String>, Vec<RecordBatch>), MessageError> {
+    // arrow-ipc 59 panics on some corrupt streams (a buffer said to lie past the message's
+    // body: found by fuzzing) instead of returning an error. A message from the network must
+    // never stop a service, so a panic in the reader is that message's error.
+    check_framing(bytes)?;
+    let read = || {
+        let reader = StreamReader::try_new(Cursor::new(bytes), None)?;
+        let metadata = reader.schema().metadata().clone();
+        let found = metadata.get(KIND).cloned();
+        if found.as_deref() != Some(expected) {
+            return Err(MessageError::Kind { found, expected });
+        }
+        Ok((metadata, reader.collect::<Result<Vec<_>, _>>()?))
+    };
+    std::panic::catch_unwind(read).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        Err(MessageError::Corrupt(why.to_string()))
+    })
+}
+
+/// The most a message may decompress to. The largest real message, 8 windows with their
+/// spectrograms and waveforms, is under 1 MiB.
+pub const MAX_DECODED_BYTES: u64 = 256 << 20;
+
+/// Refuses a stream whose lengths would make the Arrow reader allocate more than the message
+/// holds, before the reader sees it: a message header or body said to run past the bytes (the
+/// reader allocates the declared length before reading), or compressed buffers announcing more
+/// than [`MAX_DECODED_BYTES`] in all (a compressed buffer names its decompressed length in its
+/// first 8 bytes and is allocated that much). Both found by fuzzing: an 8 kB message could ask
+/// for exabytes, and a failed allocation aborts the process, which no error handling catches.
+fn check_framing(bytes: &[u8]) -> Result<(), MessageError> {
+    let corrupt = |what: &str| MessageError::Corrupt(what.to_string());
+    let i32_at = |at: usize| -> Result<i32, MessageError> {
+        let b = bytes
+            .get(at..at + 4)
+            .ok_or_else(|| corrupt("stream cut short"))?;
+        Ok(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let (mut at, mut declared) = (0usize, 0u64);
+    while at < bytes.len() {
+        let mut len = i32_at(at)?;
+        at += 4;
+        if len == -1 {
+            len = i32_at(at)?;
+            at += 4;
+        }
+        if len == 0 {
+            break;
+        }
+        let len = usize::try_from(len).map_err(|_| corrupt("negative message length"))?;
+        let header = bytes
+            .get(at..at.saturating_add(len))
+            .ok_or_else(|| corrupt("message header past the end"))?;
+        at += len;
+        let message = arrow::ipc::root_as_message(header)
+            .map_err(|e| MessageError::Corrupt(format!("message header: {e}")))?;
+        let body_len =
+            usize::try_from(message.bodyLength()).map_err(|_| corrupt("negative body length"))?;
+        let body = bytes
+            .get(at..at.saturating_add(body_len))
+            .ok_or_else(|| corrupt("message body past the end"))?;
+        at += body_len;
+        let batch = message
+            .header_as_record_batch()
+            .or_else(|| message.header_as_dictionary_batch().and_then(|d| d.data()));
+        let Some(batch) = batch.filter(|b| b.compression().is_some()) else {
+            continue;
+        };
+        for buffer in batch.buffers().iter().flatten() {
+            if buffer.length() < 8 {
+                continue;
+            }
+            let start = usize::try_from(buffer.offset()).map_err(|_| corrupt("buffer offset"))?;
+            let head = body
+                .get(start..start.saturating_add(8))
+                .ok_or_else(|| corrupt("buffer past the message body"))?;
+            let n = i64::from_le_bytes(head.try_into().expect("8 bytes"));
+            declared = declared.saturating_add(n.max(0) as u64);
+            if declared > MAX_DECODED_BYTES {
+                return Err(MessageError::Corrupt(format!(
+                    "its buffers would decompress to more than {MAX_DECODED_BYTES} bytes"
+                )));
+            }
+        }
     }
-    Ok(reader.collect::<Result<Vec<_>, _>>()?)
+    Ok(())
 }
 
 struct Columns<'a>(&'a RecordBatch);
@@ -204,12 +296,11 @@ fn format_of(meta: &std::collections::HashMap<String, String>) -> Result<LakeFor
             reason: "missing".into(),
         })
     };
-    let shape = quakelens_lake::parse_shape(get(property::SPECTROGRAM_SHAPE)?).ok_or(
-        MessageError::Metadata {
+    let shape =
+        crate::parse_shape(get(property::SPECTROGRAM_SHAPE)?).ok_or(MessageError::Metadata {
             key: property::SPECTROGRAM_SHAPE,
             reason: "not C,H,W".into(),
-        },
-    )?;
+        })?;
     let input = get(property::SPECTROGRAM)?
         .parse()
         .map_err(|reason| MessageError::Metadata {
@@ -224,12 +315,12 @@ fn format_of(meta: &std::collections::HashMap<String, String>) -> Result<LakeFor
                 reason,
             })?;
     let waveform = match meta.get(property::WAVEFORM_SHAPE) {
-        Some(text) => Some(quakelens_lake::parse_waveform_shape(text).ok_or(
-            MessageError::Metadata {
+        Some(text) => Some(
+            crate::parse_waveform_shape(text).ok_or(MessageError::Metadata {
                 key: property::WAVEFORM_SHAPE,
                 reason: "not C,N".into(),
-            },
-        )?),
+            })?,
+        ),
         None => None,
     };
     Ok(LakeFormat {
@@ -436,17 +527,10 @@ fn list_values<T: arrow::datatypes::ArrowPrimitiveType>(
 
 /// Decodes a windows message: the format its windows were made with, and the windows.
 pub fn decode_windows(bytes: &[u8]) -> Result<(LakeFormat, Vec<WindowRecord>), MessageError> {
-    let reader = StreamReader::try_new(Cursor::new(bytes), None)?;
-    let found = reader.schema().metadata().get(KIND).cloned();
-    if found.as_deref() != Some(WINDOWS_KIND) {
-        return Err(MessageError::Kind {
-            found,
-            expected: WINDOWS_KIND,
-        });
-    }
-    let format = format_of(reader.schema().metadata())?;
+    let (metadata, batches) = read_stream(bytes, WINDOWS_KIND)?;
+    let format = format_of(&metadata)?;
     let mut out = Vec::new();
-    for batch in reader.collect::<Result<Vec<_>, _>>()? {
+    for batch in batches {
         let c = Columns(&batch);
         for row in 0..batch.num_rows() {
             let key = key_at(&c, row)?;
@@ -758,15 +842,13 @@ pub fn encode_forest_shap(rows: &[ForestShapRecord], features: &[String]) -> Vec
 pub fn decode_forest_shap(
     bytes: &[u8],
 ) -> Result<(Vec<ForestShapRecord>, Vec<String>), MessageError> {
-    let reader = StreamReader::try_new(Cursor::new(bytes), None)?;
-    let names = reader
-        .schema()
-        .metadata()
+    let (metadata, batches) = read_stream(bytes, FOREST_SHAP_KIND)?;
+    let names = metadata
         .get(FEATURES)
         .and_then(|j| serde_json::from_str::<Vec<String>>(j).ok())
         .ok_or_else(|| MessageError::Column(FEATURES.to_string()))?;
     let mut out = Vec::new();
-    for batch in decode(bytes, FOREST_SHAP_KIND)? {
+    for batch in batches {
         let c = Columns(&batch);
         for row in 0..batch.num_rows() {
             let values = list_values::<arrow::datatypes::Float64Type>(&c, "values", row)?;
@@ -793,12 +875,18 @@ const CNN_SHAP_KIND: &str = "cnn-shap/v2";
 
 /// The kind a message names in its schema metadata (`None` when it is not Arrow IPC).
 pub fn message_kind(bytes: &[u8]) -> Option<String> {
-    StreamReader::try_new(Cursor::new(bytes), None)
-        .ok()?
-        .schema()
-        .metadata()
-        .get(KIND)
-        .cloned()
+    // Only the schema is read; guarded like the decoders all the same (see `read_stream`).
+    check_framing(bytes).ok()?;
+    std::panic::catch_unwind(|| {
+        StreamReader::try_new(Cursor::new(bytes), None)
+            .ok()?
+            .schema()
+            .metadata()
+            .get(KIND)
+            .cloned()
+    })
+    .ok()
+    .flatten()
 }
 
 /// Whether a `shap.tasks` message holds CNN tasks (else forest tasks are expected).
@@ -982,6 +1070,24 @@ pub fn windows_message_schema(format: &LakeFormat) -> SchemaRef {
         .expect("an empty message decodes")
 }
 
+/// Runs every decoder the services apply to bytes from the broker on `bytes`, and says how
+/// many accepted them: what the fuzz target and its corpus replay call.
+pub fn decode_with_every_decoder(bytes: &[u8]) -> usize {
+    let _ = message_kind(bytes);
+    [
+        decode_windows(bytes).is_ok(),
+        decode_scores(bytes).is_ok(),
+        decode_magnitudes(bytes).is_ok(),
+        decode_forest_shap_tasks(bytes).is_ok(),
+        decode_forest_shap(bytes).is_ok(),
+        decode_cnn_shap_tasks(bytes).is_ok(),
+        decode_cnn_shap(bytes).is_ok(),
+    ]
+    .into_iter()
+    .filter(|&ok| ok)
+    .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::fixtures::{format, window};
@@ -1145,6 +1251,25 @@ mod tests {
         assert_eq!(decode_magnitudes(&encode_magnitudes(&m)).unwrap(), m);
     }
 
+    /// A compressed buffer whose declared size is changed to exabytes is refused before the
+    /// reader allocates it; the real size passes.
+    #[test]
+    fn a_message_announcing_a_huge_decompressed_buffer_is_refused() {
+        let bytes = encode_windows(&[window(1)], &format());
+        assert!(check_framing(&bytes).is_ok());
+        // The spectrogram's values are the largest buffer: find its declared length (the
+        // first 8 bytes of a compressed buffer) by the value it must have.
+        let values = (3 * 33 * 153 * 4) as i64;
+        let at = bytes
+            .windows(8)
+            .position(|w| i64::from_le_bytes(w.try_into().unwrap()) == values)
+            .expect("the spectrogram buffer's declared length");
+        let mut bomb = bytes.clone();
+        bomb[at..at + 8].copy_from_slice(&(1i64 << 60).to_le_bytes());
+        let err = decode_windows(&bomb).unwrap_err().to_string();
+        assert!(err.contains("would decompress to more than"), "{err}");
+    }
+
     #[test]
     fn wrong_or_corrupt_messages_are_errors() {
         let scores = encode_scores(&[]);
@@ -1160,13 +1285,13 @@ mod tests {
     }
 }
 
-/// Records for unit tests of the codecs and the stages.
-#[cfg(test)]
-pub(crate) mod fixtures {
-    use quakelens_lake::{LakeFormat, SourceAttributes, WindowRecord};
+/// Sample records for tests (here and, with the `fixtures` feature, in other crates).
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures {
+    use crate::{LakeFormat, SourceAttributes, WindowRecord};
 
     /// A window of the study's shape; `i` makes its id, times and values distinct.
-    pub(crate) fn window(i: usize) -> WindowRecord {
+    pub fn window(i: usize) -> WindowRecord {
         WindowRecord {
             window_id: format!("{i:016x}"),
             network: "XX".into(),
@@ -1209,7 +1334,7 @@ pub(crate) mod fixtures {
         }
     }
 
-    pub(crate) fn format() -> LakeFormat {
+    pub fn format() -> LakeFormat {
         LakeFormat {
             shape: [3, 33, 153],
             input: quakelens_signal::spectrogram::SpectrogramInput::study_image(
@@ -1218,5 +1343,106 @@ pub(crate) mod fixtures {
             features: quakelens_signal::features::FeatureSet::Study,
             waveform: None,
         }
+    }
+
+    /// One small valid message of every kind (tiny spectrogram and waveform shapes), the
+    /// fuzzers' seeds: `(kind, bytes)`.
+    pub fn seed_messages() -> Vec<(&'static str, Vec<u8>)> {
+        use super::*;
+        use crate::{
+            CnnShapRecord, ForestShapRecord, MagnitudeRecord, Part, ScoreRecord, WindowKey,
+        };
+        let small = LakeFormat {
+            shape: [1, 2, 3],
+            ..format()
+        };
+        let mut w = window(1);
+        w.spectrogram = vec![0.25, 0.5, 0.75, 1.0, 1.25, 1.5];
+        let with_samples = LakeFormat {
+            waveform: Some([3, 2]),
+            ..small
+        };
+        let mut sampled = w.clone();
+        sampled.waveform = vec![1.0, -1.0, 2.0, -2.0, 3.0, -3.0];
+        let key = WindowKey::of(&w);
+        let names: Vec<String> = ["rms", "peak"].map(String::from).to_vec();
+        vec![
+            ("windows", encode_windows(std::slice::from_ref(&w), &small)),
+            (
+                "windows-with-samples",
+                encode_windows(&[sampled], &with_samples),
+            ),
+            (
+                "scores",
+                encode_scores(&[ScoreRecord {
+                    key: key.clone(),
+                    model_kind: "quakelens-cnn".into(),
+                    model_hash: "sha256:ab".into(),
+                    logits: vec![-1.0, 2.0],
+                    probabilities: vec![0.05, 0.95],
+                    classes: vec!["foreshock".into(), "aftershock".into()],
+                    scored_ns: 7,
+                }]),
+            ),
+            (
+                "magnitudes",
+                encode_magnitudes(&[MagnitudeRecord {
+                    key: key.clone(),
+                    model_hash: "sha256:cd".into(),
+                    magnitude: 2.5,
+                    scored_ns: 8,
+                }]),
+            ),
+            (
+                "forest-shap-tasks",
+                encode_forest_shap_tasks(&[ForestShapTask {
+                    key: key.clone(),
+                    model_hash: "sha256:f".into(),
+                    end_ns: 25,
+                    inputs: vec![1.0, -2.5],
+                }]),
+            ),
+            (
+                "forest-shap",
+                encode_forest_shap(
+                    &[ForestShapRecord {
+                        key: key.clone(),
+                        model_hash: "sha256:f".into(),
+                        base_value: 2.0,
+                        values: vec![0.5, -0.25],
+                    }],
+                    &names,
+                ),
+            ),
+            (
+                "cnn-shap-tasks",
+                encode_cnn_shap_tasks(&[CnnShapTask {
+                    key: key.clone(),
+                    model_hash: "sha256:c".into(),
+                    target: "margin".into(),
+                    end_ns: 9,
+                    spectrogram: w.spectrogram.clone(),
+                    part: Part { index: 1, count: 2 },
+                }]),
+            ),
+            (
+                "cnn-shap",
+                encode_cnn_shap(&[(
+                    CnnShapRecord {
+                        key,
+                        model_hash: "sha256:c".into(),
+                        method: "partition".into(),
+                        target: "logit:aftershock".into(),
+                        budget: 100,
+                        seed: 0,
+                        output: 1.5,
+                        base_value: -0.5,
+                        values: vec![0.25; 6],
+                        batch: None,
+                    },
+                    Part::WHOLE,
+                )]),
+            ),
+        ]
     }
 }
