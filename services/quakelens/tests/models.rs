@@ -503,7 +503,7 @@ fn nine_classes_train_on_a_sequence_with_a_middle_sequence() {
     let printed = |what: &str| {
         out.lines()
             .find_map(|l| l.strip_prefix("sequence   ")?.strip_prefix(what))
-            .and_then(|rest| rest.trim_start().split_whitespace().next())
+            .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("no {what} in {out}"))
             .to_string()
     };
