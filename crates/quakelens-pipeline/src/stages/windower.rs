@@ -42,11 +42,11 @@ pub struct WindowerConfig {
     /// while a component lags (see [`Flush::Idle`]).
     pub idle_flush: Duration,
     /// A station that sent nothing for `idle_flush` (wall time) and whose newest sample is this
-    /// far (data time) behind the newest sample of any station is ended as its end-of-stream
-    /// marker would end it, and its buffers freed: a network whose stations come and go holds
-    /// the memory of the stations live now, not of every station it ever saw. Data time, so a
-    /// replay at any speed evicts at the same point; the wall-time silence, so one station's
-    /// wrong clock cannot end the stations still sending.
+    /// far (data time) behind the network's clock (the median of the stations' newest samples)
+    /// is ended as its end-of-stream marker would end it, and its buffers freed: a network
+    /// whose stations come and go holds the memory of the stations live now, not of every
+    /// station it ever saw. Data time, so a replay at any speed evicts at the same point; the
+    /// median and the wall-time silence, so one station's wrong clock ends no other station.
     pub evict_after: Duration,
 }
 
@@ -120,8 +120,6 @@ pub struct WindowerStage {
     /// Stations this windower ended (marker or eviction) and has not seen since: their next
     /// data is a new start, not a replay after a restart. At most one entry per station.
     ended: HashSet<StationKey>,
-    /// Newest sample time of any station (ns), the clock eviction runs on.
-    network_end_ns: i64,
     pub totals: WindowerTotals,
 }
 
@@ -144,7 +142,6 @@ impl WindowerStage {
             known: BTreeSet::new(),
             looked_up: HashSet::new(),
             ended: HashSet::new(),
-            network_end_ns: i64::MIN,
             totals: WindowerTotals::default(),
         })
     }
@@ -226,7 +223,7 @@ impl Stage for WindowerStage {
         }
         let idle = self.cfg.idle_flush;
         let evict_before = self
-            .network_end_ns
+            .network_clock_ns()
             .saturating_sub(self.cfg.evict_after.as_nanos().min(i64::MAX as u128) as i64);
         for (key, s) in &self.stations {
             // A station in this batch is sending, however far behind its data is.
@@ -376,7 +373,6 @@ impl WindowerStage {
         });
         (s.last_data, s.last_record) = (Instant::now(), Instant::now());
         s.data_end_ns = s.data_end_ns.max(trace.next_ns());
-        self.network_end_ns = self.network_end_ns.max(s.data_end_ns);
         let late = s.windower.push(trace, &self.plan);
         s.late += late;
         self.totals.late_samples += late as u64;
@@ -436,6 +432,17 @@ impl WindowerStage {
                 offset,
             })
             .collect()
+    }
+
+    /// The network's data time: the (upper) median of the held stations' newest samples, which
+    /// one station with a clock far ahead cannot move.
+    fn network_clock_ns(&self) -> i64 {
+        let mut ends: Vec<i64> = self.stations.values().map(|s| s.data_end_ns).collect();
+        if ends.is_empty() {
+            return i64::MIN;
+        }
+        let mid = ends.len() / 2;
+        *ends.select_nth_unstable(mid).1
     }
 
     /// Stations with buffers (memory accounting).
@@ -566,8 +573,8 @@ mod tests {
     }
 
     /// A station that stopped is ended (its windows cut, its buffers freed) once the others
-    /// are an hour of data time ahead; a record with a clock hours ahead ends no station that
-    /// is still sending.
+    /// are an hour of data time ahead; a station whose clock runs hours ahead ends none of the
+    /// others, whether they are still sending or briefly silent.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_silent_station_is_ended_an_hour_behind_but_a_wrong_clock_ends_none() {
         let broker = MemoryBroker::new();
@@ -609,6 +616,18 @@ mod tests {
         assert_eq!(stage.stations_held(), 1);
         // Every event a window, nothing dropped by the ending.
         assert_eq!((stage.totals.windows, stage.totals.dropped), (3, 0));
+
+        // Three stations, one with a clock two hours ahead, the other two silent for a batch
+        // and no silence guard: the network's clock is their median, so nothing is ended.
+        let mut stage = stage_with(Duration::ZERO);
+        let mut batch = both(0);
+        let n = batch.len() as i64;
+        batch.extend(feed("S02", start, 80, 0.0, n));
+        let next = batch.len() as i64;
+        stage.step(&t, batch, &metrics).await.unwrap();
+        let ahead = feed("S02", start + 7200, 2, 0.0, next);
+        stage.step(&t, ahead, &metrics).await.unwrap();
+        assert_eq!((stage.totals.evicted, stage.stations_held()), (0, 3));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
