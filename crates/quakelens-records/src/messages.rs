@@ -82,20 +82,28 @@ fn read_stream(
     bytes: &[u8],
     expected: &'static str,
 ) -> Result<(std::collections::HashMap<String, String>, Vec<RecordBatch>), MessageError> {
-    // arrow-ipc 59 panics on some corrupt streams (a buffer said to lie past the message's
-    // body: found by fuzzing) instead of returning an error. A message from the network must
-    // never stop a service, so a panic in the reader is that message's error.
-    check_framing(bytes)?;
-    let read = || {
-        let reader = StreamReader::try_new(Cursor::new(bytes), None)?;
+    with_reader(bytes, |reader| {
         let metadata = reader.schema().metadata().clone();
         let found = metadata.get(KIND).cloned();
         if found.as_deref() != Some(expected) {
             return Err(MessageError::Kind { found, expected });
         }
         Ok((metadata, reader.collect::<Result<Vec<_>, _>>()?))
-    };
-    std::panic::catch_unwind(read).unwrap_or_else(|panic| {
+    })
+}
+
+/// Opens `bytes` as an Arrow IPC stream and hands the reader to `read`, the one way every
+/// decoder reads bytes from the network. The framing is checked first ([`check_framing`]), and
+/// a panic inside arrow-ipc 59 (it panics on some corrupt streams, e.g. a buffer said to lie
+/// past the message's body: found by fuzzing) is the message's error: a message must never stop
+/// a service.
+fn with_reader<T>(
+    bytes: &[u8],
+    read: impl FnOnce(StreamReader<Cursor<&[u8]>>) -> Result<T, MessageError>,
+) -> Result<T, MessageError> {
+    check_framing(bytes)?;
+    let guarded = || read(StreamReader::try_new(Cursor::new(bytes), None)?);
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(guarded)).unwrap_or_else(|panic| {
         let why = panic
             .downcast_ref::<String>()
             .map(String::as_str)
@@ -875,15 +883,8 @@ const CNN_SHAP_KIND: &str = "cnn-shap/v2";
 
 /// The kind a message names in its schema metadata (`None` when it is not Arrow IPC).
 pub fn message_kind(bytes: &[u8]) -> Option<String> {
-    // Only the schema is read; guarded like the decoders all the same (see `read_stream`).
-    check_framing(bytes).ok()?;
-    std::panic::catch_unwind(|| {
-        StreamReader::try_new(Cursor::new(bytes), None)
-            .ok()?
-            .schema()
-            .metadata()
-            .get(KIND)
-            .cloned()
+    with_reader(bytes, |reader| {
+        Ok(reader.schema().metadata().get(KIND).cloned())
     })
     .ok()
     .flatten()

@@ -44,8 +44,8 @@ pub struct WindowerConfig {
     /// A station that sent nothing for `idle_flush` (wall time) and whose newest sample is this
     /// far (data time) behind the network's clock (the median of the stations' newest samples)
     /// is ended as its end-of-stream marker would end it, and its buffers freed: a network
-    /// whose stations come and go holds the memory of the stations live now, not of every
-    /// station it ever saw. Data time, so a replay at any speed evicts at the same point; the
+    /// whose stations come and go holds the buffers of the stations live now, and of every
+    /// other station only its name (as the progress topic does). Data time, so a replay at any speed evicts at the same point; the
     /// median and the wall-time silence, so one station's wrong clock ends no other station.
     pub evict_after: Duration,
 }
