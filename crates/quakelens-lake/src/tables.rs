@@ -313,20 +313,46 @@ pub(crate) async fn recent_keys(
     table: Table,
     since: std::time::SystemTime,
 ) -> Result<Vec<(String, String)>, LakeError> {
+    let cutoff_ms = since
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    keys_of_files(t, location, table, |f| f.modification_time() >= cutoff_ms).await
+}
+
+/// The keys of the rows in one `day` × `stream` partition (its files only are read).
+pub(crate) async fn partition_keys(
+    t: &DeltaTable,
+    location: &LakeLocation,
+    table: Table,
+    day: &str,
+    stream: &str,
+) -> Result<Vec<(String, String)>, LakeError> {
+    keys_of_files(t, location, table, |f| {
+        let values = f.partition_values_map();
+        values.get("day").and_then(|v| v.as_deref()) == Some(day)
+            && values.get("stream").and_then(|v| v.as_deref()) == Some(stream)
+    })
+    .await
+}
+
+/// `(window_id, model_hash)` of the rows in the live files `keep` picks.
+async fn keys_of_files(
+    t: &DeltaTable,
+    location: &LakeLocation,
+    table: Table,
+    keep: impl Fn(&deltalake::kernel::LogicalFileView) -> bool,
+) -> Result<Vec<(String, String)>, LakeError> {
     use arrow::array::AsArray;
     use arrow::datatypes::DataType;
     use futures::TryStreamExt;
 
     let err = |e: DeltaTableError| LakeError::store(location, table.name(), e);
-    let cutoff_ms = since
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
     let paths: Vec<String> = t
         .snapshot()
         .map_err(err)?
         .log_data()
         .iter()
-        .filter(|f| f.modification_time() >= cutoff_ms)
+        .filter(|f| keep(f))
         .map(|f| f.path().into_owned())
         .collect();
     if paths.is_empty() {

@@ -62,6 +62,21 @@ impl LakeWriter {
         }
     }
 
+    /// The `(window_id, model_hash)` keys already in one `day` × `stream` partition of
+    /// `table` (model_hash empty for tables without one).
+    pub async fn partition_keys(
+        &mut self,
+        table: Table,
+        day: &str,
+        stream: &str,
+    ) -> Result<Vec<(String, String)>, LakeError> {
+        let location = self.tables.location.clone();
+        match self.tables.existing(table).await? {
+            Some(t) => crate::tables::partition_keys(t, &location, table, day, stream).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// The source position last committed for `app_id` in `table`.
     pub async fn txn_version(
         &mut self,

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use quakelens_explain::image::Part;
 use quakelens_lake::{
-    CnnShapRecord, ForestShapRecord, LakeFormat, LakeLocation, LakeWriter, MagnitudeRecord,
+    CnnShapRecord, ForestShapRecord, Keyed, LakeFormat, LakeLocation, LakeWriter, MagnitudeRecord,
     ScoreRecord, SpectrogramAxes, Table, Txn, WindowRecord,
 };
 use quakelens_transport::topics::{header, DEAD_LETTER, MAGNITUDES, SCORES, SHAP_RESULTS, WINDOWS};
@@ -65,6 +65,14 @@ use crate::messages::{
 
 const STAGE: &str = "lake";
 
+/// With `partition_keys`: days of keys kept before the newest day being written.
+const KEPT_DAYS: i64 = 1;
+
+/// Days since the epoch of a window start (the day partition, as a number).
+fn day_number(start_ns: i64) -> i64 {
+    start_ns.div_euclid(86_400 * 1_000_000_000)
+}
+
 /// How the sink names its positions and how far back it looks for upstream duplicates.
 #[derive(Clone, Debug)]
 pub struct LakeSinkConfig {
@@ -77,6 +85,11 @@ pub struct LakeSinkConfig {
     pub retry_for: Duration,
     /// Compact the tables in the background this often (None: leave it to `lake optimize`).
     pub compaction: Option<Compaction>,
+    /// Before a table's first rows in a `day` × `stream` partition, load the keys that
+    /// partition holds and drop rows already there, whenever they were written (the embedded
+    /// run: rerunning an archive writes nothing twice). Keys of days long past are forgotten
+    /// (see `learn`), so memory follows the days in flight.
+    pub partition_keys: bool,
 }
 
 /// Periodic compaction by the sink: every `every`, all tables are bin-packed to files of about
@@ -96,6 +109,7 @@ impl LakeSinkConfig {
             dedup_horizon: Duration::from_secs(6 * 3600),
             retry_for: Duration::from_secs(600),
             compaction: None,
+            partition_keys: false,
         }
     }
 }
@@ -129,6 +143,10 @@ pub struct LakeSinkStage {
     /// The next offset not yet in each table, per topic partition (from the log, then kept).
     committed: HashMap<(Table, String, i32), i64>,
     recent: HashMap<Table, RecentKeys>,
+    /// With `partition_keys`: the keys of the partitions loaded, per table, each with its
+    /// partition's day (days since the epoch), and which (table, day, stream) those are.
+    known: HashMap<Table, HashMap<u64, i64>>,
+    loaded: std::collections::HashSet<(Table, i64, String)>,
     /// Where CNN explanation values sit (None: the lake's spectrograms are not the study's).
     axes: Option<SpectrogramAxes>,
     /// CNN explanations split into parts, waiting for the rest of their window.
@@ -138,6 +156,9 @@ pub struct LakeSinkStage {
     /// Seconds from window end to its row being in the lake.
     pub latencies: Latencies,
     pub duplicates_skipped: u64,
+    /// Rows written per table, and files added, since the sink started.
+    pub rows_written: HashMap<Table, u64>,
+    pub files_added: u64,
     location: LakeLocation,
     last_compaction: Instant,
     compacting: Option<tokio::task::JoinHandle<()>>,
@@ -176,10 +197,14 @@ impl LakeSinkStage {
             cfg,
             committed: HashMap::new(),
             recent,
+            known: HashMap::new(),
+            loaded: Default::default(),
             parts: PartsBuffer::default(),
             consumed: BTreeMap::new(),
             latencies: Latencies::default(),
             duplicates_skipped: 0,
+            rows_written: HashMap::new(),
+            files_added: 0,
             location: location.clone(),
             last_compaction: Instant::now(),
             compacting: None,
@@ -276,19 +301,58 @@ impl LakeSinkStage {
         Ok(txns)
     }
 
-    /// Keeps only rows whose key was not written within the horizon (nor earlier in `rows`).
+    /// With `partition_keys`: loads the keys of the partitions of `rows` not loaded yet, after
+    /// forgetting those of days more than [`KEPT_DAYS`] before the newest that `rows` do not
+    /// touch. Input arrives in time order, so what is forgotten is rarely needed again, and a
+    /// partition needed again is loaded again: memory follows the days in flight, not the run.
+    async fn learn<R: Keyed>(&mut self, table: Table, rows: &[R]) -> Result<(), StageError> {
+        if !self.cfg.partition_keys || rows.is_empty() {
+            return Ok(());
+        }
+        let mut wanted: BTreeMap<(i64, String), String> = BTreeMap::new();
+        for r in rows {
+            let k = r.key();
+            let day = day_number(k.start_ns);
+            if !wanted.contains_key(&(day, k.stream().clone())) {
+                wanted.insert((day, k.stream()), k.day());
+            }
+        }
+        let newest = wanted.keys().map(|(d, _)| *d).max().unwrap_or(i64::MIN);
+        let days: std::collections::BTreeSet<i64> = wanted.keys().map(|(d, _)| *d).collect();
+        let stale = |d: i64| d < newest - KEPT_DAYS && !days.contains(&d);
+        self.loaded.retain(|(t, d, _)| *t != table || !stale(*d));
+        if let Some(known) = self.known.get_mut(&table) {
+            known.retain(|_, d| !stale(*d));
+        }
+        for ((day, stream), day_name) in wanted {
+            if self.loaded.contains(&(table, day, stream.clone())) {
+                continue;
+            }
+            let found = retrying!(self, |w| w.partition_keys(table, &day_name, &stream))?;
+            self.known
+                .entry(table)
+                .or_default()
+                .extend(found.iter().map(|(w, m)| (key_hash(w, m), day)));
+            self.loaded.insert((table, day, stream));
+        }
+        Ok(())
+    }
+
+    /// Keeps only rows whose key was not written within the horizon (nor earlier in `rows`,
+    /// nor, with `partition_keys`, ever).
     fn fresh<T>(&mut self, table: Table, rows: Vec<T>, key: impl Fn(&T) -> u64) -> Vec<T> {
         let keys = self
             .recent
             .get_mut(&table)
             .expect("every table has its keys");
+        let known = self.known.get(&table);
         let before = rows.len();
         let mut batch = std::collections::HashSet::new();
         let kept: Vec<T> = rows
             .into_iter()
             .filter(|r| {
                 let k = key(r);
-                !keys.contains(k) && batch.insert(k)
+                !keys.contains(k) && !known.is_some_and(|n| n.contains_key(&k)) && batch.insert(k)
             })
             .collect();
         self.duplicates_skipped += (before - kept.len()) as u64;
@@ -390,6 +454,14 @@ impl LakeSinkStage {
                 Err(e) => dead.push(dead_letter(STAGE, m, &format!("{} message: {e}", m.topic))),
             }
         }
+        self.learn(Table::Windows, &rows.windows).await?;
+        self.learn(Table::Features, &rows.features).await?;
+        self.learn(Table::Scores, &rows.scores).await?;
+        self.learn(Table::Magnitudes, &rows.magnitudes).await?;
+        for (_, group) in &rows.forest_shap {
+            self.learn(Table::ForestShap, group).await?;
+        }
+        self.learn(Table::CnnShap, &rows.cnn_shap).await?;
         let id = |w: &WindowRecord| key_hash(&w.window_id, "");
         rows.windows = self.fresh(Table::Windows, std::mem::take(&mut rows.windows), id);
         rows.features = self.fresh(Table::Features, std::mem::take(&mut rows.features), id);
@@ -427,45 +499,49 @@ impl LakeSinkStage {
         } = rows;
         if !windows.is_empty() {
             let t = self.txns_for(Table::Windows, WINDOWS, after).await?;
-            retrying!(self, |w| w.write_windows(&windows, &t))?;
+            let c = retrying!(self, |w| w.write_windows(&windows, &t))?;
+            self.count(Table::Windows, c);
             self.committed_up_to(Table::Windows, &t);
             self.remember(
                 Table::Windows,
-                windows.iter().map(|r| key_hash(&r.window_id, "")),
+                &windows,
+                |r| key_hash(&r.window_id, ""),
                 now,
             );
         }
         if !features.is_empty() {
             let t = self.txns_for(Table::Features, WINDOWS, after).await?;
-            retrying!(self, |w| w.write_features(&features, &t))?;
+            let c = retrying!(self, |w| w.write_features(&features, &t))?;
+            self.count(Table::Features, c);
             self.committed_up_to(Table::Features, &t);
             self.remember(
                 Table::Features,
-                features.iter().map(|r| key_hash(&r.window_id, "")),
+                &features,
+                |r| key_hash(&r.window_id, ""),
                 now,
             );
         }
         if !scores.is_empty() {
             let t = self.txns_for(Table::Scores, SCORES, after).await?;
-            retrying!(self, |w| w.write_scores(&scores, &t))?;
+            let c = retrying!(self, |w| w.write_scores(&scores, &t))?;
+            self.count(Table::Scores, c);
             self.committed_up_to(Table::Scores, &t);
             self.remember(
                 Table::Scores,
-                scores
-                    .iter()
-                    .map(|r| key_hash(&r.key.window_id, &r.model_hash)),
+                &scores,
+                |r| key_hash(&r.key.window_id, &r.model_hash),
                 now,
             );
         }
         if !magnitudes.is_empty() {
             let t = self.txns_for(Table::Magnitudes, MAGNITUDES, after).await?;
-            retrying!(self, |w| w.write_magnitudes(&magnitudes, &t))?;
+            let c = retrying!(self, |w| w.write_magnitudes(&magnitudes, &t))?;
+            self.count(Table::Magnitudes, c);
             self.committed_up_to(Table::Magnitudes, &t);
             self.remember(
                 Table::Magnitudes,
-                magnitudes
-                    .iter()
-                    .map(|r| key_hash(&r.key.window_id, &r.model_hash)),
+                &magnitudes,
+                |r| key_hash(&r.key.window_id, &r.model_hash),
                 now,
             );
         }
@@ -473,27 +549,36 @@ impl LakeSinkStage {
             let t = self
                 .txns_for(Table::ForestShap, SHAP_RESULTS, after)
                 .await?;
-            retrying!(self, |w| w.write_forest_shap(&forest_shap, &t))?;
+            let c = retrying!(self, |w| w.write_forest_shap(&forest_shap, &t))?;
+            self.count(Table::ForestShap, c);
             self.committed_up_to(Table::ForestShap, &t);
-            let keys: Vec<u64> = forest_shap
-                .iter()
-                .flat_map(|(_, r)| r.iter().map(|r| key_hash(&r.key.window_id, &r.model_hash)))
-                .collect();
-            self.remember(Table::ForestShap, keys.into_iter(), now);
+            for (_, group) in &forest_shap {
+                self.remember(
+                    Table::ForestShap,
+                    group,
+                    |r| key_hash(&r.key.window_id, &r.model_hash),
+                    now,
+                );
+            }
         }
         if let (false, Some(axes)) = (cnn_shap.is_empty(), self.axes.clone()) {
             let t = self.txns_for(Table::CnnShap, SHAP_RESULTS, after).await?;
-            retrying!(self, |w| w.write_cnn_shap(&cnn_shap, &axes, &t))?;
+            let c = retrying!(self, |w| w.write_cnn_shap(&cnn_shap, &axes, &t))?;
+            self.count(Table::CnnShap, c);
             self.committed_up_to(Table::CnnShap, &t);
             self.remember(
                 Table::CnnShap,
-                cnn_shap
-                    .iter()
-                    .map(|r| key_hash(&r.key.window_id, &r.model_hash)),
+                &cnn_shap,
+                |r| key_hash(&r.key.window_id, &r.model_hash),
                 now,
             );
         }
         Ok(())
+    }
+
+    fn count(&mut self, table: Table, c: quakelens_lake::Committed) {
+        self.files_added += c.files as u64;
+        *self.rows_written.entry(table).or_default() += c.rows as u64;
     }
 
     fn committed_up_to(&mut self, table: Table, txns: &[Txn]) {
@@ -509,13 +594,29 @@ impl LakeSinkStage {
         }
     }
 
-    fn remember(&mut self, table: Table, keys: impl Iterator<Item = u64>, now: Instant) {
+    /// Keeps the keys of rows just written: for the dedup horizon and, with
+    /// `partition_keys`, with their partition's day.
+    fn remember<R: Keyed>(
+        &mut self,
+        table: Table,
+        rows: &[R],
+        key: impl Fn(&R) -> u64,
+        now: Instant,
+    ) {
         let recent = self
             .recent
             .get_mut(&table)
             .expect("every table has its keys");
-        for k in keys {
+        let mut known = self
+            .cfg
+            .partition_keys
+            .then(|| self.known.entry(table).or_default());
+        for r in rows {
+            let k = key(r);
             recent.insert(k, now);
+            if let Some(known) = known.as_mut() {
+                known.insert(k, day_number(r.key().start_ns));
+            }
         }
     }
 
@@ -719,6 +820,57 @@ mod tests {
             .await
             .unwrap();
         assert!(counts.contains("| 14 | 14"), "{counts}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn partition_keys_of_past_days_are_forgotten_and_loaded_again_when_needed() {
+        const DAY_NS: i64 = 86_400 * 1_000_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let lake = LakeLocation::local(dir.path()).unwrap();
+        let broker = MemoryBroker::new();
+        for (t, p) in topics::ALL {
+            broker.create_topic(t, p);
+        }
+        let t = broker.transport(&[WINDOWS]);
+        let metrics = StageMetrics::detached(STAGE);
+        let mut cfg = LakeSinkConfig::new("run/a");
+        cfg.dedup_horizon = Duration::ZERO;
+        cfg.partition_keys = true;
+        let mut sink = LakeSinkStage::open(&lake, format(), cfg).await.unwrap();
+        // Window `i` starting on `day`, at offset `o` (a new offset: only the keys can tell).
+        let on_day = |o: i64, i: usize, day: i64| {
+            let mut w = window(i);
+            w.start_ns = day * DAY_NS + i as i64;
+            w.end_ns = w.start_ns + 25_000_000_000;
+            Incoming {
+                payload: Some(encode_windows(&[w], &format())),
+                ..message(0, o, i)
+            }
+        };
+        sink.step(&t, vec![on_day(0, 1, 0)], &metrics)
+            .await
+            .unwrap();
+        sink.step(&t, vec![on_day(1, 2, 1)], &metrics)
+            .await
+            .unwrap();
+        sink.step(&t, vec![on_day(2, 3, 3)], &metrics)
+            .await
+            .unwrap();
+        // Days 0 and 1 are more than a day before day 3: only day 3's key is held.
+        assert_eq!(sink.known[&Table::Windows].len(), 1);
+        assert!(sink.loaded.iter().all(|(_, d, _)| *d == 3));
+        // A late copy of day 0's window: its partition is loaded again and the copy dropped.
+        sink.step(&t, vec![on_day(3, 1, 0)], &metrics)
+            .await
+            .unwrap();
+        // Its window row and its features row.
+        assert_eq!(sink.duplicates_skipped, 2);
+        let lake = Lake::open(&lake).await.unwrap();
+        let counts = lake
+            .sql_table("SELECT count(*) AS n, count(DISTINCT window_id) AS ids FROM windows")
+            .await
+            .unwrap();
+        assert!(counts.contains("| 3 | 3"), "{counts}");
     }
 
     fn raw(topic: &str, offset: i64, payload: Option<Vec<u8>>) -> Incoming {
