@@ -145,6 +145,17 @@ pub fn after_batch(batch: &[Incoming]) -> Vec<quakelens_transport::Position> {
         .collect()
 }
 
+/// Problems a stage lists by name for a run's report; past this many they are only counted
+/// (and logged), so a list never grows with uptime.
+pub const LISTED: usize = 1000;
+
+/// Appends `item` while `list` is shorter than [`LISTED`].
+pub fn list_first(list: &mut Vec<String>, item: String) {
+    if list.len() < LISTED {
+        list.push(item);
+    }
+}
+
 pub fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
