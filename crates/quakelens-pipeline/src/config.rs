@@ -31,6 +31,9 @@ pub struct PipelineConfig {
     pub chunk_s: f64,
     /// Windows transformed and written per lake write (bounds memory).
     pub batch_windows: usize,
+    /// The embedded run's queues: unread bytes each in-memory topic may hold before the stage
+    /// sending to it waits.
+    pub queue_bytes: usize,
     /// Models that score each batch (none: windows only).
     pub models: ModelPaths,
     /// Windows per CNN forward pass.
@@ -61,6 +64,7 @@ impl PipelineConfig {
             label_tolerance_s: 1.0,
             chunk_s: 1.0,
             batch_windows: 256,
+            queue_bytes: 64 << 20,
             models: ModelPaths::default(),
             score_batch: 64,
             explain_evals: 0,

@@ -1,12 +1,13 @@
-//! The embedded runner: every stage in one process, no broker. Input files (or the synthetic
-//! generator) → windows → spectrograms + features → labels → lake.
+//! The embedded runner: every stage in one process, no broker. miniSEED files (or the
+//! synthetic generator) go through the services' own stages ([`crate::run`]); the study's
+//! D-set, whose traces are windows already, is transformed, labelled and scored here.
 //!
-//! Reruns are idempotent through the lake's log: each chunk of windows is committed with the
-//! position `run/<digest of its window ids>` (per model for model outputs), so running the
-//! same input again writes nothing twice, and new models add their rows beside the old ones.
+//! Reruns are idempotent through the lake: the stages' sink drops rows whose keys the lake
+//! holds; D-set chunks are committed with the position `run/<digest of their window ids>` (per
+//! model for model outputs). Running the same input again writes nothing twice, and new models
+//! add their rows beside the old ones.
 
 use std::path::{Path, PathBuf};
-
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -19,11 +20,9 @@ use quakelens_synth::{read_catalog, write_dataset, CatalogError, SynthConfig, Wr
 
 use crate::config::PipelineConfig;
 use crate::dset::{read_dset, DsetError};
-use crate::ingest::{collect_inputs, decode_files, IngestError};
-use crate::labels::Labeller;
+use crate::ingest::{collect_inputs, IngestError};
 use crate::score::{ScoreError, Scorer};
 use crate::transform::WindowTransformer;
-use crate::windowing::window_traces;
 
 /// Where the data comes from.
 #[derive(Clone, Debug)]
@@ -57,8 +56,10 @@ pub enum RunError {
     Runtime(std::io::Error),
     #[error("no decodable waveform data in the input:\n  {0}")]
     NoData(String),
-    #[error("explaining the CNN: {0}")]
+    #[error("explaining: {0}")]
     Explain(String),
+    #[error("stage {0}")]
+    Stage(String),
 }
 
 /// Accounting of a run: every input record ends up in a window, or in one of these lists.
@@ -66,9 +67,16 @@ pub enum RunError {
 pub struct RunReport {
     pub files: usize,
     pub records: usize,
+    /// Files with no usable record, and bytes that were not a record (each list the first
+    /// thousand; `dead_letters` counts every unusable message of every stage).
     pub failed_files: Vec<String>,
     pub decode_warnings: Vec<String>,
-    pub traces: usize,
+    pub dead_letters: usize,
+    /// Messages a later stage refused (wrong format or model), with the reason.
+    pub rejected: Vec<String>,
+    /// Most input files indexed at once and the records they held (the read-ahead).
+    pub read_ahead_files: usize,
+    pub read_ahead_records: usize,
     pub streams: usize,
     pub unassembled: Vec<String>,
     pub resampled_segments: u64,
@@ -78,8 +86,8 @@ pub struct RunReport {
     pub windows_with_filled_gaps: usize,
     /// Windows with a constant (dead) channel: its image is all zero (see `flat_channels`).
     pub windows_with_flat_channels: usize,
-    /// Chunks of windows already in the lake from an earlier run of the same input.
-    pub chunks_already_in_lake: usize,
+    /// Rows not written because the lake held them already (an earlier run of the same input).
+    pub already_in_lake: usize,
     pub dropped_windows: Vec<String>,
     /// D-set traces not used, with the reason (fewer than 3 rows, wrong length, NaN).
     pub skipped_traces: Vec<String>,
@@ -144,71 +152,28 @@ pub fn run(input: Input, cfg: &PipelineConfig) -> Result<RunReport, RunError> {
             (vec![dir], Some(written.catalog))
         }
     };
-    // An explicit catalogue wins over the one written beside synthetic data.
-    let catalog_path = cfg.catalog.clone().or(generated_catalog);
-    let files = collect_inputs(&paths)?;
     let lake = cfg.lake.as_ref().ok_or(RunError::NoLake)?;
+    // Refuses a directory without miniSEED before anything is opened.
+    collect_inputs(&paths)?;
+    let mut cfg = cfg.clone();
+    // An explicit catalogue wins over the one written beside synthetic data.
+    cfg.catalog = cfg.catalog.or(generated_catalog);
+    if let Some(path) = &cfg.catalog {
+        read_catalog(path)?;
+    }
     let mut report = RunReport {
-        files: files.len(),
         lake: lake.to_string(),
         ..RunReport::default()
     };
-
-    let pb = bar(cfg.progress, files.len(), "decoding");
-    let ingested = decode_files(&files, || pb.inc(1));
-    pb.finish_and_clear();
-    report.records = ingested.records;
-    report.traces = ingested.traces.len();
-    report.failed_files = ingested.failed_files;
-    report.decode_warnings = ingested.warnings.iter().map(|w| w.to_string()).collect();
-    for w in &report.decode_warnings {
-        tracing::warn!("{w}");
-    }
-    for f in &report.failed_files {
-        tracing::warn!("{f}");
-    }
-    if ingested.traces.is_empty() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    runtime.block_on(crate::run::run_stages(paths, lake, &cfg, &mut report))?;
+    if report.records == 0 {
         return Err(RunError::NoData(report.failed_files.join("\n  ")));
     }
-
-    let windowed = window_traces(ingested.traces, cfg);
-    report.streams = windowed.streams;
-    report.unassembled = windowed.unassembled;
-    report.resampled_segments = windowed.stats.resampled_segments;
-    report.snapped_segments = windowed.stats.snapped_segments;
-    report.overlap_samples = windowed.stats.overlap_samples;
-    report.dropped_windows = windowed.dropped.iter().map(|d| d.to_string()).collect();
-    report.merged_onsets = windowed.merged_onsets;
-    report.windows = windowed.windows.len();
-    report.windows_with_filled_gaps = windowed.windows.iter().filter(|w| w.gap_runs > 0).count();
-    for u in &report.unassembled {
-        tracing::warn!("{u}");
-    }
-    for d in &report.dropped_windows {
-        tracing::warn!("dropped window: {d}");
-    }
-
-    let labeller = match &catalog_path {
-        Some(path) => Some(Labeller::new(read_catalog(path)?, cfg.label_tolerance_s)),
-        None => None,
-    };
-    let mut sink = Sink::open(lake, cfg, &mut report)?;
-    let transformer = WindowTransformer::for_config(cfg);
-    let pb = bar(cfg.progress, windowed.windows.len(), "windows");
-    for chunk in windowed.windows.chunks(cfg.batch_windows.max(1)) {
-        sink.start_chunk(chunk_digest(cfg, chunk));
-        if sink.done()? {
-            report.chunks_already_in_lake += 1;
-            pb.inc(chunk.len() as u64);
-            continue;
-        }
-        let mut records = transformer.transform(chunk, || pb.inc(1));
-        if let Some(l) = &labeller {
-            report.labelled += l.label(&mut records);
-        }
-        sink.write(&records, &mut report)?;
-    }
-    pb.finish_and_clear();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
@@ -443,7 +408,6 @@ fn run_dset(
     let batch = read_dset(dir, rows)?;
     let mut report = RunReport {
         files: batch.files,
-        traces: batch.windows.len() + batch.skipped.len(),
         windows: batch.windows.len(),
         skipped_traces: batch.skipped.clone(),
         lake: lake.to_string(),
@@ -459,7 +423,7 @@ fn run_dset(
     for (i, chunk) in batch.windows.chunks(size).enumerate() {
         sink.start_chunk(chunk_digest(cfg, chunk));
         if sink.done()? {
-            report.chunks_already_in_lake += 1;
+            report.already_in_lake += chunk.len();
             pb.inc(chunk.len() as u64);
             continue;
         }

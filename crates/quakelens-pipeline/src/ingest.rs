@@ -1,10 +1,6 @@
-//! Ingest stage: find input files and decode them (in parallel), keeping every warning.
+//! Input files: which files under the paths a run or an ingest is given are miniSEED.
 
 use std::path::{Path, PathBuf};
-
-use rayon::prelude::*;
-
-use quakelens_signal::miniseed::{read_file, DecodeWarning, Trace};
 
 /// File endings taken from directories; files named explicitly are always tried.
 const MINISEED_EXTENSIONS: [&str; 5] = ["mseed", "miniseed", "ms", "seed", "msd"];
@@ -61,38 +57,4 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), IngestError> {
         }
     }
     Ok(())
-}
-
-/// Decoded input: all traces, plus what went wrong where.
-#[derive(Debug, Default)]
-pub struct Ingested {
-    pub traces: Vec<Trace>,
-    pub records: usize,
-    pub warnings: Vec<DecodeWarning>,
-    /// Files that held no usable record at all, with the reason.
-    pub failed_files: Vec<String>,
-}
-
-/// Decodes `files` in parallel; a bad file is reported, never fatal to the others.
-pub fn decode_files(files: &[PathBuf], on_file: impl Fn() + Sync) -> Ingested {
-    let results: Vec<_> = files
-        .par_iter()
-        .map(|f| {
-            let r = read_file(f);
-            on_file();
-            r
-        })
-        .collect();
-    let mut out = Ingested::default();
-    for result in results {
-        match result {
-            Ok(decoded) => {
-                out.records += decoded.records;
-                out.warnings.extend(decoded.warnings);
-                out.traces.extend(decoded.traces);
-            }
-            Err(e) => out.failed_files.push(e.to_string()),
-        }
-    }
-    out
 }

@@ -15,6 +15,7 @@ pub mod labels;
 /// The services' messages, declared with their records in `quakelens-records`.
 pub use quakelens_records::messages;
 pub mod metrics;
+mod run;
 pub mod score;
 pub mod stages;
 pub mod transform;

@@ -4,9 +4,8 @@
 //! `windower` service runs it (records in, windows out, positions stored) on a feed made in
 //! memory, with a transport that drops what it is sent, and every allocation is counted.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -21,47 +20,10 @@ use quakelens_transport::{
     partition_for, Incoming, Outgoing, Position, Revoked, Transport, TransportError,
 };
 
-/// Bytes allocated and not yet freed, by anything in this process.
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-struct Counting;
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(p, layout) };
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let q = unsafe { System.realloc(p, layout, new_size) };
-        if !q.is_null() {
-            LIVE.fetch_add(
-                new_size as isize - layout.size() as isize,
-                Ordering::Relaxed,
-            );
-        }
-        q
-    }
-}
+mod support;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: support::heap::Counting = support::heap::Counting;
 
 /// A broker that keeps nothing: it counts what it is sent and remembers the latest positions.
 #[derive(Default)]
@@ -205,9 +167,7 @@ impl Feed {
     }
 }
 
-fn live_mib() -> f64 {
-    LIVE.load(Ordering::Relaxed) as f64 / (1 << 20) as f64
-}
+use support::heap::live_mib;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_windower_fed_for_a_day_holds_the_heap_it_held_after_an_hour() {

@@ -20,11 +20,18 @@ pub struct ScorerStage {
     scorer: Scorer,
     name: &'static str,
     batch: usize,
-    /// Windows the forest could not score (missing inputs); each reason goes to the log.
+    /// Windows the forest could not score (missing inputs); each reason goes to the log, the
+    /// first [`super::LISTED`] are kept for a run's report.
     pub unscored: u64,
+    pub unscored_listed: Vec<String>,
+    /// Scores and magnitudes sent.
+    pub scores_out: u64,
+    pub magnitudes_out: u64,
     /// Send what was scored to `shap.tasks` for the explainer workers (forest inputs, or
     /// spectrograms for the CNN).
     pub explain: bool,
+    /// With `explain`: whether CNN scores get tasks too (forest magnitudes always do).
+    pub explain_cnn: bool,
     /// The CNN output the explainers explain (`margin` or `top-class`).
     pub explain_target: String,
     spread: RoundRobin,
@@ -41,7 +48,11 @@ impl ScorerStage {
             name,
             batch: 64,
             unscored: 0,
+            unscored_listed: Vec::new(),
+            scores_out: 0,
+            magnitudes_out: 0,
             explain: false,
+            explain_cnn: true,
             explain_target: "margin".into(),
             spread: RoundRobin::default(),
         }
@@ -80,7 +91,7 @@ impl ScorerStage {
                 )
             }));
         }
-        if let Some(model) = &self.scorer.cnn {
+        if let Some(model) = self.scorer.cnn.as_ref().filter(|_| self.explain_cnn) {
             let tasks: Vec<CnnShapTask> = scored
                 .iter()
                 .map(|r| CnnShapTask {
@@ -206,7 +217,10 @@ impl Stage for ScorerStage {
             metrics.records_failed.inc_by(s.unscored.len() as u64);
             for u in &s.unscored {
                 tracing::warn!("not scored: {u}");
+                super::list_first(&mut self.unscored_listed, u.clone());
             }
+            self.scores_out += s.scores.len() as u64;
+            self.magnitudes_out += s.magnitudes.len() as u64;
             for r in &s.scores {
                 if let Some(p) = r.p_aftershock() {
                     metrics.prediction(&r.key.key().stream(), p);

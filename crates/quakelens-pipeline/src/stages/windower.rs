@@ -78,7 +78,7 @@ struct Station {
 
 /// Totals of a windower run: counters only, so they stay the same size however long it runs
 /// (what each dropped or unassembled item was goes to the log and the dead letters).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct WindowerTotals {
     pub windows: u64,
     pub dropped: u64,
@@ -91,6 +91,18 @@ pub struct WindowerTotals {
     /// Reads of the whole `windower.progress` topic (start-up, then stations new to this
     /// windower).
     pub progress_reloads: u64,
+    /// Stations that started buffering (again after an end).
+    pub stations: u64,
+    /// Windows with filled gaps, with a constant (dead) channel, and labelled from the
+    /// catalogue.
+    pub with_filled_gaps: u64,
+    pub with_flat_channels: u64,
+    pub labelled: u64,
+    /// What assembly repaired: resampled and snapped segments, overlaps dropped.
+    pub assembly: quakelens_signal::assembly::AssemblyStats,
+    /// The first [`super::LISTED`] unassembled streams and dropped windows, for a run's report.
+    pub unassembled_listed: Vec<String>,
+    pub dropped_listed: Vec<String>,
 }
 
 impl WindowerTotals {
@@ -100,6 +112,13 @@ impl WindowerTotals {
         self.unassembled += w.unassembled.len() as u64;
         self.merged_onsets += w.merged_onsets as u64;
         self.skipped_chunks += w.skipped_chunks as u64;
+        self.assembly += &w.stats;
+        for u in &w.unassembled {
+            super::list_first(&mut self.unassembled_listed, u.clone());
+        }
+        for d in &w.dropped {
+            super::list_first(&mut self.dropped_listed, d.to_string());
+        }
     }
 }
 
@@ -299,6 +318,9 @@ impl Stage for WindowerStage {
         }
         t.store(&self.safe_positions())?;
         self.totals.count(&windowed, records.len());
+        self.totals.with_filled_gaps += records.iter().filter(|r| r.gap_runs > 0).count() as u64;
+        self.totals.with_flat_channels +=
+            records.iter().filter(|r| r.flat_channels > 0).count() as u64;
         Ok(())
     }
 }
@@ -361,6 +383,9 @@ impl WindowerStage {
         // A station ended here starts afresh; one known from the progress topic alone was
         // cut by an earlier run and may be a replay.
         let resumed = !self.ended.remove(&key) && self.known.contains(&key.to_string());
+        if !self.stations.contains_key(&key) {
+            self.totals.stations += 1;
+        }
         let s = self.stations.entry(key.clone()).or_insert_with(|| Station {
             windower: StationWindower::new(key.clone(), resumed),
             partition: (m.topic.clone(), m.partition),
@@ -380,14 +405,15 @@ impl WindowerStage {
         Ok(key)
     }
 
-    fn transform(&self, windows: &[quakelens_signal::window::Window]) -> Vec<WindowRecord> {
+    fn transform(&mut self, windows: &[quakelens_signal::window::Window]) -> Vec<WindowRecord> {
         if windows.is_empty() {
             return Vec::new();
         }
         let mut records =
             tokio::task::block_in_place(|| self.transformer.transform(windows, || {}));
         if let Some(l) = &self.labeller {
-            l.label(&mut records);
+            let n = l.label(&mut records) as u64;
+            self.totals.labelled += n;
         }
         records
     }

@@ -133,8 +133,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
 fn print_report(r: &RunReport) {
     println!(
-        "input      {} files, {} records, {} traces",
-        r.files, r.records, r.traces
+        "input      {} files, {} records (at most {} files and {} records read ahead)",
+        r.files, r.records, r.read_ahead_files, r.read_ahead_records
     );
     if !r.failed_files.is_empty() || !r.decode_warnings.is_empty() {
         println!(
@@ -162,10 +162,16 @@ fn print_report(r: &RunReport) {
         r.merged_onsets,
         r.labelled
     );
-    if r.chunks_already_in_lake > 0 {
+    if r.already_in_lake > 0 {
         println!(
-            "rerun      {} chunks of this input were in the lake already (nothing written twice)",
-            r.chunks_already_in_lake
+            "rerun      {} rows of this input were in the lake already (nothing written twice)",
+            r.already_in_lake
+        );
+    }
+    if !r.rejected.is_empty() {
+        println!(
+            "rejected   {} messages a stage could not use (details on stderr)",
+            r.rejected.len()
         );
     }
     if !r.skipped_traces.is_empty() {
