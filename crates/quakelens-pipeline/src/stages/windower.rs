@@ -76,8 +76,9 @@ struct Station {
     late: usize,
 }
 
-/// Totals of a windower run: counters only, so they stay the same size however long it runs
-/// (what each dropped or unassembled item was goes to the log and the dead letters).
+/// Totals of a windower run: counters, and the first [`super::LISTED`] names of what was
+/// dropped or unassembled, so they stay the same size however long it runs (every item goes to
+/// the log and the dead letters).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct WindowerTotals {
     pub windows: u64,
