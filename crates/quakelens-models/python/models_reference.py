@@ -10,7 +10,10 @@ Arrays cross as raw little-endian float64 files. Commands:
   conv1d DIR N CLASSES SEED                    the paper's 1-D CNN with random weights: state_dict
                                                (torch.save and safetensors), TorchScript, inputs, logits
   conv1d-logits MODEL.safetensors INPUTS N OUT our CONV1D file evaluated by PyTorch
-  bench-conv1d MODEL.safetensors N BATCH THREADS  PyTorch eager windows/s (JSON on stdout)
+  bench-conv1d MODEL.safetensors N BATCH THREADS [KEEP_FREED_BYTES]
+                                               PyTorch eager windows/s (JSON on stdout); with
+                                               KEEP_FREED_BYTES, glibc keeps freed blocks as
+                                               the quakelens binary does
   ttf-labels IN.json OUT.json                  the paper's time-to-failure classes and split
   multiclass TRUTH PRED K OUT.json             sklearn's balanced accuracy and normalised confusion
 """
@@ -376,7 +379,21 @@ def cmd_conv1d_logits(model_path, inputs_path, n, out):
         write(out, model(F.normalize(x, dim=-1)).numpy().ravel())
 
 
-def cmd_bench_conv1d(model_path, n, batch, threads):
+def keep_freed_blocks(limit_bytes):
+    """glibc's mallopt as the quakelens binary sets it (M_MMAP_THRESHOLD and M_TRIM_THRESHOLD):
+    freed blocks up to the limit stay in the heap instead of being unmapped and faulted in again."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    for param in (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD):
+        if libc.mallopt(param, int(limit_bytes)) != 1:
+            raise SystemExit(f"mallopt({param}) refused")
+
+
+def cmd_bench_conv1d(model_path, n, batch, threads, keep_freed_bytes="0"):
+    if int(keep_freed_bytes) > 0:
+        keep_freed_blocks(keep_freed_bytes)
     import torch
     import torch.nn.functional as F
 

@@ -86,7 +86,7 @@ pub fn run(args: ModelsBenchArgs) -> anyhow::Result<()> {
     .map_err(anyhow::Error::msg)?;
     let torch: serde_json::Value = serde_json::from_str(out.trim())?;
     let ref_cnn = torch["windows_per_s"].as_f64().context("PyTorch timing")?;
-    let (ours_conv1d, ref_conv1d) = time_conv1d(&args, &python, dir.path())?;
+    let conv1d = time_conv1d(&args, &python, dir.path())?;
 
     // Forest: the same rows (a noisy non-linear target with ties) on both sides.
     let (rows, nf) = (args.rows, args.features);
@@ -147,10 +147,19 @@ pub fn run(args: ModelsBenchArgs) -> anyhow::Result<()> {
         ours_cnn / ref_cnn
     );
     println!(
-        "| CONV1D (the paper's) inference, batch {}, {} windows of 3×2500 (windows/s; PyTorch eager, inference_mode) | {ours_conv1d:.1} | {ref_conv1d:.1} | {:.2}× |",
+        "| CONV1D (the paper's) inference, batch {}, {} windows of 3×2500 (windows/s; PyTorch eager, inference_mode) | {:.1} | {:.1} | {:.2}× |",
         args.batch,
         args.conv1d_windows,
-        ours_conv1d / ref_conv1d
+        conv1d.ours,
+        conv1d.eager,
+        conv1d.ours / conv1d.eager
+    );
+    println!(
+        "| CONV1D, the same, PyTorch eager with glibc keeping freed blocks as quakelens does (mallopt {} MiB) | {:.1} | {:.1} | {:.2}× |",
+        crate::KEEP >> 20,
+        conv1d.ours,
+        conv1d.eager_keeping,
+        conv1d.ours / conv1d.eager_keeping
     );
     println!(
         "| forest fit, {} trees on {rows}×{nf}, unlimited depth (s; sklearn n_jobs={}) | {ours_forest:.2} (depth {depth}) | {ref_forest:.2} (depth {}) | {:.2}× the time |",
@@ -162,12 +171,20 @@ pub fn run(args: ModelsBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Windows/s of the 1-D CNN here and in PyTorch eager, best of three rounds each.
+/// Windows/s of the 1-D CNN, best of three rounds each.
+struct Conv1dTimes {
+    ours: f64,
+    /// PyTorch eager as it runs by default.
+    eager: f64,
+    /// PyTorch eager with the allocator setting of the quakelens binary.
+    eager_keeping: f64,
+}
+
 fn time_conv1d(
     args: &ModelsBenchArgs,
     python: &std::path::Path,
     dir: &std::path::Path,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<Conv1dTimes> {
     let path = match &args.conv1d {
         Some(p) => p.clone(),
         None => {
@@ -193,19 +210,26 @@ fn time_conv1d(
         best = best.min(t.elapsed().as_secs_f64());
     }
     let s = |v: usize| v.to_string();
-    let out = reference::run(
-        python,
-        dir,
-        "bench-conv1d",
-        &[
-            path.display().to_string(),
-            s(args.conv1d_windows),
-            s(args.batch),
-            s(args.threads),
-        ],
-    )
-    .map_err(anyhow::Error::msg)?;
-    let torch: serde_json::Value = serde_json::from_str(out.trim())?;
-    let reference = torch["windows_per_s"].as_f64().context("PyTorch timing")?;
-    Ok((args.conv1d_windows as f64 / best, reference))
+    let eager = |keep_freed: usize| -> anyhow::Result<f64> {
+        let out = reference::run(
+            python,
+            dir,
+            "bench-conv1d",
+            &[
+                path.display().to_string(),
+                s(args.conv1d_windows),
+                s(args.batch),
+                s(args.threads),
+                s(keep_freed),
+            ],
+        )
+        .map_err(anyhow::Error::msg)?;
+        let torch: serde_json::Value = serde_json::from_str(out.trim())?;
+        torch["windows_per_s"].as_f64().context("PyTorch timing")
+    };
+    Ok(Conv1dTimes {
+        ours: args.conv1d_windows as f64 / best,
+        eager: eager(0)?,
+        eager_keeping: eager(crate::KEEP as usize)?,
+    })
 }
