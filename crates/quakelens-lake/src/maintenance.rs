@@ -75,11 +75,12 @@ pub async fn optimize(
         let err = |e| LakeError::store(location, table.name(), e);
         let files_before = live_files(location, table, &t)?;
         let target = std::num::NonZeroU64::new(target_bytes.max(1)).expect("at least 1");
+        let schema = t.snapshot().map_err(err)?.snapshot().arrow_schema();
         let (t, metrics) = t
             .optimize()
             .with_type(OptimizeType::Compact)
             .with_target_size(target)
-            .with_writer_properties(writer_properties())
+            .with_writer_properties(writer_properties(&schema))
             .await
             .map_err(err)?;
         let files_after = live_files(location, table, &t)?;

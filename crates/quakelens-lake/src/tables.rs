@@ -229,11 +229,16 @@ impl Tables {
         let t = self.table(table).await?;
         let mut adds = Vec::new();
         if let Some(batch) = batch.filter(|b| b.num_rows() > 0) {
-            let mut writer = RecordBatchWriter::for_table(t)
-                .map_err(&err)?
-                .with_writer_properties(writer_properties());
-            writer.write(batch).await.map_err(&err)?;
-            adds = writer.flush().await.map_err(&err)?;
+            // A writer keeps a buffer of several MiB per partition it has open until it is
+            // flushed, and a batch of a large network touches one partition per station: the
+            // partitions are written a few at a time, all into the one commit below.
+            for part in partition_groups(&batch, OPEN_PARTITIONS).map_err(|e| err(e.into()))? {
+                let mut writer = RecordBatchWriter::for_table(t)
+                    .map_err(&err)?
+                    .with_writer_properties(writer_properties(&part.schema()));
+                writer.write(part).await.map_err(&err)?;
+                adds.extend(writer.flush().await.map_err(&err)?);
+            }
         }
         let files = adds.len();
         let actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
@@ -294,14 +299,91 @@ impl Tables {
     }
 }
 
-/// Files are zstd-compressed like the plain-Parquet lake was.
-pub(crate) fn writer_properties() -> WriterProperties {
-    WriterProperties::builder()
+/// Partitions a writer holds open at once (each costs a few MiB of buffers until flushed).
+const OPEN_PARTITIONS: usize = 16;
+
+/// `batch`'s rows sorted by partition (`day`, `stream`), cut into batches of at most `most`
+/// partitions each.
+fn partition_groups(
+    batch: &RecordBatch,
+    most: usize,
+) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
+    use arrow::array::{Array, AsArray, UInt32Array};
+    use arrow::compute::{lexsort_to_indices, take_record_batch, SortColumn};
+
+    let column = |name: &str| {
+        batch.column_by_name(name).cloned().ok_or_else(|| {
+            arrow::error::ArrowError::SchemaError(format!("no partition column {name}"))
+        })
+    };
+    let keys = PARTITIONS.map(column);
+    let keys: Vec<_> = keys.into_iter().collect::<Result<_, _>>()?;
+    let order = lexsort_to_indices(
+        &keys
+            .iter()
+            .map(|values| SortColumn {
+                values: values.clone(),
+                options: None,
+            })
+            .collect::<Vec<_>>(),
+        None,
+    )?;
+    let text: Vec<_> = keys
+        .iter()
+        .map(|k| arrow::compute::cast(k, &arrow::datatypes::DataType::Utf8))
+        .collect::<Result<_, _>>()?;
+    let text: Vec<_> = text.iter().map(|k| k.as_string::<i32>()).collect();
+    let key_of = |row: u32| -> Vec<Option<&str>> {
+        text.iter()
+            .map(|k| (!k.is_null(row as usize)).then(|| k.value(row as usize)))
+            .collect()
+    };
+    let mut groups = Vec::new();
+    let (mut current, mut seen, mut last) = (Vec::new(), 0usize, None);
+    for &row in order.values() {
+        let key = key_of(row);
+        if last.as_ref() != Some(&key) {
+            if seen == most {
+                groups.push(take_record_batch(
+                    batch,
+                    &UInt32Array::from(std::mem::take(&mut current)),
+                )?);
+                seen = 0;
+            }
+            seen += 1;
+            last = Some(key);
+        }
+        current.push(row);
+    }
+    if !current.is_empty() {
+        groups.push(take_record_batch(batch, &UInt32Array::from(current))?);
+    }
+    Ok(groups)
+}
+
+/// Files are zstd-compressed like the plain-Parquet lake was. Only text columns (ids, names,
+/// catalogue values) are dictionary-encoded: measured values rarely repeat, so a dictionary
+/// of a spectrogram's 15,147 floats or of the features is built only to be thrown away.
+pub(crate) fn writer_properties(schema: &arrow::datatypes::Schema) -> WriterProperties {
+    use arrow::datatypes::DataType;
+    use parquet::schema::types::ColumnPath;
+
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(3).expect("zstd level 3 exists"),
         ))
         .set_created_by(format!("quakelens {}", env!("CARGO_PKG_VERSION")))
-        .build()
+        .set_dictionary_enabled(false);
+    for field in schema.fields() {
+        if matches!(
+            field.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        ) {
+            builder = builder
+                .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), true);
+        }
+    }
+    builder.build()
 }
 
 /// The keys (`window_id`, and `model_hash` for model outputs, else empty) of the rows `table`
@@ -393,4 +475,71 @@ async fn keys_of_files(
         out.extend((0..b.num_rows()).map(|i| (w.value(i).to_string(), m.value(i).to_string())));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{AsArray, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn partition_groups_hold_every_row_once_and_at_most_so_many_partitions() {
+        // 7 streams over 2 days, rows interleaved as a network's batch arrives.
+        let rows: Vec<(String, String, i64)> = (0..40)
+            .map(|i| {
+                (
+                    format!("2024-03-0{}", 1 + i % 2),
+                    format!("XB.S{}", i % 7),
+                    i,
+                )
+            })
+            .collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, false),
+            Field::new("day", DataType::Utf8, false),
+            Field::new("stream", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+                Arc::new(StringArray::from_iter_values(
+                    rows.iter().map(|r| r.0.as_str()),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    rows.iter().map(|r| r.1.as_str()),
+                )),
+            ],
+        )
+        .unwrap();
+        let groups = partition_groups(&batch, 3).unwrap();
+        let mut seen = Vec::new();
+        let mut partitions = std::collections::BTreeSet::new();
+        for g in &groups {
+            let day = g.column(1).as_string::<i32>();
+            let stream = g.column(2).as_string::<i32>();
+            let here: std::collections::BTreeSet<(String, String)> = (0..g.num_rows())
+                .map(|i| (day.value(i).to_string(), stream.value(i).to_string()))
+                .collect();
+            assert!(here.len() <= 3, "{} partitions in one group", here.len());
+            for p in here {
+                assert!(partitions.insert(p), "a partition split over two groups");
+            }
+            seen.extend(
+                g.column(0)
+                    .as_primitive::<arrow::datatypes::Int64Type>()
+                    .values()
+                    .iter()
+                    .copied(),
+            );
+        }
+        seen.sort();
+        assert_eq!(seen, (0..40).collect::<Vec<_>>());
+        assert_eq!(partitions.len(), 14);
+        assert_eq!(groups.len(), 5);
+    }
 }
