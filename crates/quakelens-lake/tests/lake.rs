@@ -634,8 +634,11 @@ async fn python_deltalake_pyarrow_and_duckdb_read_the_same_rows() {
         .sql_table("SELECT window_id, station, day, label, spectrogram[60] AS last FROM windows ORDER BY window_id")
         .await
         .unwrap();
+    // The script ends with os._exit after its answers are flushed: DuckDB's and pyarrow's
+    // thread pools have been seen to abort the interpreter's teardown ("terminate called
+    // without an active exception") after everything was printed.
     let script = r#"
-import sys, duckdb
+import os, sys, duckdb
 from deltalake import DeltaTable
 root = sys.argv[1]
 w = DeltaTable(root + "/windows")
@@ -649,7 +652,9 @@ for r in rows:
 con = duckdb.connect()
 con.register("features", f.to_pyarrow_dataset())
 n, s = con.execute("SELECT count(*), sum(f1_c0_maximum_amplitude) FROM features").fetchone()
-print("features", n, int(s), w.version())
+print("features", n, int(s), w.version(), flush=True)
+con.close()
+os._exit(0)
 "#;
     let out = Command::new(python)
         .arg("-c")
@@ -757,13 +762,14 @@ async fn waveform_explanations_are_read_back_by_datafusion_and_python_deltalake(
     let Some(python) = quakelens_signal::reference::python_for_tests() else {
         return;
     };
-    // pyarrow imported before deltalake: the other order aborts at interpreter exit in the
-    // test's environment ("terminate called without an active exception") after printing.
+    // os._exit after the flushed answer: pyarrow's thread pool has been seen to abort the
+    // interpreter's teardown ("terminate called without an active exception").
     let script = r#"
-import sys, pyarrow
+import os, sys, pyarrow
 from deltalake import DeltaTable
 t = DeltaTable(sys.argv[1] + "/waveform_shap").to_pyarrow_table().to_pylist()
-print(len(t), sum(r["channel"] is not None for r in t), sum(r["value"] for r in t))
+print(len(t), sum(r["channel"] is not None for r in t), sum(r["value"] for r in t), flush=True)
+os._exit(0)
 "#;
     let out = Command::new(python)
         .arg("-c")

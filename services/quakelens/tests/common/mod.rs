@@ -726,8 +726,14 @@ pub fn python_c<A: AsRef<std::ffi::OsStr>>(
     script: &str,
     args: impl IntoIterator<Item = A>,
 ) -> String {
+    // Every script ends with os._exit once its answer is flushed: pyarrow's, DuckDB's and
+    // deltalake's native thread pools have been seen to abort the interpreter's teardown
+    // ("terminate called without an active exception") after the work was done. A script
+    // that raises still exits non-zero before reaching it.
+    let script =
+        format!("{script}\nimport os as _os, sys as _sys\n_sys.stdout.flush()\n_os._exit(0)\n");
     stdout_of(
-        Command::new(py).args(["-c", script]).args(args),
+        Command::new(py).args(["-c", &script]).args(args),
         "python -c",
     )
 }
