@@ -12,6 +12,7 @@ mod batches;
 mod convert;
 mod error;
 mod location;
+mod log_table;
 mod maintenance;
 mod query;
 mod single_writer;

@@ -6,17 +6,19 @@ use std::collections::{BTreeMap, HashMap};
 
 use arrow::array::RecordBatch;
 use deltalake::kernel::engine::arrow_conversion::TryFromArrow;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, StructType, Transaction};
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::{StructType, Transaction};
+use deltalake::logstore::ObjectStoreRef;
 use deltalake::operations::create::CreateBuilder;
-use deltalake::protocol::{DeltaOperation, SaveMode};
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::protocol::SaveMode;
+use deltalake::writer::DeltaWriter;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::error::LakeError;
 use crate::location::LakeLocation;
+use crate::log_table::{CommitFailure, LogTable};
 use crate::schema::{property, LakeFormat, Table, PARTITIONS, SCHEMA_VERSION};
 
 /// A position of the source a commit covers: `app_id` is the source (a topic partition read
@@ -127,11 +129,37 @@ pub(crate) fn check_compatible(
     Ok(())
 }
 
-/// The tables a writer holds open, created on first use.
+/// Refuses a table this writer must not append to: another schema version, other windows, or
+/// a protocol asking writers for more than blind appends do.
+fn check_writable(
+    location: &LakeLocation,
+    format: &LakeFormat,
+    table: Table,
+    t: &LogTable,
+) -> Result<(), LakeError> {
+    check_compatible(location, table, &t.properties(), Some(format))?;
+    match t.unsupported_protocol() {
+        Some(reason) => Err(LakeError::Incompatible {
+            location: location.to_string(),
+            table: table.name().into(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The tables a writer holds open, created on first use. A writer holds each table's log
+/// position and properties only, so its memory does not grow with the tables' files.
 pub(crate) struct Tables {
     pub(crate) location: LakeLocation,
     format: LakeFormat,
-    open: BTreeMap<Table, DeltaTable>,
+    open: BTreeMap<Table, LogTable>,
+    /// Tables loaded with their file lists, for [`Tables::partition_keys`] only (the embedded
+    /// run, which checks whole partitions for rows written by an earlier run).
+    listed: BTreeMap<Table, DeltaTable>,
+    /// Checkpoints as commits reach the interval (a service), or only when asked (a batch job,
+    /// at its start: see [`crate::LakeWriter::checkpoint_at_open`]).
+    pub(crate) checkpoints_as_committed: bool,
 }
 
 impl Tables {
@@ -140,6 +168,8 @@ impl Tables {
             location,
             format,
             open: BTreeMap::new(),
+            listed: BTreeMap::new(),
+            checkpoints_as_committed: true,
         }
     }
 
@@ -151,33 +181,47 @@ impl Tables {
         move |e| LakeError::store(&self.location, table.name(), e)
     }
 
-    /// The table if it exists, checked against this writer's format and kept open: loading a
-    /// snapshot replays the log, so each table is loaded once per writer, not once per question.
+    /// The table if it exists, checked against this writer's format and kept open: reading
+    /// a table's log position costs a listing, so each table is opened once per writer.
     pub(crate) async fn existing(
         &mut self,
         table: Table,
-    ) -> Result<Option<&DeltaTable>, LakeError> {
+    ) -> Result<Option<&mut LogTable>, LakeError> {
         if !self.open.contains_key(&table) {
-            let Some(t) = open_table(&self.location, table).await? else {
+            if let Some(dir) = self.location.local_dir() {
+                if !dir.join(table.name()).join("_delta_log").is_dir() {
+                    return Ok(None);
+                }
+            }
+            let opened = LogTable::open(
+                &self.location.table_url(table),
+                self.location.storage_options(),
+            )
+            .await
+            .map_err(self.err(table))?;
+            let Some(t) = opened else {
                 return Ok(None);
             };
-            check_compatible(&self.location, table, &properties(&t), Some(&self.format))?;
+            check_writable(&self.location, &self.format, table, &t)?;
             self.open.insert(table, t);
         }
-        Ok(self.open.get(&table))
+        Ok(self.open.get_mut(&table))
     }
 
     /// The open table, created (with its schema and properties) when it does not exist yet.
-    pub(crate) async fn table(&mut self, table: Table) -> Result<&mut DeltaTable, LakeError> {
+    pub(crate) async fn table(&mut self, table: Table) -> Result<&mut LogTable, LakeError> {
         if self.existing(table).await?.is_none() {
-            let t = self.create(table).await?;
-            check_compatible(&self.location, table, &properties(&t), Some(&self.format))?;
-            self.open.insert(table, t);
+            self.create(table).await?;
+            if self.existing(table).await?.is_none() {
+                return Err(self.err(table)(DeltaTableError::Generic(
+                    "the table was created but cannot be opened".into(),
+                )));
+            }
         }
         Ok(self.open.get_mut(&table).expect("opened or created above"))
     }
 
-    async fn create(&self, table: Table) -> Result<DeltaTable, LakeError> {
+    async fn create(&self, table: Table) -> Result<(), LakeError> {
         let schema = table.schema(&self.format);
         let columns =
             StructType::try_from_arrow(schema.as_ref()).map_err(|e| self.err(table)(e.into()))?;
@@ -203,10 +247,10 @@ impl Tables {
             .with_commit_properties(CommitProperties::default().with_max_retries(0))
             .await;
         match created {
-            Ok(t) => Ok(t),
+            Ok(_) => Ok(()),
             // Another writer may have created it first: use theirs.
             Err(e) => match open_table(&self.location, table).await? {
-                Some(t) => Ok(t),
+                Some(_) => Ok(()),
                 None => Err(self.err(table)(e)),
             },
         }
@@ -224,61 +268,61 @@ impl Tables {
         if rows == 0 && txns.is_empty() {
             return Ok(Committed::default());
         }
-        let location = self.location.clone();
-        let err = move |e: DeltaTableError| LakeError::store(&location, table.name(), e);
+        let (location, format) = (self.location.clone(), self.format);
+        let err = |e: DeltaTableError| LakeError::store(&location, table.name(), e);
         let t = self.table(table).await?;
         let mut adds = Vec::new();
         if let Some(batch) = batch.filter(|b| b.num_rows() > 0) {
             // A writer keeps a buffer of several MiB per partition it has open until it is
             // flushed, and a batch of a large network touches one partition per station: the
-            // partitions are written a few at a time, all into the one commit below.
-            for part in partition_groups(&batch, OPEN_PARTITIONS).map_err(|e| err(e.into()))? {
-                let mut writer = RecordBatchWriter::for_table(t)
-                    .map_err(&err)?
+            // partitions are written a few at a time, all into the one commit below (each
+            // group's rows copied out only while it is written).
+            let parts: Vec<Option<arrow::array::UInt32Array>> =
+                match partition_groups(&batch, OPEN_PARTITIONS).map_err(|e| err(e.into()))? {
+                    Some(groups) => groups.into_iter().map(Some).collect(),
+                    None => vec![None],
+                };
+            for rows in parts {
+                let part = match rows {
+                    Some(rows) => arrow::compute::take_record_batch(&batch, &rows)
+                        .map_err(|e| err(e.into()))?,
+                    None => batch.clone(),
+                };
+                let mut writer = t
+                    .file_writer(part.schema())
+                    .map_err(err)?
                     .with_writer_properties(writer_properties(&part.schema()));
-                writer.write(part).await.map_err(&err)?;
-                adds.extend(writer.flush().await.map_err(&err)?);
+                writer.write(part).await.map_err(err)?;
+                adds.extend(writer.flush().await.map_err(err)?);
             }
         }
         let files = adds.len();
-        let actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
+        let checkpoints = self.checkpoints_as_committed;
+        let t = self.open.get_mut(&table).expect("opened above");
         let txns: Vec<Transaction> = txns
             .iter()
             .map(|x| Transaction::new(&x.app_id, x.version))
             .collect();
-        let operation = DeltaOperation::Write {
-            mode: SaveMode::Append,
-            partition_by: Some(PARTITIONS.map(String::from).to_vec()),
-            predicate: None,
-        };
-        let snapshot = t.snapshot().map_err(&err)?;
-        let finalized =
-            CommitBuilder::from(CommitProperties::default().with_application_transactions(txns))
-                .with_actions(actions)
-                .build(Some(snapshot), t.log_store(), operation)
-                .await;
-        let version = match finalized {
-            Ok(f) => f.version(),
-            Err(e) => {
-                // A commit that lost to a conflicting one would lose again from the same
-                // snapshot: the next attempt starts from the table as it is now.
-                if let Err(refresh) = t.update_incremental(None).await {
-                    tracing::warn!(
-                        table = table.name(),
-                        "reloading after a failed commit: {refresh}"
-                    );
+        // Another writer's metadata change is checked against this writer's format, then the
+        // same files are committed at the next version.
+        for _ in 0..METADATA_RECHECKS {
+            match t.commit(adds.clone(), &txns, checkpoints).await {
+                Ok(version) => {
+                    return Ok(Committed {
+                        rows,
+                        files,
+                        version: Some(version as i64),
+                    })
                 }
-                let now = properties(t);
-                check_compatible(&self.location, table, &now, Some(&self.format))?;
-                return Err(err(e));
+                Err(CommitFailure::MetadataChanged) => {
+                    check_writable(&location, &format, table, t)?;
+                }
+                Err(CommitFailure::Delta(e)) => return Err(err(e)),
             }
-        };
-        t.update_incremental(Some(version)).await.map_err(&err)?;
-        Ok(Committed {
-            rows,
-            files,
-            version: Some(version as i64),
-        })
+        }
+        Err(err(DeltaTableError::Generic(format!(
+            "the table's metadata changed {METADATA_RECHECKS} times during one commit"
+        ))))
     }
 
     /// The version last committed for `app_id` in `table` (`None`: never).
@@ -289,45 +333,151 @@ impl Tables {
     ) -> Result<Option<i64>, LakeError> {
         let location = self.location.clone();
         let t = self.table(table).await?;
-        let snapshot = t
-            .snapshot()
-            .map_err(|e| LakeError::store(&location, table.name(), e))?;
-        snapshot
-            .transaction_version(t.log_store().as_ref(), app_id)
+        t.txn_version(app_id)
             .await
             .map_err(|e| LakeError::store(&location, table.name(), e))
     }
+
+    /// The keys (`window_id`, and `model_hash` for model outputs, else empty) of the rows
+    /// `table` gained in commits written since `since`: what a sink starting now checks
+    /// upstream duplicates against. Only those commits and their files are read, so the cost
+    /// follows the recent write rate, not the table's history.
+    pub(crate) async fn recent_keys(
+        &mut self,
+        table: Table,
+        since: std::time::SystemTime,
+    ) -> Result<Vec<(String, String)>, LakeError> {
+        let location = self.location.clone();
+        let err = |e: DeltaTableError| LakeError::store(&location, table.name(), e);
+        let Some(t) = self.existing(table).await? else {
+            return Ok(Vec::new());
+        };
+        let paths = t.files_added_since(since).await.map_err(err)?;
+        keys_of_files(&t.log_store().object_store(None), paths, table)
+            .await
+            .map_err(err)
+    }
+
+    /// The keys of the rows in one `day` × `stream` partition (its files only are read).
+    pub(crate) async fn partition_keys(
+        &mut self,
+        table: Table,
+        day: &str,
+        stream: &str,
+    ) -> Result<Vec<(String, String)>, LakeError> {
+        let location = self.location.clone();
+        let err = |e: DeltaTableError| LakeError::store(&location, table.name(), e);
+        if !self.listed.contains_key(&table) {
+            let Some(t) = open_table(&self.location, table).await? else {
+                return Ok(Vec::new());
+            };
+            self.listed.insert(table, t);
+        }
+        let t = self.listed.get_mut(&table).expect("loaded above");
+        // This writer's own commits since the table was loaded.
+        t.update_incremental(None).await.map_err(err)?;
+        let paths: Vec<String> = t
+            .snapshot()
+            .map_err(err)?
+            .log_data()
+            .iter()
+            .filter(|f| {
+                let values = f.partition_values_map();
+                values.get("day").and_then(|v| v.as_deref()) == Some(day)
+                    && values.get("stream").and_then(|v| v.as_deref()) == Some(stream)
+            })
+            .map(|f| f.path().into_owned())
+            .collect();
+        keys_of_files(&t.log_store().object_store(None), paths, table)
+            .await
+            .map_err(err)
+    }
+}
+
+/// Times one commit is checked again after other writers changed the table's metadata.
+const METADATA_RECHECKS: usize = 10;
+
+/// `(window_id, model_hash)` of the rows in `paths` (relative to the table, as the log
+/// writes them). A file removed meanwhile (vacuumed after a compaction) is skipped: its rows
+/// are in the file that replaced it. Only the key columns' chunks are fetched.
+// `ParquetObjectReader` is deprecated in parquet 59 in favour of a hand-written reader; it
+// still does what is needed here (ranged reads of one store), as delta-rs uses it.
+#[allow(deprecated)]
+async fn keys_of_files(
+    store: &ObjectStoreRef,
+    paths: Vec<String>,
+    table: Table,
+) -> Result<Vec<(String, String)>, DeltaTableError> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::DataType;
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
+    use parquet::arrow::ProjectionMask;
+
+    let mut out = Vec::new();
+    for path in paths {
+        let path = object_store::path::Path::from_url_path(&path)
+            .map_err(|e| DeltaTableError::Generic(format!("file path {path:?} in the log: {e}")))?;
+        let meta = match store.head(&path).await {
+            Ok(meta) => meta,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let reader = ParquetObjectReader::new(store.clone(), path).with_file_size(meta.size);
+        let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+        let mut columns = vec!["window_id"];
+        if table.schema_has_model() {
+            columns.push("model_hash");
+        }
+        let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
+        let batches: Vec<RecordBatch> =
+            builder.with_projection(mask).build()?.try_collect().await?;
+        for b in batches {
+            let text = |name: &str| -> Result<Option<arrow::array::ArrayRef>, DeltaTableError> {
+                b.column_by_name(name)
+                    .map(|c| arrow::compute::cast(c, &DataType::Utf8))
+                    .transpose()
+                    .map_err(DeltaTableError::from)
+            };
+            let Some(w) = text("window_id")? else {
+                continue;
+            };
+            let m = text("model_hash")?;
+            let w = w.as_string::<i32>();
+            let m = m.as_ref().map(|m| m.as_string::<i32>());
+            out.extend((0..b.num_rows()).map(|i| {
+                (
+                    w.value(i).to_string(),
+                    m.map_or_else(String::new, |m| m.value(i).to_string()),
+                )
+            }));
+        }
+    }
+    Ok(out)
 }
 
 /// Partitions a writer holds open at once (each costs a few MiB of buffers until flushed).
 const OPEN_PARTITIONS: usize = 16;
 
-/// `batch`'s rows sorted by partition (`day`, `stream`), cut into batches of at most `most`
-/// partitions each.
+/// The rows of `batch` by partition (`day`, `stream`), in groups of at most `most`
+/// partitions, as row indices sorted by partition; `None` when the whole batch is one group.
 fn partition_groups(
     batch: &RecordBatch,
     most: usize,
-) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
+) -> Result<Option<Vec<arrow::array::UInt32Array>>, arrow::error::ArrowError> {
     use arrow::array::{Array, AsArray, UInt32Array};
-    use arrow::compute::{lexsort_to_indices, take_record_batch, SortColumn};
+    use arrow::compute::{lexsort_to_indices, SortColumn};
 
     let column = |name: &str| {
         batch.column_by_name(name).cloned().ok_or_else(|| {
             arrow::error::ArrowError::SchemaError(format!("no partition column {name}"))
         })
     };
-    let keys = PARTITIONS.map(column);
-    let keys: Vec<_> = keys.into_iter().collect::<Result<_, _>>()?;
-    let order = lexsort_to_indices(
-        &keys
-            .iter()
-            .map(|values| SortColumn {
-                values: values.clone(),
-                options: None,
-            })
-            .collect::<Vec<_>>(),
-        None,
-    )?;
+    let keys: Vec<_> = PARTITIONS
+        .map(column)
+        .into_iter()
+        .collect::<Result<_, _>>()?;
     let text: Vec<_> = keys
         .iter()
         .map(|k| arrow::compute::cast(k, &arrow::datatypes::DataType::Utf8))
@@ -338,16 +488,28 @@ fn partition_groups(
             .map(|k| (!k.is_null(row as usize)).then(|| k.value(row as usize)))
             .collect()
     };
+    let distinct: std::collections::HashSet<Vec<Option<&str>>> =
+        (0..batch.num_rows() as u32).map(key_of).collect();
+    if distinct.len() <= most {
+        return Ok(None);
+    }
+    let order = lexsort_to_indices(
+        &keys
+            .iter()
+            .map(|values| SortColumn {
+                values: values.clone(),
+                options: None,
+            })
+            .collect::<Vec<_>>(),
+        None,
+    )?;
     let mut groups = Vec::new();
     let (mut current, mut seen, mut last) = (Vec::new(), 0usize, None);
     for &row in order.values() {
         let key = key_of(row);
         if last.as_ref() != Some(&key) {
             if seen == most {
-                groups.push(take_record_batch(
-                    batch,
-                    &UInt32Array::from(std::mem::take(&mut current)),
-                )?);
+                groups.push(UInt32Array::from(std::mem::take(&mut current)));
                 seen = 0;
             }
             seen += 1;
@@ -356,9 +518,9 @@ fn partition_groups(
         current.push(row);
     }
     if !current.is_empty() {
-        groups.push(take_record_batch(batch, &UInt32Array::from(current))?);
+        groups.push(UInt32Array::from(current));
     }
-    Ok(groups)
+    Ok(Some(groups))
 }
 
 /// Files are zstd-compressed like the plain-Parquet lake was. Only text columns (ids, names,
@@ -384,97 +546,6 @@ pub(crate) fn writer_properties(schema: &arrow::datatypes::Schema) -> WriterProp
         }
     }
     builder.build()
-}
-
-/// The keys (`window_id`, and `model_hash` for model outputs, else empty) of the rows `table`
-/// gained in files written since `since`: what a sink starting now checks upstream duplicates
-/// against. Only those files are read, so the cost follows the recent write rate.
-pub(crate) async fn recent_keys(
-    t: &DeltaTable,
-    location: &LakeLocation,
-    table: Table,
-    since: std::time::SystemTime,
-) -> Result<Vec<(String, String)>, LakeError> {
-    let cutoff_ms = since
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    keys_of_files(t, location, table, |f| f.modification_time() >= cutoff_ms).await
-}
-
-/// The keys of the rows in one `day` × `stream` partition (its files only are read).
-pub(crate) async fn partition_keys(
-    t: &DeltaTable,
-    location: &LakeLocation,
-    table: Table,
-    day: &str,
-    stream: &str,
-) -> Result<Vec<(String, String)>, LakeError> {
-    keys_of_files(t, location, table, |f| {
-        let values = f.partition_values_map();
-        values.get("day").and_then(|v| v.as_deref()) == Some(day)
-            && values.get("stream").and_then(|v| v.as_deref()) == Some(stream)
-    })
-    .await
-}
-
-/// `(window_id, model_hash)` of the rows in the live files `keep` picks.
-async fn keys_of_files(
-    t: &DeltaTable,
-    location: &LakeLocation,
-    table: Table,
-    keep: impl Fn(&deltalake::kernel::LogicalFileView) -> bool,
-) -> Result<Vec<(String, String)>, LakeError> {
-    use arrow::array::AsArray;
-    use arrow::datatypes::DataType;
-    use futures::TryStreamExt;
-
-    let err = |e: DeltaTableError| LakeError::store(location, table.name(), e);
-    let paths: Vec<String> = t
-        .snapshot()
-        .map_err(err)?
-        .log_data()
-        .iter()
-        .filter(|f| keep(f))
-        .map(|f| f.path().into_owned())
-        .collect();
-    if paths.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ctx = datafusion::prelude::SessionContext::new();
-    t.update_datafusion_session(&ctx.state()).map_err(err)?;
-    let provider = t
-        .table_provider()
-        .with_file_paths(paths)
-        .await
-        .map_err(|e| err(e.into()))?;
-    let df_err = |e: datafusion::error::DataFusionError| err(e.into());
-    ctx.register_table("t", provider).map_err(df_err)?;
-    let model = if table.schema_has_model() {
-        "model_hash"
-    } else {
-        "''"
-    };
-    let batches: Vec<RecordBatch> = ctx
-        .sql(&format!(
-            "SELECT DISTINCT CAST(window_id AS VARCHAR), CAST({model} AS VARCHAR) FROM t"
-        ))
-        .await
-        .map_err(df_err)?
-        .execute_stream()
-        .await
-        .map_err(df_err)?
-        .try_collect()
-        .await
-        .map_err(df_err)?;
-    let mut out = Vec::new();
-    for b in batches {
-        let text = |i: usize| arrow::compute::cast(b.column(i), &DataType::Utf8);
-        let (w, m) = (text(0), text(1));
-        let (Ok(w), Ok(m)) = (w, m) else { continue };
-        let (w, m) = (w.as_string::<i32>(), m.as_string::<i32>());
-        out.extend((0..b.num_rows()).map(|i| (w.value(i).to_string(), m.value(i).to_string())));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -516,7 +587,16 @@ mod tests {
             ],
         )
         .unwrap();
-        let groups = partition_groups(&batch, 3).unwrap();
+        assert!(
+            partition_groups(&batch, 14).unwrap().is_none(),
+            "14 partitions fit one group"
+        );
+        let groups: Vec<RecordBatch> = partition_groups(&batch, 3)
+            .unwrap()
+            .unwrap()
+            .iter()
+            .map(|rows| arrow::compute::take_record_batch(&batch, rows).unwrap())
+            .collect();
         let mut seen = Vec::new();
         let mut partitions = std::collections::BTreeSet::new();
         for g in &groups {

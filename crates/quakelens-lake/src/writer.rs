@@ -35,6 +35,22 @@ impl LakeWriter {
         Ok(Self { tables })
     }
 
+    /// For a batch job: checkpoints now every table whose log grew `delta.checkpointInterval`
+    /// versions past its last checkpoint (earlier runs' commits), and never again as this
+    /// writer commits, so a checkpoint (which streams the whole table state) happens before
+    /// the job's own work, not in the middle of it.
+    pub async fn checkpoint_at_open(&mut self) -> Result<(), LakeError> {
+        self.tables.checkpoints_as_committed = false;
+        for table in Table::ALL {
+            if let Some(t) = self.tables.existing(table).await? {
+                if t.checkpoint_behind() {
+                    t.checkpoint().await;
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn location(&self) -> &LakeLocation {
         &self.tables.location
     }
@@ -55,11 +71,7 @@ impl LakeWriter {
         table: Table,
         since: std::time::SystemTime,
     ) -> Result<Vec<(String, String)>, LakeError> {
-        let location = self.tables.location.clone();
-        match self.tables.existing(table).await? {
-            Some(t) => crate::tables::recent_keys(t, &location, table, since).await,
-            None => Ok(Vec::new()),
-        }
+        self.tables.recent_keys(table, since).await
     }
 
     /// The `(window_id, model_hash)` keys already in one `day` × `stream` partition of
@@ -70,11 +82,7 @@ impl LakeWriter {
         day: &str,
         stream: &str,
     ) -> Result<Vec<(String, String)>, LakeError> {
-        let location = self.tables.location.clone();
-        match self.tables.existing(table).await? {
-            Some(t) => crate::tables::partition_keys(t, &location, table, day, stream).await,
-            None => Ok(Vec::new()),
-        }
+        self.tables.partition_keys(table, day, stream).await
     }
 
     /// The source position last committed for `app_id` in `table`.

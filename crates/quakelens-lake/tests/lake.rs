@@ -422,6 +422,51 @@ async fn the_log_is_checkpointed_and_read_back_through_the_checkpoint() {
         .is_empty());
 }
 
+fn checkpoint_versions(log: &std::path::Path) -> Vec<u64> {
+    let mut v: Vec<u64> = std::fs::read_dir(log)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".checkpoint."))
+        .filter_map(|n| n.split('.').next()?.parse().ok())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn a_batch_writer_checkpoints_when_it_opens_a_log_grown_past_the_interval_not_while_it_writes(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let at = location(dir.path());
+    let log = dir.path().join("lake/windows/_delta_log");
+    let run = |from: usize| {
+        let at = at.clone();
+        async move {
+            let mut w = LakeWriter::open(&at, FORMAT).await.unwrap();
+            w.checkpoint_at_open().await.unwrap();
+            for i in from..from + 12 {
+                let one = record(
+                    i,
+                    "A",
+                    1_700_000_000_000_000_000 + i as i64 * 60_000_000_000,
+                );
+                w.write_windows(std::slice::from_ref(&one), &[])
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    // The first run commits versions 1..=12 and checkpoints none of them.
+    run(0).await;
+    assert_eq!(checkpoint_versions(&log), Vec::<u64>::new());
+    // The next run finds the log 12 versions past none: a checkpoint of version 12 first.
+    run(12).await;
+    assert_eq!(checkpoint_versions(&log), vec![12]);
+    let lake = Lake::open(&at).await.unwrap();
+    assert_eq!(scalar(&lake, "SELECT count(*) FROM windows").await, "24");
+}
+
 #[tokio::test]
 async fn a_lake_of_other_windows_or_rows_of_the_wrong_shape_are_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -210,6 +210,7 @@ pub(crate) async fn run_stages(
     let mut sink_cfg = LakeSinkConfig::new(&format!("run/{}", run_id()));
     sink_cfg.dedup_horizon = Duration::ZERO;
     sink_cfg.partition_keys = true;
+    sink_cfg.checkpoint_at_open = true;
     let sink = LakeSinkStage::open(lake, cfg.format(), sink_cfg)
         .await
         .map_err(|e| RunError::Stage(format!("lake: {e}")))?;

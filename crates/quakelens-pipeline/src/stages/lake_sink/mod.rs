@@ -90,6 +90,10 @@ pub struct LakeSinkConfig {
     /// run: rerunning an archive writes nothing twice). Keys of days long past are forgotten
     /// (see `learn`), so memory follows the days in flight.
     pub partition_keys: bool,
+    /// Checkpoint the tables when the sink opens (those whose log grew an interval past their
+    /// last checkpoint), never as commits reach `delta.checkpointInterval`: for a batch run,
+    /// so that a checkpoint's transient memory never adds to the run's working set.
+    pub checkpoint_at_open: bool,
 }
 
 /// Periodic compaction by the sink: every `every`, all tables are bin-packed to files of about
@@ -110,6 +114,7 @@ impl LakeSinkConfig {
             retry_for: Duration::from_secs(600),
             compaction: None,
             partition_keys: false,
+            checkpoint_at_open: false,
         }
     }
 }
@@ -175,6 +180,9 @@ impl LakeSinkStage {
         let since = std::time::SystemTime::now() - cfg.dedup_horizon;
         let started = Instant::now();
         let mut writer = LakeWriter::open(location, format).await?;
+        if cfg.checkpoint_at_open {
+            writer.checkpoint_at_open().await?;
+        }
         let mut recent = HashMap::new();
         let mut warmed = 0;
         for table in Table::ALL {
