@@ -73,23 +73,40 @@ enum Command {
 /// blocks above its mmap threshold (at most 32 MiB, adjusted as it goes) with fresh mappings
 /// and unmaps them on free, so each batch of the 1-D CNN (activations of ~40 MiB a layer)
 /// page-faults and zeroes its memory again: about a third of PyTorch eager's time in `bench
-/// models`. Freed blocks up to [`KEEP`] are kept for reuse instead: a process's heap then stays
-/// near its peak (its largest batch), not at its current use.
+/// models`. Freed blocks up to [`KEEP`] are kept for reuse instead, in the commands that run
+/// the CNNs: their heap then stays near its peak (the largest batch), not at its current use.
+/// The services that run no network (windower, forest, lake, …) return freed memory as before.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub(crate) const KEEP: libc::c_int = 512 << 20;
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn keep_freed_blocks() {
-    // SAFETY: mallopt only changes the allocator's thresholds; called before any thread starts.
+    // SAFETY: mallopt only changes the allocator's thresholds; called before any thread
+    // (runtime, LibTorch, rayon) starts.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, KEEP);
         libc::mallopt(libc::M_TRIM_THRESHOLD, KEEP);
     }
 }
 
+impl Command {
+    /// Whether the command runs a CNN (training, inference or image SHAP).
+    fn runs_networks(&self) -> bool {
+        matches!(
+            self,
+            Command::Run(_)
+                | Command::Train(_)
+                | Command::Score(_)
+                | Command::Explain(_)
+                | Command::Experiment(_)
+                | Command::Bench(_)
+                | Command::Scorer(_)
+                | Command::Explainer(_)
+        )
+    }
+}
+
 fn main() -> std::process::ExitCode {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    keep_freed_blocks();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("QUAKELENS_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
@@ -97,6 +114,10 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if cli.command.runs_networks() {
+        keep_freed_blocks();
+    }
     let result = match cli.command {
         Command::Run(args) => commands::run::run(*args),
         Command::Train(cmd) => commands::train::run(cmd),
