@@ -41,6 +41,8 @@ pub enum BenchCommand {
     /// The lake over a simulated day: files and SQL before/after optimize, sink start-up
     /// against growing history (vs loading every key, as the plain-Parquet sink did).
     Lake(super::bench_lake::LakeBenchArgs),
+    /// Every service for many simulated days at full speed: memory per service, day by day.
+    Soak(super::bench_soak::SoakBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -73,6 +75,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Shap(args) => super::bench_explain::run_shap(args),
         BenchCommand::Explainers(args) => super::bench_explainers::run(args),
         BenchCommand::Lake(args) => super::bench_lake::run(args),
+        BenchCommand::Soak(args) => super::bench_soak::run(args),
     }
 }
 

@@ -62,6 +62,24 @@ impl Service {
         (self.status_mib("VmHWM:"), self.status_mib("RssAnon:"))
     }
 
+    /// The resident set now, and its anonymous part.
+    pub(super) fn current_memory(&self) -> (f64, f64) {
+        (self.status_mib("VmRSS:"), self.status_mib("RssAnon:"))
+    }
+
+    /// Whether the process has not exited.
+    pub(super) fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    pub(super) fn wait_exit(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline && self.is_running() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn health(&self) -> Option<serde_json::Value> {
         let log = std::fs::read_to_string(&self.log).ok()?;
         // "… health on http://ADDR/healthz, metrics on http://ADDR/metrics"

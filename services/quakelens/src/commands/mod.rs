@@ -6,6 +6,7 @@ pub mod bench_explainers;
 pub mod bench_lake;
 pub mod bench_models;
 pub mod bench_services;
+pub mod bench_soak;
 pub mod bench_windower;
 pub mod experiment;
 pub mod explain;
