@@ -43,6 +43,10 @@ pub struct SoakBenchArgs {
     /// Longest wait for one day to reach the lake, in seconds.
     #[arg(long, default_value_t = 600)]
     day_timeout_s: u64,
+    /// The lake service's compaction interval in minutes (0: none). Two minutes put a soak of
+    /// minutes through as many compactions as a service goes through in months.
+    #[arg(long, default_value_t = 2.0)]
+    optimize_minutes: f64,
 }
 
 /// Data per event: the synthetic generator's slot (the trigger's context, the event, its coda).
@@ -224,8 +228,8 @@ pub fn run(args: SoakBenchArgs) -> anyhow::Result<()> {
                 &work,
                 "lake",
                 &brokers,
-                // A short dedup horizon and compaction every two minutes, so that a soak of
-                // minutes goes through both as many times as a service does in months.
+                // A short dedup horizon, so that a soak of minutes goes through it as many
+                // times as a service does in months.
                 &group(vec![
                     "lake",
                     "--lake",
@@ -233,7 +237,7 @@ pub fn run(args: SoakBenchArgs) -> anyhow::Result<()> {
                     "--dedup-hours",
                     "0.05",
                     "--optimize-minutes",
-                    "2",
+                    &args.optimize_minutes.to_string(),
                 ]),
             )?,
         ),
@@ -249,8 +253,15 @@ pub fn run(args: SoakBenchArgs) -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_secs(8));
 
     println!(
-        "\n## Soak: {} stations × {} days, {} events per station and day, all services on tansu\n",
-        args.stations, args.days, args.events_per_day
+        "\n## Soak: {} stations × {} days, {} events per station and day, all services on tansu, lake compaction {}\n",
+        args.stations,
+        args.days,
+        args.events_per_day,
+        if args.optimize_minutes > 0.0 {
+            format!("every {} min", args.optimize_minutes)
+        } else {
+            "off".into()
+        }
     );
     let names: Vec<&str> = by_name.iter().map(|(n, _)| *n).collect();
     println!(
