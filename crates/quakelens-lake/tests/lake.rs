@@ -383,14 +383,7 @@ async fn the_log_is_checkpointed_and_read_back_through_the_checkpoint() {
     let log = dir.path().join("lake/windows/_delta_log");
     // Version 0 created the table, 1..=23 are the commits: the newest checkpoint is at most
     // 10 commits behind.
-    let mut checkpoints: Vec<u64> = std::fs::read_dir(&log)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".checkpoint."))
-        .filter_map(|n| n.split('.').next()?.parse().ok())
-        .collect();
-    checkpoints.sort();
+    let checkpoints = checkpoint_versions(&log);
     assert!(
         checkpoints.len() >= 2 && checkpoints.last().is_some_and(|&v| v + 10 > 23),
         "checkpoints in {}: {checkpoints:?}",
